@@ -1,0 +1,1 @@
+"""Clients: the DB-API 2.0 connection, embedded (in-process) and, later, remote."""

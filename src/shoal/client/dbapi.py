@@ -1,0 +1,213 @@
+"""PEP 249 pieces shared by every shoal connection: globals, types and the cursor.
+
+A cursor needs one thing from its connection, `run(sql, params) -> [Result]`
+(the `Runner` protocol), so the embedded and the remote connection share it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+from shoal.engine.execute import Params, Result
+from shoal.errors import InterfaceError, ProgrammingError
+
+__all__ = [
+    "BINARY",
+    "DATETIME",
+    "NUMBER",
+    "ROWID",
+    "STRING",
+    "Binary",
+    "Cursor",
+    "Date",
+    "DateFromTicks",
+    "Runner",
+    "Time",
+    "TimeFromTicks",
+    "Timestamp",
+    "TimestampFromTicks",
+    "adapt_params",
+    "apilevel",
+    "paramstyle",
+    "threadsafety",
+]
+
+apilevel = "2.0"
+threadsafety = 1  # threads may share the module, not connections
+paramstyle = "qmark"  # also :name, @name and $name with a mapping
+
+Date = datetime.date
+Time = datetime.time
+Timestamp = datetime.datetime
+Binary = bytes
+
+
+def DateFromTicks(ticks: float) -> datetime.date:  # noqa: N802 - PEP 249 name
+    return Date(*time.localtime(ticks)[:3])
+
+
+def TimeFromTicks(ticks: float) -> datetime.time:  # noqa: N802 - PEP 249 name
+    return Time(*time.localtime(ticks)[3:6])
+
+
+def TimestampFromTicks(ticks: float) -> datetime.datetime:  # noqa: N802 - PEP 249 name
+    return Timestamp(*time.localtime(ticks)[:6])
+
+
+class _TypeSet(frozenset[str]):
+    """A PEP 249 type object: equal to every declared type it covers."""
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return other.upper() in self
+        return frozenset.__eq__(self, other)
+
+    def __hash__(self) -> int:
+        return frozenset.__hash__(self)
+
+
+STRING = _TypeSet({"TEXT", "VARCHAR", "CHAR", "CLOB", "STRING"})
+BINARY = _TypeSet({"BLOB"})
+NUMBER = _TypeSet({"INTEGER", "INT", "REAL", "NUMERIC", "FLOAT", "DOUBLE", "BIGINT"})
+DATETIME = _TypeSet({"DATE", "TIME", "DATETIME", "TIMESTAMP"})
+ROWID = _TypeSet({"ROWID"})
+
+_NATIVE = (int, float, str, bytes, type(None))
+
+
+def _adapt(value: Any) -> Any:
+    if isinstance(value, _NATIVE):
+        return value
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat(" ") if isinstance(value, datetime.datetime) else value.isoformat()
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    return value
+
+
+def adapt_params(params: Params) -> Params:
+    """Dates and times become ISO 8601 text, as sqlite3's adapters made them."""
+    if params is None:
+        return None
+    if isinstance(params, Mapping):
+        if all(isinstance(v, _NATIVE) for v in params.values()):
+            return params
+        return {k: _adapt(v) for k, v in params.items()}
+    if isinstance(params, (str, bytes)):
+        raise ProgrammingError("parameters must be a sequence or a mapping, not a string")
+    if all(isinstance(v, _NATIVE) for v in params):
+        return params
+    return [_adapt(v) for v in params]
+
+
+class Runner(Protocol):
+    """What a cursor needs from its connection."""
+
+    def run(self, sql: str, params: Params) -> list[Result]: ...
+
+    def check_open(self) -> None: ...
+
+
+class Cursor:
+    """A PEP 249 cursor. Rows are fetched whole when a statement runs."""
+
+    arraysize = 1
+
+    def __init__(self, connection: Runner) -> None:
+        self.connection = connection
+        self._rows: list[tuple[Any, ...]] = []
+        self._at = 0
+        self._description: tuple[tuple[Any, ...], ...] | None = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+        self._closed = False
+
+    @property
+    def description(self) -> tuple[tuple[Any, ...], ...] | None:
+        """(name, declared type, None, None, None, None, None) per column, or None."""
+        return self._description
+
+    def execute(self, operation: str, parameters: Params = None) -> Cursor:
+        self._check_open()
+        self._take(self.connection.run(operation, adapt_params(parameters)))
+        return self
+
+    def executemany(self, operation: str, seq_of_parameters: Sequence[Params]) -> Cursor:
+        self._check_open()
+        total = 0
+        for parameters in seq_of_parameters:
+            self._take(self.connection.run(operation, adapt_params(parameters)))
+            total += max(self.rowcount, 0)
+        self.rowcount = total
+        self._rows, self._at, self._description = [], 0, None
+        return self
+
+    def _take(self, results: list[Result]) -> None:
+        with_rows = [r for r in results if r.columns]
+        if with_rows:
+            last = with_rows[-1]
+            self._rows, self._description = (
+                last.rows,
+                tuple(
+                    (name, decltype, None, None, None, None, None)
+                    for name, decltype in zip(last.columns, last.types, strict=True)
+                ),
+            )
+            self.rowcount = -1
+        else:
+            self._rows, self._description = [], None
+            self.rowcount = sum(r.rows_affected for r in results)
+        self._at = 0
+        for result in reversed(results):
+            if result.last_insert_id is not None:
+                self.lastrowid = result.last_insert_id
+                break
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        self._check_open()
+        if self._at >= len(self._rows):
+            return None
+        row = self._rows[self._at]
+        self._at += 1
+        return row
+
+    def fetchmany(self, size: int | None = None) -> list[tuple[Any, ...]]:
+        self._check_open()
+        count = self.arraysize if size is None else size
+        rows = self._rows[self._at : self._at + count]
+        self._at += len(rows)
+        return rows
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        self._check_open()
+        rows = self._rows[self._at :]
+        self._at = len(self._rows)
+        return rows
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        while (row := self.fetchone()) is not None:
+            yield row
+
+    def setinputsizes(self, sizes: Any) -> None:
+        """Accepted and ignored, as PEP 249 allows."""
+
+    def setoutputsize(self, size: Any, column: Any = None) -> None:
+        """Accepted and ignored, as PEP 249 allows."""
+
+    def close(self) -> None:
+        self._closed = True
+        self._rows = []
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InterfaceError("the cursor is closed")
+        self.connection.check_open()
+
+    def __enter__(self) -> Cursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,197 @@
+"""Capture: turn one write transaction into the ordered operations of its record.
+
+Row changes come from a session attached to every table (with the rowid option,
+so tables without a primary key are included). A session cannot span a schema
+change (it would describe earlier rows in the new shape) and does not see rows
+written by DDL (CREATE TABLE ... AS SELECT, DROP COLUMN), so capture *cuts* at
+each schema statement: the changeset so far becomes one operation, the statement
+runs with no session attached and travels as SQL text, and a new session starts
+after it. A table created with rows (CREATE TABLE ... AS SELECT) travels as its
+schema plus a changeset of those rows, so a non-deterministic SELECT cannot make
+the copies differ.
+
+`sqlite_sequence` is never in a changeset, so its rows travel whole whenever a
+transaction changed them. `PRAGMA user_version` and `application_id` travel as
+`PRAGMA name = value` with the value read back after the statement.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import apsw
+
+from shoal.engine.policy import INTERNAL_PREFIX, Policy
+from shoal.engine.sqltext import (
+    Kind,
+    classify,
+    leading_keyword,
+    quote_identifier,
+    replicated_pragma,
+)
+from shoal.errors import Refused
+from shoal.record import Changeset, Op, Sequence, Statement
+
+__all__ = ["Capture", "read_sequence"]
+
+SequenceRows = tuple[tuple[str, int], ...]
+
+
+def read_sequence(conn: apsw.Connection) -> SequenceRows | None:
+    """The rows of sqlite_sequence in name order, or None when it does not exist."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'sqlite_sequence'"
+    ).fetchall()
+    if not exists:
+        return None
+    return tuple(
+        (str(name), int(seq))
+        for name, seq in conn.execute("SELECT name, seq FROM sqlite_sequence ORDER BY name")
+    )
+
+
+def _keep_table(name: str) -> bool:
+    return not name.startswith(INTERNAL_PREFIX)
+
+
+class Capture:
+    """Collects the operations of the write transaction open on `conn`.
+
+    Owned by the engine's writer: one Capture per transaction, driven by
+    `before_statement` for each statement and ended by `finish` or `discard`.
+    """
+
+    def __init__(self, conn: apsw.Connection, policy: Policy, sequence: SequenceRows | None):
+        self._conn = conn
+        self._policy = policy
+        self._sequence_before = sequence
+        self._ops: list[Op] = []
+        self._session: apsw.Session | None = self._new_session()
+        self._after: Callable[[], None] | None = None
+        self._schema_changed = False
+
+    def before_statement(self, sql: str) -> None:
+        """Called with each statement's text just before it runs."""
+        self._run_after()
+        kind = classify(sql)
+        if kind is Kind.SCHEMA:
+            self._cut()
+            before = self._schema_state()
+            self._after = lambda: self._after_schema(sql, before)
+        elif kind is Kind.PRAGMA:
+            name = replicated_pragma(sql)
+            if name is not None:
+                self._cut()
+                self._after = lambda: self._after_pragma(name)
+        elif kind is Kind.VACUUM:
+            raise Refused("VACUUM must run alone, as its own request, outside any transaction")
+
+    def finish(self) -> tuple[list[Op], SequenceRows | None]:
+        """The transaction's operations and sqlite_sequence after it; ends capture."""
+        self._run_after()
+        self._cut()
+        sequence = self._sequence_before
+        if sequence is not None or self._schema_changed:
+            sequence = read_sequence(self._conn)
+            if sequence != self._sequence_before and sequence is not None:
+                self._ops.append(Sequence(sequence))
+        return self._ops, sequence
+
+    def discard(self) -> None:
+        """Ends capture without a record (the transaction rolled back)."""
+        self._after = None
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def _new_session(self) -> apsw.Session:
+        session = apsw.Session(self._conn, "main")
+        session.config(apsw.SQLITE_SESSION_OBJCONFIG_ROWID, 1)
+        session.table_filter(_keep_table)
+        session.attach()
+        return session
+
+    def _cut(self) -> None:
+        """Moves the changes so far into one operation and detaches the session."""
+        if self._session is None:
+            return
+        if not self._session.is_empty:
+            data = self._session.changeset()
+            if data:
+                self._ops.append(Changeset(data))
+        self._session.close()
+        self._session = None
+
+    def _run_after(self) -> None:
+        after, self._after = self._after, None
+        if after is not None:
+            with self._policy.trusted():
+                after()
+        if self._session is None:
+            self._session = self._new_session()
+
+    def _schema_state(self) -> tuple[int, frozenset[str]]:
+        with self._policy.trusted():
+            version = self._conn.execute("PRAGMA main.schema_version").fetchall()[0][0]
+            names = frozenset(
+                n for (n,) in self._conn.execute("SELECT name FROM main.sqlite_schema")
+            )
+        return int(version or 0), names
+
+    def _after_schema(self, sql: str, before: tuple[int, frozenset[str]]) -> None:
+        version, names = self._schema_state()
+        if version == before[0] and not _always_travels(sql):
+            return  # a temp object, or IF [NOT] EXISTS that did nothing
+        self._schema_changed = True
+        created = names - before[1] if leading_keyword(sql) == "CREATE" else frozenset()
+        tables = self._new_ordinary_tables(created)
+        if len(created) == 1 and tables:
+            self._capture_new_table(tables[0])
+        else:
+            self._ops.append(Statement(sql))
+
+    def _new_ordinary_tables(self, created: frozenset[str]) -> list[tuple[str, str]]:
+        if not created:
+            return []
+        rows = self._conn.execute(
+            "SELECT name, sql FROM main.sqlite_schema WHERE type = 'table' "
+            "AND sql NOT LIKE 'CREATE VIRTUAL TABLE%' AND name IN (SELECT value FROM json_each(?))",
+            (json.dumps(sorted(created)),),
+        ).fetchall()
+        return [(str(name), str(sql)) for name, sql in rows]
+
+    def _capture_new_table(self, table: tuple[str, str]) -> None:
+        """A new table travels as its stored schema and, if it has rows, their changeset."""
+        name, schema_sql = table
+        self._ops.append(Statement(schema_sql))
+        quoted = quote_identifier(name)
+        if not self._conn.execute(f"SELECT 1 FROM main.{quoted} LIMIT 1").fetchall():
+            return
+        columns = ", ".join(
+            quote_identifier(str(row[1]))
+            for row in self._conn.execute(f"PRAGMA main.table_info({quoted})")
+        )
+        conn = self._conn
+        conn.execute(
+            f"CREATE TEMP TABLE {INTERNAL_PREFIX}rows AS SELECT rowid AS {INTERNAL_PREFIX}rowid, "
+            f"{columns} FROM main.{quoted}"
+        )
+        conn.execute(f"DELETE FROM main.{quoted}")
+        session = self._new_session()
+        conn.execute(
+            f"INSERT INTO main.{quoted}(rowid, {columns}) SELECT * FROM temp.{INTERNAL_PREFIX}rows"
+        )
+        data = session.changeset()
+        session.close()
+        conn.execute(f"DROP TABLE temp.{INTERNAL_PREFIX}rows")
+        self._ops.append(Changeset(data))
+
+    def _after_pragma(self, name: str) -> None:
+        value = self._conn.execute(f"PRAGMA main.{name}").fetchall()[0][0]
+        self._ops.append(Statement(f"PRAGMA {name} = {int(value or 0)}"))
+
+
+def _always_travels(sql: str) -> bool:
+    """ANALYZE and REINDEX change statistics or indexes without a schema change."""
+    return leading_keyword(sql) in ("ANALYZE", "REINDEX")

@@ -1,0 +1,463 @@
+"""One shoal database: a SQLite file in WAL mode whose every write is captured.
+
+Concurrency rules:
+
+- One writer connection, owned by whoever holds `_write_lock` (a Transaction).
+  Only it appends to the log, and it computes the next version inside its own
+  `BEGIN IMMEDIATE` transaction, so two writers can never log the same version.
+- Readers are per-thread read-only connections; WAL lets them run while the
+  writer writes. A read never takes the writer.
+- A follower's writer has triggers and foreign keys off and takes records only
+  through `apply`; users may read it but not write it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from types import TracebackType
+
+import apsw
+
+from shoal.engine import log
+from shoal.engine.apply import apply_record
+from shoal.engine.capture import Capture, read_sequence
+from shoal.engine.checksum import logical_checksum
+from shoal.engine.execute import Deadline, Limits, Params, Result, run
+from shoal.engine.policy import Policy
+from shoal.engine.sqltext import Kind, classify
+from shoal.errors import (
+    Error,
+    OperationalError,
+    OutOfOrder,
+    ReadOnly,
+    ReplicationError,
+    WrongDatabase,
+    from_apsw,
+)
+from shoal.record import Record, Vacuum, decode, encode
+
+__all__ = ["Database", "Options", "Outcome", "Role", "Transaction"]
+
+Statements = Iterable[tuple[str, Params]]
+
+
+class Role(Enum):
+    LEADER = "leader"
+    FOLLOWER = "follower"
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a database's connections are set up."""
+
+    synchronous: str = "normal"  # "normal": fsync at checkpoints; "full": on every commit
+    foreign_keys: bool = False  # SQLite's default; enforced on the leader only
+    busy_timeout_ms: int = 5000
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Results of a request and the database version they reflect."""
+
+    version: int
+    results: list[Result]
+
+
+class Database:
+    """A SQLite database with capture, an embedded log, apply, snapshot and checksum."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        role: Role = Role.LEADER,
+        options: Options | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.options = options or Options()
+        if self.options.synchronous not in ("normal", "full"):
+            raise ValueError("synchronous must be 'normal' or 'full'")
+        self._write_lock = threading.Lock()
+        self._readers_lock = threading.Lock()
+        self._readers: list[apsw.Connection] = []
+        self._local = threading.local()
+        self._policy = Policy()
+        self._deadline = Deadline()
+        self._writer = self._connect(readonly=False, policy=self._policy, deadline=self._deadline)
+        self.name, self.epoch = self._init_meta(name or self.path.stem)
+        self.role = role
+        self._configure_writer()
+        with self._policy.trusted():
+            self._version = log.head(self._writer)
+            self._sequence = read_sequence(self._writer)
+        self._closed = False
+
+    # -- connections ---------------------------------------------------------
+
+    def _connect(self, *, readonly: bool, policy: Policy, deadline: Deadline) -> apsw.Connection:
+        flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE
+        if not readonly:
+            flags |= apsw.SQLITE_OPEN_CREATE
+        try:
+            conn = apsw.Connection(str(self.path), flags=flags)
+        except apsw.Error as exc:
+            raise OperationalError(f"cannot open {self.path}: {exc}") from None
+        conn.set_busy_timeout(self.options.busy_timeout_ms)
+        if not readonly:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self.options.synchronous.upper()}")
+        conn.authorizer = policy
+        deadline.install(conn)
+        return conn
+
+    def _configure_writer(self) -> None:
+        leader = self.role is Role.LEADER
+        self._writer.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 1 if leader else 0)
+        fk = "ON" if leader and self.options.foreign_keys else "OFF"
+        with self._policy.trusted():
+            self._writer.execute(f"PRAGMA foreign_keys = {fk}")
+
+    def _init_meta(self, name: str) -> tuple[str, int]:
+        conn = self._writer
+        with self._policy.trusted(), conn:
+            log.create(conn)
+            conn.execute(
+                "INSERT OR IGNORE INTO _shoal_meta(key, value) VALUES ('name', ?), ('epoch', 1)",
+                (name,),
+            )
+            meta = dict(conn.execute("SELECT key, value FROM _shoal_meta"))
+        return str(meta["name"]), int(meta["epoch"])
+
+    def _reader(self) -> tuple[apsw.Connection, Policy, Deadline]:
+        reader = getattr(self._local, "reader", None)
+        if reader is None:
+            if self._closed:
+                raise OperationalError(f"database {self.name!r} is closed")
+            policy, deadline = Policy(), Deadline()
+            conn = self._connect(readonly=True, policy=policy, deadline=deadline)
+            reader = (conn, policy, deadline)
+            self._local.reader = reader
+            with self._readers_lock:
+                self._readers.append(conn)
+        return reader
+
+    # -- reads ---------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        """The version of the last committed write transaction."""
+        return self._version
+
+    def query(self, sql: str, params: Params = None, *, limits: Limits | None = None) -> Outcome:
+        """Runs statements that only read, on this thread's reader; never takes the writer.
+
+        The version reported is the newest committed before the read began, so the
+        rows reflect at least that version.
+        """
+        version = self._version
+        conn, policy, deadline = self._reader()
+        try:
+            results = run(conn, policy, deadline, sql, params, limits or self.options.limits)
+        except ReadOnly:
+            raise ReadOnly(
+                "query() runs only statements that read; use execute() to write"
+            ) from None
+        return Outcome(version, results)
+
+    def checksum(self) -> str:
+        """The logical checksum of the schema and every row (see engine.checksum)."""
+        conn, policy, _ = self._reader()
+        with policy.trusted():
+            return logical_checksum(conn)
+
+    # -- writes --------------------------------------------------------------
+
+    def transaction(self) -> Transaction:
+        """Opens the write transaction (waiting for the writer); commit or roll it back."""
+        if self.role is not Role.LEADER:
+            raise ReadOnly(f"database {self.name!r} is a follower here; writes go to its leader")
+        return Transaction(self)
+
+    def execute(self, sql: str, params: Params = None) -> Outcome:
+        """Runs `sql` as one write transaction: every statement in it, or none."""
+        if classify(sql) is Kind.VACUUM:
+            return Outcome(self.vacuum(), [Result()])
+        return self.execute_all([(sql, params)])
+
+    def execute_all(self, statements: Statements) -> Outcome:
+        """Runs the statements as one all-or-nothing write transaction."""
+        with self.transaction() as tx:
+            results = [result for sql, params in statements for result in tx.execute(sql, params)]
+        return Outcome(tx.version, results)
+
+    def vacuum(self) -> int:
+        """Runs VACUUM after logging it as a barrier (followers then re-seed).
+
+        The barrier is logged first: a crash between the two leaves a barrier
+        with nothing behind it, which costs a needless re-seed and loses nothing.
+        """
+        with self.transaction() as tx:
+            tx.add_barrier()
+        with self._write_lock, self._policy.trusted():
+            try:
+                self._writer.execute("VACUUM")
+            except apsw.Error as exc:
+                raise from_apsw(exc) from None
+        return tx.version
+
+    # -- replication ---------------------------------------------------------
+
+    def apply(self, data: bytes | Record) -> int:
+        """Applies the next record to this follower; returns the new version.
+
+        Raises CorruptRecord, WrongDatabase, OutOfOrder, ApplyConflict or
+        ReseedRequired, and then nothing has changed.
+        """
+        if isinstance(data, Record):
+            record, raw = data, encode(data)
+        else:
+            record, raw = decode(data), bytes(data)
+        if record.database != self.name:
+            raise WrongDatabase(self.name, record.database)
+        with self._write_lock:
+            if self.role is not Role.FOLLOWER:
+                raise ReplicationError(
+                    f"database {self.name!r} is the leader here; it does not apply"
+                )
+            conn = self._writer
+            try:
+                with self._policy.trusted():
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        expected = log.head(conn) + 1
+                        if record.version != expected:
+                            raise OutOfOrder(expected, record.version)
+                        apply_record(conn, record)
+                        log.append(conn, record.version, raw)
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+            except Error:
+                raise
+            except apsw.Error as exc:
+                raise from_apsw(exc) from None
+            self._version = record.version
+            with self._policy.trusted():
+                self._sequence = read_sequence(conn)
+        return record.version
+
+    def log_range(self, start: int, end: int | None = None) -> list[bytes]:
+        """The encoded records from `start` to `end` (inclusive; to the newest if None)."""
+        conn, _, _ = self._reader()
+        return log.read_range(conn, start, end)
+
+    def records(self, start: int, end: int | None = None) -> list[Record]:
+        """The decoded records from `start` to `end`."""
+        return [decode(raw) for raw in self.log_range(start, end)]
+
+    def truncate_log(self, below: int) -> int:
+        """Drops log records older than `below` (never the newest); returns how many."""
+        with self._write_lock, self._policy.trusted():
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                dropped = log.truncate(self._writer, below)
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+            self._writer.execute("COMMIT")
+        return dropped
+
+    def promote(self) -> None:
+        """Makes this copy the leader: triggers and foreign keys back on."""
+        with self._write_lock:
+            self.role = Role.LEADER
+            self._configure_writer()
+
+    def demote(self) -> None:
+        """Makes this copy a follower: it takes records only through apply()."""
+        with self._write_lock:
+            self.role = Role.FOLLOWER
+            self._configure_writer()
+
+    def snapshot(self, dest: str | os.PathLike[str]) -> int:
+        """Writes a consistent copy to `dest` from one read transaction; returns its version.
+
+        Writers are not stopped: the copy is taken with SQLite's backup API in a
+        single step, which holds one read transaction for its whole length.
+        """
+        target = Path(dest)
+        if target.exists():
+            raise OperationalError(f"snapshot target {target} already exists")
+        source = self._connect(readonly=True, policy=Policy(), deadline=Deadline())
+        partial = target.with_name(target.name + ".partial")
+        try:
+            copy = apsw.Connection(str(partial))
+            try:
+                with copy.backup("main", source, "main") as backup:
+                    backup.step(-1)
+                version = log.head(copy)
+            finally:
+                copy.close()
+        except apsw.Error as exc:
+            partial.unlink(missing_ok=True)
+            raise from_apsw(exc) from None
+        finally:
+            source.close()
+        os.replace(partial, target)
+        return version
+
+    @classmethod
+    def seed(
+        cls,
+        snapshot: str | os.PathLike[str],
+        path: str | os.PathLike[str],
+        *,
+        options: Options | None = None,
+    ) -> Database:
+        """A new follower at `path` seeded from a snapshot file; it catches up with apply()."""
+        target = Path(path)
+        if target.exists():
+            raise OperationalError(f"cannot seed {target}: it already exists")
+        partial = target.with_name(target.name + ".partial")
+        shutil.copyfile(snapshot, partial)
+        os.replace(partial, target)
+        return cls(target, role=Role.FOLLOWER, options=options)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def close(self) -> None:
+        """Closes every connection; the object is unusable afterwards."""
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            with self._readers_lock:
+                for conn in self._readers:
+                    conn.close()
+                self._readers.clear()
+            self._writer.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Transaction:
+    """The one open write transaction of a Database; holds the writer until it ends."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.version = db.version
+        db._write_lock.acquire()
+        try:
+            if db._closed:
+                raise OperationalError(f"database {db.name!r} is closed")
+            conn = db._writer
+            with db._policy.trusted():
+                conn.execute("BEGIN IMMEDIATE")
+                head = log.head(conn)
+                if head != db._version:  # another process wrote the file: refresh caches
+                    db._version = head
+                    db._sequence = read_sequence(conn)
+            self._base = head
+            self._capture = Capture(conn, db._policy, db._sequence)
+            self._barrier = False
+            self._open = True
+        except BaseException as exc:
+            if not db._closed and not db._writer.getautocommit():
+                with db._policy.trusted():
+                    db._writer.execute("ROLLBACK")
+            db._write_lock.release()
+            if isinstance(exc, apsw.Error):
+                raise from_apsw(exc) from None
+            raise
+
+    def execute(self, sql: str, params: Params = None) -> list[Result]:
+        """Runs `sql` in the transaction. A failing statement undoes only itself."""
+        self._check_open()
+        db = self._db
+        return run(
+            db._writer,
+            db._policy,
+            db._deadline,
+            sql,
+            params,
+            db.options.limits,
+            self._capture.before_statement,
+        )
+
+    def add_barrier(self) -> None:
+        self._barrier = True
+
+    def commit(self) -> int:
+        """Commits; returns the new version (unchanged when nothing was written)."""
+        self._check_open()
+        db, conn = self._db, self._db._writer
+        try:
+            with db._policy.trusted():
+                ops, sequence = self._capture.finish()
+                if self._barrier:
+                    ops.append(Vacuum())
+                version = self._base
+                if ops:
+                    version += 1
+                    record = Record(db.name, version, db.epoch, time.time_ns(), tuple(ops))
+                    log.append(conn, version, encode(record))
+                conn.execute("COMMIT")
+        except BaseException as exc:
+            self.rollback()
+            if isinstance(exc, apsw.Error):
+                raise from_apsw(exc) from None
+            raise
+        self._end()
+        db._version, db._sequence, self.version = version, sequence, version
+        return version
+
+    def rollback(self) -> None:
+        """Undoes everything; produces no record and no version."""
+        if not self._open:
+            return
+        self._capture.discard()
+        try:
+            if not self._db._writer.getautocommit():
+                with self._db._policy.trusted():
+                    self._db._writer.execute("ROLLBACK")
+        finally:
+            self._end()
+
+    def _end(self) -> None:
+        if self._open:
+            self._open = False
+            self._db._write_lock.release()
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise OperationalError("the transaction has ended")
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._open:
+            return  # committed or rolled back explicitly inside the block
+        if exc_type is None:
+            self.commit()
+        else:
+            self.rollback()

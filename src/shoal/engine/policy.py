@@ -1,0 +1,151 @@
+"""SQL policy: what users may run on a shoal database, enforced by the authorizer.
+
+The authorizer sees every action at prepare time, so a refused statement never
+runs. APSW reports a denial only as "not authorized"; the policy keeps the reason
+so that the engine can raise `Refused` with a message that names the problem.
+"""
+
+from __future__ import annotations
+
+import apsw
+
+__all__ = ["INTERNAL_PREFIX", "Policy"]
+
+INTERNAL_PREFIX = "_shoal_"
+
+# Pragmas that take an argument yet only read.
+_QUERY_PRAGMAS = frozenset(
+    {
+        "collation_list",
+        "compile_options",
+        "database_list",
+        "foreign_key_check",
+        "foreign_key_list",
+        "function_list",
+        "index_info",
+        "index_list",
+        "index_xinfo",
+        "integrity_check",
+        "module_list",
+        "pragma_list",
+        "quick_check",
+        "table_info",
+        "table_list",
+        "table_xinfo",
+    }
+)
+# Pragmas a user may set: the first two travel in the record, the rest are
+# transaction-scoped or physical housekeeping that changes no row. (`optimize`
+# is left out: it may create sqlite_stat1 behind capture's back; ANALYZE is the
+# way, and it replicates.)
+_SETTABLE_PRAGMAS = frozenset(
+    {
+        "user_version",
+        "application_id",
+        "defer_foreign_keys",
+        "incremental_vacuum",
+        "wal_checkpoint",
+        "shrink_memory",
+        "analysis_limit",
+    }
+)
+_VIRTUAL_TABLE_MODULES = frozenset({"fts3", "fts4", "fts5", "rtree", "rtree_i32"})
+_WRITE_CODES = frozenset({apsw.SQLITE_INSERT, apsw.SQLITE_UPDATE, apsw.SQLITE_DELETE})
+_SCHEMA_CODES = frozenset(
+    {
+        apsw.SQLITE_CREATE_TABLE,
+        apsw.SQLITE_CREATE_INDEX,
+        apsw.SQLITE_CREATE_TRIGGER,
+        apsw.SQLITE_CREATE_VIEW,
+        apsw.SQLITE_CREATE_VTABLE,
+        apsw.SQLITE_DROP_TABLE,
+        apsw.SQLITE_DROP_INDEX,
+        apsw.SQLITE_DROP_TRIGGER,
+        apsw.SQLITE_DROP_VIEW,
+        apsw.SQLITE_DROP_VTABLE,
+        apsw.SQLITE_ALTER_TABLE,
+    }
+)
+
+
+class Policy:
+    """The authorizer installed on every engine connection.
+
+    The engine runs its own statements (the log, VACUUM, replayed schema) inside
+    `with policy.trusted():`; everything else is a user statement and is checked.
+    """
+
+    def __init__(self) -> None:
+        self._trusted_depth = 0
+        self.refusal: str | None = None
+
+    @property
+    def internal(self) -> bool:
+        return self._trusted_depth > 0
+
+    def __call__(
+        self, code: int, arg1: str | None, arg2: str | None, schema: str | None, trigger: str | None
+    ) -> int:
+        if self._trusted_depth:
+            return apsw.SQLITE_OK
+        reason = _refusal(code, arg1, arg2, schema)
+        if reason is None:
+            return apsw.SQLITE_OK
+        self.refusal = reason
+        return apsw.SQLITE_DENY
+
+    def trusted(self) -> Policy:
+        """`with policy.trusted():` runs the engine's own statements unchecked."""
+        return self
+
+    def __enter__(self) -> None:
+        self._trusted_depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._trusted_depth -= 1
+
+    def take_refusal(self) -> str | None:
+        """The reason for the last denial, cleared so it is reported once."""
+        reason, self.refusal = self.refusal, None
+        return reason
+
+
+def _refusal(code: int, arg1: str | None, arg2: str | None, schema: str | None) -> str | None:
+    if code == apsw.SQLITE_ATTACH:
+        if arg1 == "":
+            return "VACUUM must run alone, as its own request, outside any transaction"
+        return "ATTACH is refused: each shoal database is one file, replicated on its own"
+    if code == apsw.SQLITE_DETACH:
+        return "DETACH is refused: shoal databases cannot attach others"
+    if code == apsw.SQLITE_FUNCTION and arg2 == "load_extension":
+        return "load_extension() is refused: extensions are not replicated"
+    if code == apsw.SQLITE_PRAGMA:
+        return _pragma_refusal((arg1 or "").lower(), arg2)
+    if code == apsw.SQLITE_TRANSACTION:
+        return (
+            f"{arg1} is refused here: each request runs as one transaction; "
+            "use savepoints, or the client's commit() and rollback()"
+        )
+    if code == apsw.SQLITE_SAVEPOINT and (arg2 or "").lower().startswith(INTERNAL_PREFIX):
+        return f"savepoint names starting with {INTERNAL_PREFIX!r} are reserved"
+    if code in _WRITE_CODES and schema == "main" and _internal(arg1):
+        return f"table {arg1!r} belongs to shoal and cannot be written"
+    if code in _SCHEMA_CODES and _internal(arg1):
+        return f"names starting with {INTERNAL_PREFIX!r} are reserved for shoal"
+    if code == apsw.SQLITE_CREATE_VTABLE and (arg2 or "").lower() not in _VIRTUAL_TABLE_MODULES:
+        allowed = ", ".join(sorted(_VIRTUAL_TABLE_MODULES))
+        return f"virtual table module {arg2!r} is refused (allowed: {allowed})"
+    return None
+
+
+def _pragma_refusal(name: str, argument: str | None) -> str | None:
+    if argument is None or name in _QUERY_PRAGMAS or name in _SETTABLE_PRAGMAS:
+        return None
+    return (
+        f"PRAGMA {name} = {argument} is refused: it changes durability, the schema's "
+        "integrity or the connection that every client shares; shoal sets it"
+    )
+
+
+def _internal(name: str | None) -> bool:
+    return bool(name) and name.lower().startswith(INTERNAL_PREFIX)  # type: ignore[union-attr]

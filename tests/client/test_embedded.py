@@ -1,0 +1,166 @@
+"""shoal.connect(path): the DB-API 2.0 connection in-process."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import shoal
+from shoal.engine import Database
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[shoal.Connection]:
+    connection = shoal.connect(tmp_path / "app.db")
+    connection.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, data BLOB)")
+    connection.commit()
+    yield connection
+    connection.close()
+
+
+def test_module_globals() -> None:
+    assert (shoal.apilevel, shoal.threadsafety, shoal.paramstyle) == ("2.0", 1, "qmark")
+    assert issubclass(shoal.IntegrityError, shoal.DatabaseError)
+    assert issubclass(shoal.DatabaseError, shoal.Error)
+    assert issubclass(shoal.InterfaceError, shoal.Error)
+    assert shoal.STRING == "TEXT" and shoal.NUMBER == "integer" and shoal.BINARY == "BLOB"
+
+
+def test_writes_are_captured_one_record_per_commit(conn: shoal.Connection) -> None:
+    cursor = conn.cursor()
+    cursor.execute("INSERT INTO t(name) VALUES (?)", ("a",))
+    assert cursor.rowcount == 1 and cursor.lastrowid == 1
+    cursor.executemany("INSERT INTO t(name) VALUES (?)", [("b",), ("c",)])
+    assert cursor.rowcount == 2
+    assert conn.in_transaction and conn.version == 1
+    conn.commit()
+    assert not conn.in_transaction and conn.version == 2
+    assert len(conn.database.records(2)[0].ops) == 1
+
+
+def test_rollback_makes_no_record(conn: shoal.Connection) -> None:
+    conn.execute("INSERT INTO t(name) VALUES ('gone')")
+    conn.rollback()
+    assert conn.version == 1
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+
+
+def test_reads_inside_a_transaction_see_its_writes(conn: shoal.Connection) -> None:
+    conn.execute("INSERT INTO t(name) VALUES ('mine')")
+    assert conn.execute("SELECT name FROM t").fetchall() == [("mine",)]
+
+
+def test_fetch_methods_and_description(conn: shoal.Connection) -> None:
+    with conn:
+        conn.executemany("INSERT INTO t(name) VALUES (?)", [(str(i),) for i in range(5)])
+    cursor = conn.execute("SELECT id, name FROM t ORDER BY id")
+    assert cursor.description is not None
+    assert [d[:2] for d in cursor.description] == [("id", "INTEGER"), ("name", "TEXT")]
+    assert cursor.rowcount == -1
+    assert cursor.fetchone() == (1, "0")
+    assert cursor.fetchmany(2) == [(2, "1"), (3, "2")]
+    cursor.arraysize = 5
+    assert cursor.fetchmany() == [(4, "3"), (5, "4")]
+    assert cursor.fetchall() == []
+    assert [row[0] for row in conn.execute("SELECT id FROM t")] == [1, 2, 3, 4, 5]
+
+
+def test_context_manager_commits_or_rolls_back(conn: shoal.Connection) -> None:
+    with conn:
+        conn.execute("INSERT INTO t(name) VALUES ('kept')")
+    with pytest.raises(shoal.IntegrityError), conn:
+        conn.execute("INSERT INTO t(id, name) VALUES (99, 'x')")
+        conn.execute("INSERT INTO t(id, name) VALUES (99, 'duplicate')")
+    assert conn.execute("SELECT name FROM t").fetchall() == [("kept",)]
+    assert conn.version == 2
+
+
+def test_begin_commit_and_savepoints_as_sql(conn: shoal.Connection) -> None:
+    conn.execute("BEGIN")
+    conn.execute("INSERT INTO t(name) VALUES ('a')")
+    conn.execute("SAVEPOINT s")
+    conn.execute("INSERT INTO t(name) VALUES ('b')")
+    conn.execute("ROLLBACK TO s")
+    conn.execute("COMMIT")
+    assert conn.execute("SELECT name FROM t").fetchall() == [("a",)]
+    assert conn.version == 2
+
+
+def test_autocommit_commits_each_write(tmp_path: Path) -> None:
+    conn = shoal.connect(tmp_path / "auto.db", autocommit=True)
+    try:
+        conn.execute("CREATE TABLE t(a)")
+        conn.execute("INSERT INTO t VALUES (1)")
+        assert not conn.in_transaction and conn.version == 2
+    finally:
+        conn.close()
+
+
+def test_values_round_trip(conn: shoal.Connection) -> None:
+    blob = bytes(range(256))
+    when = datetime.datetime(2026, 11, 21, 8, 30)
+    conn.execute("INSERT INTO t(name, data) VALUES (?, ?)", ("nul\x00", blob))
+    conn.execute("INSERT INTO t(name, data) VALUES (:n, :d)", {"n": when, "d": bytearray(b"x")})
+    rows = conn.execute("SELECT name, data FROM t ORDER BY id").fetchall()
+    assert rows == [("nul\x00", blob), ("2026-11-21 08:30:00", b"x")]
+
+
+def test_errors_are_typed_and_change_nothing(conn: shoal.Connection) -> None:
+    with pytest.raises(shoal.ProgrammingError):
+        conn.execute("SELEC 1")
+    with pytest.raises(shoal.ProgrammingError, match="ATTACH"):
+        conn.execute("ATTACH 'x.db' AS x")
+    with pytest.raises(shoal.ProgrammingError, match="sequence or a mapping"):
+        conn.execute("SELECT ?", "x")  # type: ignore[arg-type]
+    conn.rollback()
+    assert conn.version == 1
+
+
+def test_closed_connection_and_cursor(conn: shoal.Connection) -> None:
+    cursor = conn.cursor()
+    cursor.close()
+    with pytest.raises(shoal.InterfaceError):
+        cursor.execute("SELECT 1")
+    conn.close()
+    with pytest.raises(shoal.InterfaceError):
+        conn.cursor()
+
+
+def test_close_rolls_back_uncommitted_work(tmp_path: Path) -> None:
+    conn = shoal.connect(tmp_path / "c.db")
+    conn.execute("CREATE TABLE t(a)")
+    conn.commit()
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.close()
+    db = Database(tmp_path / "c.db")
+    try:
+        assert db.query("SELECT count(*) FROM t").results[0].rows == [(0,)]
+        assert db.version == 1
+    finally:
+        db.close()
+
+
+def test_memory_database_is_a_scratch_file() -> None:
+    conn = shoal.connect(":memory:")
+    conn.execute("CREATE TABLE t(a)")
+    conn.commit()
+    scratch = conn.database.path
+    assert scratch.exists()
+    conn.close()
+    assert not scratch.exists()
+
+
+def test_the_log_replays_onto_a_follower(conn: shoal.Connection, tmp_path: Path) -> None:
+    with conn:
+        conn.executemany("INSERT INTO t(name) VALUES (?)", [("x",), ("y",)])
+    follower = Database(tmp_path / "follower.db", name="app")
+    follower.demote()
+    try:
+        for raw in conn.database.log_range(1):
+            follower.apply(raw)
+        assert follower.checksum() == conn.database.checksum()
+    finally:
+        follower.close()

@@ -1,0 +1,59 @@
+"""The shoal command: every subcommand has help, and each does its one job."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shoal.cli import build_parser, format_table, main
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+@pytest.mark.parametrize("name", sorted(subcommands()))
+def test_every_command_has_help_and_description(name: str) -> None:
+    command = subcommands()[name]
+    assert command.description, name
+    for action in command._actions:
+        if action.dest != "help":
+            assert action.help, f"{name} {action.dest} has no help"
+
+
+def test_sql_and_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(tmp_path / "app.db")
+    assert (
+        main(["sql", path, "--write", "CREATE TABLE t(a, b); INSERT INTO t VALUES (1, NULL)"]) == 0
+    )
+    assert main(["sql", path, "SELECT a, b FROM t"]) == 0
+    out = capsys.readouterr()
+    assert "a  b\n-  ----\n1  NULL" in out.out
+    assert "version 1" in out.err
+    assert main(["log", path]) == 0
+    out = capsys.readouterr()
+    assert "CREATE TABLE t(a, b)" in out.out and "changeset" in out.out
+
+
+def test_errors_are_reported_not_raised(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sql", str(tmp_path / "x.db"), "SELEC 1"]) == 1
+    assert "SQLError" in capsys.readouterr().err
+
+
+def test_format_table_aligns() -> None:
+    assert format_table(["n", "name"], [(10, "a"), (2, b"xy")]) == (
+        "n   name\n--  ---------\n10  a\n2   <2 bytes>"
+    )
+
+
+def test_console_script_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "shoal.cli", "version"], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.startswith("shoal ")
