@@ -328,3 +328,26 @@ def test_analyze_replicates(pair: Pair) -> None:
     pair.assert_equal()
     query = "SELECT tbl, idx, stat FROM sqlite_stat1 ORDER BY tbl, idx"
     assert rows(pair.follower, query) == rows(pair.leader, query)
+
+
+def test_rollback_to_savepoint_undoes_schema_and_pragmas_too(pair: Pair) -> None:
+    pair.leader.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v)")
+    with pair.leader.transaction() as tx:
+        tx.execute("INSERT INTO t(v) VALUES ('kept 1')")
+        tx.execute("SAVEPOINT outer_sp")
+        tx.execute("INSERT INTO t(v) VALUES ('undone 1')")
+        tx.execute("CREATE TABLE undone(a)")
+        tx.execute("PRAGMA user_version = 9")
+        tx.execute("SAVEPOINT inner_sp")
+        tx.execute("INSERT INTO t(v) VALUES ('undone 2')")
+        tx.execute("ROLLBACK TO outer_sp")
+        tx.execute("INSERT INTO t(v) VALUES ('kept 2')")
+        tx.execute("SAVEPOINT other")
+        tx.execute("CREATE TABLE kept(a)")
+        tx.execute("RELEASE other")
+        tx.execute("RELEASE outer_sp")
+    pair.assert_equal()
+    assert rows(pair.follower, "SELECT v FROM t ORDER BY id") == [("kept 1",), ("kept 2",)]
+    assert rows(pair.follower, "PRAGMA user_version") == [(0,)]
+    names = rows(pair.follower, "SELECT name FROM sqlite_schema WHERE name IN ('undone', 'kept')")
+    assert names == [("kept",)]

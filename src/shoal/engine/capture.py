@@ -70,6 +70,7 @@ class Capture:
         self._session: apsw.Session | None = self._new_session()
         self._after: Callable[[], None] | None = None
         self._schema_changed = False
+        self._savepoints: list[tuple[str, int]] = []
 
     def before_statement(self, sql: str) -> None:
         """Called with each statement's text just before it runs."""
@@ -86,6 +87,46 @@ class Capture:
                 self._after = lambda: self._after_pragma(name)
         elif kind is Kind.VACUUM:
             raise Refused("VACUUM must run alone, as its own request, outside any transaction")
+        elif kind is Kind.TRANSACTION:
+            self._savepoint_statement(sql)
+
+    def _savepoint_statement(self, sql: str) -> None:
+        """Keeps operations in step with savepoints: ROLLBACK TO drops what it undid.
+
+        The session undoes its own rows, but operations already cut (schema text,
+        pragmas, earlier changesets) are not in it; so capture cuts at each
+        SAVEPOINT, remembers how many operations stood then, and truncates to that
+        count after a ROLLBACK TO.
+        """
+        words = sql.replace(";", " ").split()
+        keyword = leading_keyword(sql)
+        name = words[-1].strip('"`[]').lower() if len(words) > 1 else ""
+        if keyword == "SAVEPOINT":
+            self._cut()
+            self._savepoints.append((name, len(self._ops)))
+        elif keyword == "RELEASE":
+            index = self._find_savepoint(name)
+            if index is not None:
+                del self._savepoints[index:]
+        elif keyword == "ROLLBACK":
+            index = self._find_savepoint(name)
+            if index is not None:
+                del self._savepoints[index + 1 :]
+                kept = self._savepoints[index][1]
+                self._cut()
+                self._after = lambda: self._truncate_ops(kept)
+
+    def _find_savepoint(self, name: str) -> int | None:
+        for index in range(len(self._savepoints) - 1, -1, -1):
+            if self._savepoints[index][0] == name:
+                return index
+        return None
+
+    def _truncate_ops(self, count: int) -> None:
+        if self._session is not None:
+            self._session.close()  # its changes were undone with the savepoint
+            self._session = None
+        del self._ops[count:]
 
     def finish(self) -> tuple[list[Op], SequenceRows | None]:
         """The transaction's operations and sqlite_sequence after it; ends capture."""
