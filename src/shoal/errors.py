@@ -200,6 +200,10 @@ def from_apsw(exc: BaseException) -> Error:
     """The shoal error for an APSW (or binding) exception, keeping its message."""
     if isinstance(exc, Error):
         return exc
+    if isinstance(exc, UnicodeDecodeError):
+        return DataError(
+            "a TEXT value is not valid UTF-8; read it as bytes with CAST(column AS BLOB)"
+        )
     if isinstance(exc, (TypeError, OverflowError, ValueError)):
         return ProgrammingError(str(exc))
     for apsw_type, shoal_type in _APSW_TO_SHOAL:

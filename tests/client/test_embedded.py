@@ -119,6 +119,22 @@ def test_errors_are_typed_and_change_nothing(conn: shoal.Connection) -> None:
     assert conn.version == 1
 
 
+def test_insert_or_rollback_ends_the_transaction_as_in_sqlite3(conn: shoal.Connection) -> None:
+    conn.execute("CREATE UNIQUE INDEX name_once ON t(name)")
+    conn.execute("INSERT INTO t(name) VALUES ('a')")
+    conn.commit()
+    version = conn.version
+    conn.execute("INSERT INTO t(name) VALUES ('b')")
+    with pytest.raises(shoal.IntegrityError, match="whole transaction was rolled back"):
+        conn.execute("INSERT OR ROLLBACK INTO t(name) VALUES ('a')")
+    assert not conn.in_transaction
+    conn.commit()  # nothing to commit, as in sqlite3
+    assert conn.version == version
+    conn.execute("INSERT INTO t(name) VALUES ('c')")
+    conn.commit()
+    assert conn.execute("SELECT name FROM t ORDER BY name").fetchall() == [("a",), ("c",)]
+
+
 def test_closed_connection_and_cursor(conn: shoal.Connection) -> None:
     cursor = conn.cursor()
     cursor.close()

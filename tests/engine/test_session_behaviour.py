@@ -130,3 +130,31 @@ def test_exec_trace_hands_each_statements_text(conn: apsw.Connection) -> None:
     for _ in cursor.execute("CREATE TABLE t(a); INSERT INTO t VALUES (1); SELECT * FROM t"):
         pass
     assert texts == ["CREATE TABLE t(a);", "INSERT INTO t VALUES (1);", "SELECT * FROM t"]
+
+
+def test_rowid_mode_records_a_stray_insert_when_its_hash_grows(conn: apsw.Connection) -> None:
+    """The SQLite bug engine/rowid_tables.py works around. If this starts failing,
+    SQLite has fixed it: the workaround can go, and docs/sql-features.md changes."""
+    conn.execute("CREATE TABLE loose(a, b)")
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300) "
+        "INSERT INTO loose(a) SELECT i FROM n"
+    )
+    found = changes(conn, "UPDATE loose SET b = 1")
+    assert found.count(("loose", "UPDATE")) == 300
+    assert found.count(("loose", "INSERT")) == 2  # at the growths, 128 and 256 rows
+
+
+def test_size_estimate_counts_every_row_touched(conn: apsw.Connection) -> None:
+    """rowid_tables relies on the estimate growing by at least 12 bytes for each row
+    of a one-column table without primary key, even rows inserted then deleted."""
+    conn.execute("CREATE TABLE loose(a)")
+    session = apsw.Session(conn, "main")
+    session.config(apsw.SQLITE_SESSION_OBJCONFIG_ROWID, 1)
+    session.config(apsw.SQLITE_SESSION_OBJCONFIG_SIZE, 1)
+    session.attach()
+    for rowid in range(1, 129):
+        conn.execute("INSERT INTO loose(rowid, a) VALUES (?, NULL)", (rowid,))
+        conn.execute("DELETE FROM loose WHERE rowid = ?", (rowid,))
+    assert session.changeset_size >= 128 * 12
+    session.close()

@@ -103,7 +103,7 @@ class Connection:
         if kind is Kind.TRANSACTION:
             return self._transaction_statement(sql, params)
         if self._tx is not None:
-            return self._tx.execute(sql, params)
+            return self._in_transaction(sql, params)
         if kind in _READ_FIRST:
             try:
                 return self.database.query(sql, params).results
@@ -112,7 +112,16 @@ class Connection:
         if kind is Kind.VACUUM or self.autocommit:
             return self.database.execute(sql, params).results
         self._tx = self.database.transaction()
-        return self._tx.execute(sql, params)
+        return self._in_transaction(sql, params)
+
+    def _in_transaction(self, sql: str, params: Params) -> list[Result]:
+        """Runs in the open transaction, forgetting it if SQLite rolled it back."""
+        assert self._tx is not None
+        try:
+            return self._tx.execute(sql, params)
+        finally:
+            if not self._tx.is_open:
+                self._tx = None
 
     def _transaction_statement(self, sql: str, params: Params) -> list[Result]:
         """BEGIN, COMMIT and ROLLBACK map to the connection; savepoints run inside."""
@@ -128,7 +137,7 @@ class Connection:
         else:  # SAVEPOINT, RELEASE, ROLLBACK TO
             if self._tx is None:
                 self._tx = self.database.transaction()
-            return self._tx.execute(sql, params)
+            return self._in_transaction(sql, params)
         return [Result()]
 
     def __enter__(self) -> Connection:

@@ -3,6 +3,11 @@
 The follower's writer has triggers and foreign keys off: the leader's triggers
 and cascades are already in the changeset. Any conflict aborts; the caller rolls
 the whole transaction back, so a record is applied entirely or not at all.
+
+Replayed inserts move sqlite_sequence as SQLite sees fit, which need not be what
+the leader's did (an UPDATE of an AUTOINCREMENT key arrives as an insert; rows a
+failed statement inserted and took back never arrive). So sqlite_sequence always
+ends as the leader's: as the record's Sequence op says, or as it was before.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import contextlib
 
 import apsw
 
+from shoal.engine.capture import SequenceRows, read_sequence, write_sequence
 from shoal.errors import ApplyConflict, ReseedRequired
 from shoal.record import Changeset, Record, Sequence, Statement, Vacuum
 
@@ -55,6 +61,7 @@ def apply_record(conn: apsw.Connection, record: Record) -> None:
     """
     if record.is_barrier:
         raise ReseedRequired(record.version)
+    sequence: SequenceRows | None = read_sequence(conn)
     for op in record.ops:
         if isinstance(op, Changeset):
             _apply_changeset(conn, op.data, record.version)
@@ -62,10 +69,11 @@ def apply_record(conn: apsw.Connection, record: Record) -> None:
             for _ in conn.execute(op.sql):
                 pass
         elif isinstance(op, Sequence):
-            conn.execute("DELETE FROM sqlite_sequence")
-            conn.executemany("INSERT INTO sqlite_sequence(name, seq) VALUES (?, ?)", op.rows)
+            sequence = op.rows
         elif isinstance(op, Vacuum):  # pragma: no cover - is_barrier caught it
             raise ReseedRequired(record.version)
+    if sequence is not None and read_sequence(conn) != sequence:
+        write_sequence(conn, sequence)
 
 
 def _apply_changeset(conn: apsw.Connection, data: bytes, version: int) -> None:

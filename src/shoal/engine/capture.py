@@ -18,10 +18,13 @@ transaction changed them. `PRAGMA user_version` and `application_id` travel as
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
+from typing import Any
 
 import apsw
 
+from shoal.engine import rowid_tables
 from shoal.engine.policy import INTERNAL_PREFIX, Policy
 from shoal.engine.sqltext import (
     Kind,
@@ -33,9 +36,12 @@ from shoal.engine.sqltext import (
 from shoal.errors import Refused
 from shoal.record import Changeset, Op, Sequence, Statement
 
-__all__ = ["Capture", "read_sequence"]
+__all__ = ["Capture", "SequenceRows", "read_sequence", "write_sequence"]
 
 SequenceRows = tuple[tuple[str, int], ...]
+# Runs a query on the last committed state (a reader), for rowid_tables.repair.
+ReadCommitted = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
+_MOVES_ROWS = re.compile(r"^\s*(DROP\s+TABLE|ALTER\s+TABLE\s.*\sRENAME\s+TO\s)", re.I | re.S)
 
 
 def read_sequence(conn: apsw.Connection) -> SequenceRows | None:
@@ -51,6 +57,12 @@ def read_sequence(conn: apsw.Connection) -> SequenceRows | None:
     )
 
 
+def write_sequence(conn: apsw.Connection, rows: SequenceRows) -> None:
+    """Makes sqlite_sequence hold exactly `rows`."""
+    conn.execute("DELETE FROM sqlite_sequence")
+    conn.executemany("INSERT INTO sqlite_sequence(name, seq) VALUES (?, ?)", rows)
+
+
 def _keep_table(name: str) -> bool:
     return not name.startswith(INTERNAL_PREFIX)
 
@@ -62,15 +74,23 @@ class Capture:
     `before_statement` for each statement and ended by `finish` or `discard`.
     """
 
-    def __init__(self, conn: apsw.Connection, policy: Policy, sequence: SequenceRows | None):
+    def __init__(
+        self,
+        conn: apsw.Connection,
+        policy: Policy,
+        sequence: SequenceRows | None,
+        read_committed: ReadCommitted,
+    ):
         self._conn = conn
         self._policy = policy
+        self._read_committed = read_committed
         self._sequence_before = sequence
         self._ops: list[Op] = []
         self._session: apsw.Session | None = self._new_session()
         self._after: Callable[[], None] | None = None
         self._schema_changed = False
         self._savepoints: list[tuple[str, int]] = []
+        self.broken = False  # capture failed: the transaction must roll back
 
     def before_statement(self, sql: str) -> None:
         """Called with each statement's text just before it runs."""
@@ -89,6 +109,9 @@ class Capture:
             raise Refused("VACUUM must run alone, as its own request, outside any transaction")
         elif kind is Kind.TRANSACTION:
             self._savepoint_statement(sql)
+        if self._session is not None and rowid_tables.near_growth(self._session):
+            self._cut()  # see rowid_tables: no row is changed again after a growth
+            self._session = self._new_session()
 
     def _savepoint_statement(self, sql: str) -> None:
         """Keeps operations in step with savepoints: ROLLBACK TO drops what it undid.
@@ -149,6 +172,7 @@ class Capture:
     def _new_session(self) -> apsw.Session:
         session = apsw.Session(self._conn, "main")
         session.config(apsw.SQLITE_SESSION_OBJCONFIG_ROWID, 1)
+        session.config(apsw.SQLITE_SESSION_OBJCONFIG_SIZE, 1)
         session.table_filter(_keep_table)
         session.attach()
         return session
@@ -157,12 +181,44 @@ class Capture:
         """Moves the changes so far into one operation and detaches the session."""
         if self._session is None:
             return
-        if not self._session.is_empty:
-            data = self._session.changeset()
-            if data:
-                self._ops.append(Changeset(data))
-        self._session.close()
-        self._session = None
+        session, self._session = self._session, None
+        try:
+            if not session.is_empty:
+                data = session.changeset()
+                if data and rowid_tables.may_have_grown(session):
+                    with self._policy.trusted():
+                        data = rowid_tables.repair(self._conn, data, self._existed_before)
+                if data:
+                    self._ops.append(Changeset(data))
+        except BaseException:
+            self.broken = True
+            raise
+        finally:
+            session.close()
+
+    def _existed_before(self, table: str, rowids: list[int]) -> dict[int, bool] | None:
+        """Whether each row existed when the current session began: from this
+        transaction's earlier changesets, else from the last committed state."""
+        wanted, known = set(rowids), {}
+        for op in self._ops:
+            if isinstance(op, Statement) and _MOVES_ROWS.match(op.sql):
+                return None  # the table may be another one than the reader's
+            if isinstance(op, Changeset):
+                for change in apsw.Changeset.iter(op.data):
+                    row = change.old if change.old is not None else change.new
+                    if change.name == table and row is not None and row[0] in wanted:
+                        known[row[0]] = change.op != "DELETE"
+        rest = sorted(wanted - known.keys())
+        if rest and self._read_committed(
+            "SELECT 1 FROM main.sqlite_schema WHERE type = 'table' AND name = ?", (table,)
+        ):
+            found = self._read_committed(
+                f"SELECT rowid FROM main.{quote_identifier(table)} "
+                "WHERE rowid IN (SELECT value FROM json_each(?))",
+                (json.dumps(rest),),
+            )
+            known.update((rowid, True) for (rowid,) in found)
+        return {rowid: known.get(rowid, False) for rowid in rowids}
 
     def _run_after(self) -> None:
         after, self._after = self._after, None

@@ -1,9 +1,13 @@
 """A logical checksum: the schema and every row, independent of the file's layout.
 
 Two copies with equal checksums hold the same schema, the same rows with the same
-rowids, and the same sqlite_sequence, however their pages are arranged. Values are
-hashed with their type, so 1, 1.0, '1' and x'31' differ, and so do 0.0 and -0.0.
-Shoal's own tables and SQLite's statistics tables are left out.
+rowids, and the same sqlite_sequence entries, however their pages are arranged.
+Values are hashed with their storage class, so 1, 1.0, '1' and x'31' differ; TEXT
+is hashed as its stored bytes, so text that is not valid UTF-8 is covered too.
+Zero is hashed without its sign, as SQL compares it (0.0 = -0.0): the session
+extension does not record an UPDATE that only flips the sign (docs/sql-features.md).
+Shoal's own tables and SQLite's statistics tables are left out, and
+sqlite_sequence is hashed by name, since its rowids depend on history.
 """
 
 from __future__ import annotations
@@ -19,24 +23,36 @@ from shoal.engine.sqltext import quote_identifier
 __all__ = ["logical_checksum"]
 
 _INT = struct.Struct(">q")
+_REAL = struct.Struct(">d")
 
 
-def _feed(digest: hashlib._Hash, value: object) -> None:
+def _feed(digest: hashlib._Hash, storage: str, value: object) -> None:
+    """Hashes one value read as (typeof(value), value with TEXT cast to BLOB)."""
     if value is None:
         digest.update(b"n")
     elif isinstance(value, int):
-        if -(2**63) <= value < 2**63:
-            digest.update(b"i" + _INT.pack(value))
-        else:  # pragma: no cover - SQLite integers are 64-bit
-            digest.update(b"I" + str(value).encode())
+        digest.update(b"i" + _INT.pack(value))
     elif isinstance(value, float):
-        digest.update(b"r" + struct.pack(">d", value))
-    elif isinstance(value, str):
-        data = value.encode("utf-8", "surrogatepass")
-        digest.update(b"t" + _INT.pack(len(data)) + data)
+        digest.update(b"r" + _REAL.pack(value if value != 0.0 else 0.0))
     else:
-        data = bytes(value)  # type: ignore[call-overload]
-        digest.update(b"b" + _INT.pack(len(data)) + data)
+        data = value.encode("utf-8") if isinstance(value, str) else bytes(value)  # type: ignore[call-overload]
+        tag = b"t" if storage == "text" else b"b"
+        digest.update(tag + _INT.pack(len(data)) + data)
+
+
+def _row_query(conn: apsw.Connection, table: str, order: str, rowid: bool) -> str:
+    """SELECT each column as its storage class and value, TEXT read as bytes."""
+    columns = [
+        quote_identifier(str(row[1]))
+        for row in conn.execute("SELECT * FROM pragma_table_xinfo(?)", (table,))
+    ]
+    if rowid:
+        columns.insert(0, "_rowid_")
+    parts = [
+        f"typeof({c}), CASE typeof({c}) WHEN 'text' THEN CAST({c} AS BLOB) ELSE {c} END"
+        for c in columns
+    ]
+    return f"SELECT {', '.join(parts)} FROM main.{quote_identifier(table)} ORDER BY {order}"
 
 
 def _tables(conn: apsw.Connection) -> list[tuple[str, bool]]:
@@ -68,19 +84,20 @@ def logical_checksum(conn: apsw.Connection) -> str:
         ):
             digest.update(b"S")
             for value in row:
-                _feed(digest, value)
+                _feed(digest, "text", value)
         for name, has_rowid in _tables(conn):
-            quoted = quote_identifier(name)
-            if has_rowid:
-                query = f"SELECT _rowid_, * FROM main.{quoted} ORDER BY _rowid_"
+            if name == "sqlite_sequence":
+                query = _row_query(conn, name, "name, seq", rowid=False)
+            elif has_rowid:
+                query = _row_query(conn, name, "_rowid_", rowid=True)
             else:
-                query = f"SELECT * FROM main.{quoted} ORDER BY {_primary_key(conn, name)}"
+                query = _row_query(conn, name, _primary_key(conn, name), rowid=False)
             digest.update(b"T")
-            _feed(digest, name)
+            _feed(digest, "text", name)
             for row in conn.execute(query):
                 digest.update(b"R")
-                for value in row:
-                    _feed(digest, value)
+                for index in range(0, len(row), 2):
+                    _feed(digest, row[index], row[index + 1])
     finally:
         conn.execute("COMMIT")
     return digest.hexdigest()

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import apsw
 
@@ -172,6 +173,12 @@ class Database:
                 "query() runs only statements that read; use execute() to write"
             ) from None
         return Outcome(version, results)
+
+    def _read_committed(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Runs an engine query on this thread's reader: the last committed state."""
+        conn, policy, _ = self._reader()
+        with policy.trusted():
+            return conn.execute(sql, params).fetchall()
 
     def checksum(self) -> str:
         """The logical checksum of the schema and every row (see engine.checksum)."""
@@ -372,7 +379,7 @@ class Transaction:
                     db._version = head
                     db._sequence = read_sequence(conn)
             self._base = head
-            self._capture = Capture(conn, db._policy, db._sequence)
+            self._capture = Capture(conn, db._policy, db._sequence, db._read_committed)
             self._barrier = False
             self._open = True
         except BaseException as exc:
@@ -384,19 +391,31 @@ class Transaction:
                 raise from_apsw(exc) from None
             raise
 
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
     def execute(self, sql: str, params: Params = None) -> list[Result]:
-        """Runs `sql` in the transaction. A failing statement undoes only itself."""
+        """Runs `sql` in the transaction. A failing statement undoes only itself,
+        unless SQLite rolls back the whole transaction (INSERT OR ROLLBACK, a full
+        disk): then the transaction ends, and the error says so."""
         self._check_open()
         db = self._db
-        return run(
-            db._writer,
-            db._policy,
-            db._deadline,
-            sql,
-            params,
-            db.options.limits,
-            self._capture.before_statement,
-        )
+        try:
+            return run(
+                db._writer,
+                db._policy,
+                db._deadline,
+                sql,
+                params,
+                db.options.limits,
+                self._capture.before_statement,
+            )
+        except Error as exc:
+            if db._writer.getautocommit() or self._capture.broken:
+                self.rollback()
+                exc.args = (f"{exc}; the whole transaction was rolled back",)
+            raise
 
     def add_barrier(self) -> None:
         self._barrier = True

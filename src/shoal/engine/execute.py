@@ -46,7 +46,7 @@ class Limits:
     max_bytes: int | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Result:
     """What one statement returned."""
 
@@ -135,11 +135,17 @@ def run(
     before: BeforeStatement | None = None,
 ) -> list[Result]:
     """Runs every statement in `sql`; `before` sees each statement's text before it runs."""
-    collector = _Collector(conn, limits, before)
     cursor = conn.cursor()
     seconds = limits.statement_seconds
-    deadline.at = time.monotonic() + seconds if seconds is not None else float("inf")
+    if seconds is not None:
+        deadline.at = time.monotonic() + seconds
+    fast = before is None and limits.max_rows is None and limits.max_bytes is None
+    collector = (
+        None if fast and ";" not in sql.rstrip(" \t\n;") else _Collector(conn, limits, before)
+    )
     try:
+        if collector is None:
+            return [_read_one(cursor, sql, params)]
         cursor.exec_trace = collector.trace
         cursor.execute(sql, params, prepare_flags=USER_PREPARE_FLAGS)
         for row in cursor:
@@ -161,6 +167,23 @@ def run(
             raise Refused(refusal) from None
         raise from_apsw(exc) from None
     finally:
-        deadline.at = float("inf")
+        if seconds is not None:
+            deadline.at = float("inf")
         cursor.close(force=True)
     return collector.results
+
+
+def _read_one(cursor: apsw.Cursor, sql: str, params: Params) -> Result:
+    """The fast path for the commonest request: one statement that only reads (its
+    text has no ';'), with no result limits, fetched in one call."""
+    descriptions: list[tuple[tuple[str, str | None], ...]] = []
+
+    def trace(cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
+        descriptions.append(cursor.get_description())
+        return True
+
+    cursor.exec_trace = trace
+    cursor.execute(sql, params, prepare_flags=USER_PREPARE_FLAGS)
+    rows = cursor.fetchall()
+    columns, types = zip(*descriptions[0], strict=True) if descriptions[0] else ((), ())
+    return Result(list(columns), list(types), rows)

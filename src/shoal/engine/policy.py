@@ -49,6 +49,7 @@ _SETTABLE_PRAGMAS = frozenset(
         "analysis_limit",
     }
 )
+_DROP_CODES = frozenset({apsw.SQLITE_DROP_TABLE, apsw.SQLITE_DROP_VIEW, apsw.SQLITE_DROP_VTABLE})
 _VIRTUAL_TABLE_MODULES = frozenset({"fts3", "fts4", "fts5", "rtree", "rtree_i32"})
 _WRITE_CODES = frozenset({apsw.SQLITE_INSERT, apsw.SQLITE_UPDATE, apsw.SQLITE_DELETE})
 _SCHEMA_CODES = frozenset(
@@ -77,6 +78,7 @@ class Policy:
 
     def __init__(self) -> None:
         self._trusted_depth = 0
+        self._dropping: str | None = None
         self.refusal: str | None = None
 
     @property
@@ -89,10 +91,25 @@ class Policy:
         if self._trusted_depth:
             return apsw.SQLITE_OK
         reason = _refusal(code, arg1, arg2, schema)
-        if reason is None:
+        if reason is not None:
+            self.refusal = reason
+            return apsw.SQLITE_DENY
+        if code in _DROP_CODES:
+            self._dropping = arg1
+        elif code == apsw.SQLITE_DELETE:
+            return self._delete(arg1)
+        return apsw.SQLITE_OK
+
+    def _delete(self, table: str | None) -> int:
+        """IGNORE on a DELETE from a table turns off SQLite's truncate optimization,
+        which empties a table without the per-row hook capture relies on (when no
+        session was attached at prepare time). A DROP asks for DELETE on
+        sqlite_schema and on what it drops too, and IGNORE there would silently
+        skip the DROP, so those are allowed plainly."""
+        dropping, self._dropping = self._dropping, None
+        if table is None or table.lower().startswith("sqlite_") or table == dropping:
             return apsw.SQLITE_OK
-        self.refusal = reason
-        return apsw.SQLITE_DENY
+        return apsw.SQLITE_IGNORE
 
     def trusted(self) -> Policy:
         """`with policy.trusted():` runs the engine's own statements unchecked."""
