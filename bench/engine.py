@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import gc
 import io
 import json
@@ -39,6 +40,7 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -62,7 +64,8 @@ SELECT = "SELECT id, k, v FROM kv WHERE id = ?"
 VALUE_BYTES = 50
 BATCH = 64  # operations between clock reads; the same for every contender
 SEED = 20240601
-AIMS = {"write": 0.7, "read": 0.9}
+THREADS = 8
+AIMS = {"write": 0.7, "read": 0.9, f"write x{THREADS}": 0.7}
 
 WriteParams = tuple[str, bytes]
 
@@ -95,25 +98,44 @@ class RawApsw:
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
         self.conn.execute(SCHEMA)
+        self.busy_timeout_ms = busy_timeout_ms
+        self.extra: list[apsw.Connection] = []
 
     def load(self, rows: Sequence[tuple[int, str, bytes]]) -> None:
         with self.conn:
             self.conn.executemany(LOAD, rows)
 
     def writes(self, batch: Sequence[WriteParams]) -> None:
-        execute = self.conn.execute
-        for params in batch:
-            execute("BEGIN")
-            execute(INSERT, params)
-            execute("COMMIT")
+        write_each(self.conn, batch, "BEGIN")
 
     def reads(self, ids: Sequence[int]) -> None:
         execute = self.conn.execute
         for i in ids:
             execute(SELECT, (i,)).fetchall()
 
+    def for_threads(self, count: int) -> list[Callable[[Sequence[WriteParams]], None]]:
+        """One connection per thread, as raw SQLite users write concurrently."""
+        steps = []
+        for _ in range(count):
+            conn = apsw.Connection(self.conn.filename)
+            conn.set_busy_timeout(self.busy_timeout_ms)
+            self.extra.append(conn)
+            steps.append(lambda batch, conn=conn: write_each(conn, batch, "BEGIN IMMEDIATE"))
+        return steps
+
     def close(self) -> None:
+        for conn in self.extra:
+            conn.close()
         self.conn.close()
+
+
+def write_each(conn: apsw.Connection, batch: Sequence[WriteParams], begin: str) -> None:
+    """One write transaction per element of `batch`, as a raw SQLite user writes."""
+    execute = conn.execute
+    for params in batch:
+        execute(begin)
+        execute(INSERT, params)
+        execute("COMMIT")
 
 
 class Engine:
@@ -140,6 +162,10 @@ class Engine:
         query = self.db.query
         for i in ids:
             query(SELECT, (i,))
+
+    def for_threads(self, count: int) -> list[Callable[[Sequence[WriteParams]], None]]:
+        """Every thread on the one Database: their writes are group-committed."""
+        return [self.writes] * count
 
     def close(self) -> None:
         self.db.close()
@@ -215,11 +241,23 @@ def timed(step: Callable[[Sequence[Any]], None], inputs: Sequence[Any], seconds:
     return done
 
 
-def measure(step: Callable[[Sequence[Any]], None], inputs: Sequence[Any], seconds: float) -> float:
-    """Operations per second of `step` over about `seconds`."""
-    start = time.perf_counter()
-    done = timed(step, inputs, seconds)
-    return done / (time.perf_counter() - start)
+def timed_threads(
+    steps: list[Callable[[Sequence[Any]], None]], inputs: Sequence[Any], seconds: float
+) -> int:
+    """Runs each step in its own thread for `seconds`, all at once; returns total ops."""
+    counts = [0] * len(steps)
+    start = threading.Barrier(len(steps))
+
+    def work(index: int) -> None:
+        start.wait()
+        counts[index] = timed(steps[index], inputs, seconds)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(steps))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts)
 
 
 def write_inputs(rng: random.Random) -> list[WriteParams]:
@@ -233,23 +271,29 @@ def read_rows(rng: random.Random, rows: int) -> list[tuple[int, str, bytes]]:
 
 def run_operation(
     operation: str,
-    contenders: list[Contender],
+    contenders: list[Any],
     inputs: Sequence[Any],
     args: argparse.Namespace,
     progress: Callable[[str], None],
+    threads: int = 1,
 ) -> list[Measurement]:
     """Warms every contender up, then interleaves them within each repeat."""
     results = {c.name: Measurement(operation, c.name) for c in contenders}
-    steps = {c.name: getattr(c, f"{operation}s") for c in contenders}
+    runs: dict[str, Callable[[float], int]] = {}
+    for c in contenders:
+        if threads == 1:
+            runs[c.name] = functools.partial(timed, getattr(c, f"{operation}s"), inputs)
+        else:
+            runs[c.name] = functools.partial(timed_threads, c.for_threads(threads), inputs)
     for contender in contenders:
         progress(f"warming up {operation}: {contender.name}")
-        measure(steps[contender.name], inputs, args.warmup)
+        runs[contender.name](args.warmup)
     for repeat in range(args.repeat):
         shift = repeat % len(contenders)
         for contender in contenders[shift:] + contenders[:shift]:
             progress(f"{operation} repeat {repeat + 1}/{args.repeat}: {contender.name}")
             start = time.perf_counter()
-            done = timed(steps[contender.name], inputs, args.seconds)
+            done = runs[contender.name](args.seconds)
             elapsed = time.perf_counter() - start
             results[contender.name].runs.append(done / elapsed)
             results[contender.name].ops.append(done)
@@ -409,6 +453,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             measurements += run_operation("write", contenders, writes, args, progress)
         finally:
             for contender in contenders:
+                contender.close()
+
+        threaded = [
+            RawApsw(folder / "threads-raw.db", args.synchronous, args.busy_timeout_ms),
+            Engine(folder / "threads-engine.db", args.synchronous, args.busy_timeout_ms),
+        ]
+        try:
+            operation = f"write x{THREADS}"
+            measurements += run_operation(operation, threaded, writes, args, progress, THREADS)
+        finally:
+            for contender in threaded:
                 contender.close()
 
         contenders = open_all(folder, "read", args)

@@ -32,7 +32,7 @@ from shoal.engine.capture import Capture, read_sequence
 from shoal.engine.checksum import logical_checksum
 from shoal.engine.execute import Deadline, Limits, Params, Result, run
 from shoal.engine.policy import Policy
-from shoal.engine.sqltext import Kind, classify
+from shoal.engine.sqltext import Kind, classify, is_single_statement
 from shoal.errors import (
     Error,
     OperationalError,
@@ -87,7 +87,9 @@ class Database:
         self.options = options or Options()
         if self.options.synchronous not in ("normal", "full"):
             raise ValueError("synchronous must be 'normal' or 'full'")
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # held by a Transaction; re-entered by groups
+        self._pending_lock = threading.Lock()
+        self._pending: list[_Request] = []
         self._readers_lock = threading.Lock()
         self._readers: list[apsw.Connection] = []
         self._local = threading.local()
@@ -201,10 +203,63 @@ class Database:
         return self.execute_all([(sql, params)])
 
     def execute_all(self, statements: Statements) -> Outcome:
-        """Runs the statements as one all-or-nothing write transaction."""
-        with self.transaction() as tx:
-            results = [result for sql, params in statements for result in tx.execute(sql, params)]
-        return Outcome(tx.version, results)
+        """Runs the statements as one all-or-nothing write transaction.
+
+        A request of one plain statement (no schema change, pragma or savepoint)
+        may be committed together with other threads' (group commit): each runs in
+        its own savepoint of one transaction, so a failing one undoes only itself,
+        and all of them report that transaction's version.
+        """
+        batch = list(statements)
+        if len(batch) != 1 or not _groupable(batch[0][0]):
+            with self.transaction() as tx:
+                results = [result for sql, params in batch for result in tx.execute(sql, params)]
+            return Outcome(tx.version, results)
+        request = _Request(*batch[0])
+        with self._pending_lock:
+            self._pending.append(request)
+        with self._write_lock:
+            if not request.done:
+                self._commit_pending()
+        if request.error is not None:
+            raise request.error
+        assert request.results is not None
+        return Outcome(request.version, request.results)
+
+    def _commit_pending(self) -> None:
+        """Runs the queued requests, one transaction per round (the writer is held)."""
+        while True:
+            with self._pending_lock:
+                batch, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+            if not batch:
+                return
+            retry = self._commit_group(batch)
+            with self._pending_lock:
+                self._pending[:0] = retry
+
+    def _commit_group(self, batch: list[_Request]) -> list[_Request]:
+        """One transaction for `batch`; returns the requests to run again, if SQLite
+        rolled the transaction back because of another one."""
+        tx = self.transaction()
+        retry: list[_Request] = []
+        try:
+            for request in batch:
+                request.run(tx, isolated=len(batch) > 1)
+                if not tx.is_open:
+                    retry = [other for other in batch if other is not request]
+                    break
+            if tx.is_open:
+                tx.commit()
+        except BaseException as exc:
+            tx.rollback()
+            for request in batch:
+                request.error = request.error or exc
+        for request in batch:
+            if request in retry:
+                request.results = None
+            else:
+                request.version, request.done = tx.version, True
+        return retry
 
     def vacuum(self) -> int:
         """Runs VACUUM after logging it as a barrier (followers then re-seed).
@@ -361,6 +416,36 @@ class Database:
         self.close()
 
 
+MAX_GROUP = 64  # requests committed together, at most
+
+
+def _groupable(sql: str) -> bool:
+    return is_single_statement(sql) and classify(sql) in (Kind.READ, Kind.WRITE)
+
+
+@dataclass
+class _Request:
+    """One single-statement request waiting for a group commit."""
+
+    sql: str
+    params: Params
+    results: list[Result] | None = None
+    error: BaseException | None = None
+    version: int = 0
+    done: bool = False
+
+    def run(self, tx: Transaction, *, isolated: bool) -> None:
+        try:
+            if isolated:
+                self.results = tx.execute_isolated(self.sql, self.params)
+            else:
+                self.results = tx.execute(self.sql, self.params)
+        except Error as exc:
+            self.error = exc
+            if not isolated:
+                tx.rollback()
+
+
 class Transaction:
     """The one open write transaction of a Database; holds the writer until it ends."""
 
@@ -416,6 +501,27 @@ class Transaction:
                 self.rollback()
                 exc.args = (f"{exc}; the whole transaction was rolled back",)
             raise
+
+    def execute_isolated(self, sql: str, params: Params = None) -> list[Result]:
+        """Runs one plain statement (no schema, pragma or savepoint) in a savepoint
+        of its own, so that its failure undoes it whole and nothing else.
+
+        Capture needs no cut here: a plain statement adds no operation while it
+        runs, and the session's changes follow the savepoint's rollback."""
+        conn, policy = self._db._writer, self._db._policy
+        with policy.trusted():
+            conn.execute("SAVEPOINT _shoal_request")
+        try:
+            results = self.execute(sql, params)
+        except Error:
+            if self._open:
+                with policy.trusted():
+                    conn.execute("ROLLBACK TO _shoal_request")
+                    conn.execute("RELEASE _shoal_request")
+            raise
+        with policy.trusted():
+            conn.execute("RELEASE _shoal_request")
+        return results
 
     def add_barrier(self) -> None:
         self._barrier = True

@@ -14,6 +14,7 @@ from functools import lru_cache
 __all__ = [
     "Kind",
     "classify",
+    "is_single_statement",
     "leading_keyword",
     "quote_identifier",
     "replicated_pragma",
@@ -89,3 +90,9 @@ def replicated_pragma(sql: str) -> str | None:
     if match and match.group(2) and match.group(1).lower() in _TRAVELLING_PRAGMAS:
         return match.group(1).lower()
     return None
+
+
+def is_single_statement(sql: str) -> bool:
+    """True when `sql` certainly holds one statement: no ';' but trailing ones.
+    (A ';' inside a literal or comment makes it False, which only costs speed.)"""
+    return ";" not in sql.rstrip(" \t\r\n;")

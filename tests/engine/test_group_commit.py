@@ -1,0 +1,91 @@
+"""Group commit: concurrent one-statement requests share one transaction and record."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from shoal.engine import Database
+from shoal.engine.database import _Request
+from shoal.errors import IntegrityError
+from tests.conftest import Pair
+
+
+def queue(db: Database, *statements: str) -> list[_Request]:
+    """Queues requests as concurrent callers would, then commits them as one group."""
+    requests = [_Request(sql, None) for sql in statements]
+    db._pending.extend(requests)
+    with db._write_lock:
+        db._commit_pending()
+    return requests
+
+
+def test_a_group_is_one_version_and_a_failure_undoes_only_itself(pair: Pair) -> None:
+    pair.leader.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, u UNIQUE)")
+    pair.leader.execute("INSERT INTO t(u) VALUES (0)")
+    version = pair.leader.version
+    done = queue(
+        pair.leader,
+        "INSERT INTO t(u) VALUES (1)",
+        "INSERT INTO t(u) VALUES (0), (2)",  # fails on its first row; (2) never lands
+        "INSERT OR FAIL INTO t(u) VALUES (3), (0)",  # keeps 3, then fails: undone whole
+        "UPDATE t SET u = 10 WHERE u = 1 RETURNING u",
+    )
+    assert [type(r.error) for r in done] == [type(None), IntegrityError, IntegrityError, type(None)]
+    assert all(r.done for r in done)
+    assert {r.version for r in done} == {version + 1} and pair.leader.version == version + 1
+    assert done[3].results is not None and done[3].results[0].rows == [(10,)]
+    assert pair.leader.query("SELECT u FROM t ORDER BY u").results[0].rows == [(0,), (10,)]
+    pair.assert_equal()
+
+
+def test_a_request_that_rolls_back_everything_fails_alone(pair: Pair) -> None:
+    pair.leader.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, u UNIQUE)")
+    pair.leader.execute("INSERT INTO t(u) VALUES (0)")
+    done = queue(
+        pair.leader,
+        "INSERT INTO t(u) VALUES (1)",
+        "INSERT OR ROLLBACK INTO t(u) VALUES (0)",
+        "INSERT INTO t(u) VALUES (2)",
+    )
+    assert done[1].error is not None and "whole transaction" in str(done[1].error)
+    assert done[0].error is None and done[2].error is None
+    assert pair.leader.query("SELECT u FROM t ORDER BY u").results[0].rows == [(0,), (1,), (2,)]
+    pair.assert_equal()
+
+
+def test_many_threads_writing_lose_nothing(pair: Pair) -> None:
+    pair.leader.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, writer, n)")
+    errors: list[BaseException] = []
+    versions: list[int] = []
+
+    def writer(name: int) -> None:
+        try:
+            for n in range(150):
+                outcome = pair.leader.execute("INSERT INTO t(writer, n) VALUES (?, ?)", (name, n))
+                versions.append(outcome.version)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert pair.leader.query("SELECT count(*) FROM t").results[0].rows == [(1200,)]
+    assert max(versions) == pair.leader.version <= 1 + 1200
+    pair.assert_equal()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["CREATE TABLE x(a)", "PRAGMA user_version = 5", "INSERT INTO t VALUES (1); SELECT 1"],
+)
+def test_other_requests_run_alone(db: Database, sql: str) -> None:
+    db.execute("CREATE TABLE t(a)")
+    before = db.version
+    db.execute(sql)
+    assert db.version == before + 1
+    assert db._pending == []
