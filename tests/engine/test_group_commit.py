@@ -8,7 +8,7 @@ import pytest
 
 from shoal.engine import Database
 from shoal.engine.database import _Request
-from shoal.errors import IntegrityError
+from shoal.errors import IntegrityError, ReadOnly
 from tests.conftest import Pair
 
 
@@ -89,3 +89,24 @@ def test_other_requests_run_alone(db: Database, sql: str) -> None:
     db.execute(sql)
     assert db.version == before + 1
     assert db._pending == []
+
+
+def test_a_request_that_failed_before_a_retry_runs_again_cleanly(pair: Pair) -> None:
+    pair.leader.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, u UNIQUE)")
+    pair.leader.execute("INSERT INTO t(u) VALUES (0)")
+    done = queue(
+        pair.leader,
+        "INSERT INTO t(u) VALUES (1)",
+        "INSERT INTO t(u) VALUES (1)",  # same text: fails now, and again on the retry
+        "INSERT OR ROLLBACK INTO t(u) VALUES (0)",
+    )
+    assert done[0].error is None
+    assert isinstance(done[1].error, IntegrityError)
+    assert "whole transaction" in str(done[2].error)
+    assert pair.leader.query("SELECT u FROM t ORDER BY u").results[0].rows == [(0,), (1,)]
+    pair.assert_equal()
+
+
+def test_every_waiting_request_gets_the_error_when_no_transaction_opens(pair: Pair) -> None:
+    done = queue(pair.follower, "INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (2)")
+    assert all(r.done and isinstance(r.error, ReadOnly) for r in done)

@@ -240,9 +240,10 @@ class Database:
     def _commit_group(self, batch: list[_Request]) -> list[_Request]:
         """One transaction for `batch`; returns the requests to run again, if SQLite
         rolled the transaction back because of another one."""
-        tx = self.transaction()
+        tx: Transaction | None = None
         retry: list[_Request] = []
         try:
+            tx = self.transaction()
             for request in batch:
                 request.run(tx, isolated=len(batch) > 1)
                 if not tx.is_open:
@@ -251,14 +252,16 @@ class Database:
             if tx.is_open:
                 tx.commit()
         except BaseException as exc:
-            tx.rollback()
+            if tx is not None:
+                tx.rollback()
             for request in batch:
                 request.error = request.error or exc
+            retry = []
         for request in batch:
             if request in retry:
-                request.results = None
+                request.results = request.error = None
             else:
-                request.version, request.done = tx.version, True
+                request.version, request.done = (tx.version if tx else self._version), True
         return retry
 
     def vacuum(self) -> int:
@@ -423,7 +426,7 @@ def _groupable(sql: str) -> bool:
     return is_single_statement(sql) and classify(sql) in (Kind.READ, Kind.WRITE)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Request:
     """One single-statement request waiting for a group commit."""
 
