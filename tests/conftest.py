@@ -14,6 +14,11 @@ import pytest
 from shoal.engine import Database, Role
 
 
+def rows(db: Database, sql: str) -> list[tuple[object, ...]]:
+    """The rows of the first result of a read."""
+    return db.query(sql).results[0].rows
+
+
 class Pair:
     """A leader and a follower of the same database, kept in step by `sync()`."""
 

@@ -11,11 +11,7 @@ import pytest
 from shoal.engine import Database, Options
 from shoal.errors import IntegrityError, Refused, ReseedRequired
 from shoal.record import Changeset, Sequence, Statement, Vacuum
-from tests.conftest import Pair
-
-
-def rows(db: Database, sql: str) -> list[tuple[object, ...]]:
-    return db.query(sql).results[0].rows
+from tests.conftest import Pair, rows
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,7 @@ import pytest
 
 from shoal.engine import Database
 from shoal.errors import DataError, IntegrityError, NotSupportedError, OperationalError
-from tests.conftest import Pair
-
-
-def rows(db: Database, sql: str) -> list[tuple[object, ...]]:
-    return db.query(sql).results[0].rows
+from tests.conftest import Pair, rows
 
 
 def numbers(n: int) -> str:

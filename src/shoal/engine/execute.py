@@ -16,6 +16,7 @@ from typing import Any
 import apsw
 
 from shoal.engine.policy import Policy
+from shoal.engine.sqltext import is_single_statement
 from shoal.errors import (
     Error,
     ProgrammingError,
@@ -140,9 +141,7 @@ def run(
     if seconds is not None:
         deadline.at = time.monotonic() + seconds
     fast = before is None and limits.max_rows is None and limits.max_bytes is None
-    collector = (
-        None if fast and ";" not in sql.rstrip(" \t\n;") else _Collector(conn, limits, before)
-    )
+    collector = None if fast and is_single_statement(sql) else _Collector(conn, limits, before)
     try:
         if collector is None:
             return [_read_one(cursor, sql, params)]
