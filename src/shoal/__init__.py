@@ -3,9 +3,11 @@
     >>> import shoal
     >>> conn = shoal.connect(":memory:")   # doctest: +SKIP
 
-`connect` opens a PEP 249 connection whose writes are captured and logged.
+`connect` opens a PEP 249 connection whose writes are captured and logged: to a
+file in-process, or to a database on a node (`shoal.connect("http://host:4001/db")`).
 """
 
+from shoal.client import connect
 from shoal.client.dbapi import (
     BINARY,
     DATETIME,
@@ -13,6 +15,7 @@ from shoal.client.dbapi import (
     ROWID,
     STRING,
     Binary,
+    Cursor,
     Date,
     DateFromTicks,
     Time,
@@ -23,7 +26,7 @@ from shoal.client.dbapi import (
     paramstyle,
     threadsafety,
 )
-from shoal.client.embedded import Connection, Cursor, connect
+from shoal.client.embedded import Connection
 from shoal.errors import (
     DatabaseError,
     DataError,

@@ -121,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         "version", help="print versions", description="Print shoal's, SQLite's and APSW's versions."
     )
     version.set_defaults(run=_version)
+
+    # Imported here: these modules use format_table from this one.
+    from shoal.server.commands import add_server_commands
+    from shoal.shell import add_shell_command
+
+    add_server_commands(commands)
+    add_shell_command(commands)
     return parser
 
 

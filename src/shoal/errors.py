@@ -5,18 +5,29 @@ with shoal's own errors as named leaves that carry their context::
 
     Error
     ├── InterfaceError                 misuse of the client (closed cursor, ...)
+    ├── AuthError                      the request's credentials do not allow it
+    │   ├── Unauthorized               no token, or one the node does not know
+    │   └── Forbidden                  a known token without the scope needed
     └── DatabaseError
         ├── DataError                  a value SQLite cannot store or return
         ├── OperationalError
         │   ├── StatementTimeout       a statement ran past its time limit
         │   ├── ResultTooLarge         a result past its row or byte limit
         │   ├── Busy                   the database is locked by another writer
-        │   └── ReadOnly               this copy does not take writes (a follower)
+        │   ├── ReadOnly               this copy does not take writes (a follower)
+        │   │   └── QueryWrites        a statement sent as a read tries to write
+        │   ├── VersionNotReached      min_version not reached within the wait
+        │   └── Unavailable            the node cannot serve now (starting, stopping)
         ├── IntegrityError             a constraint failed
         ├── InternalError
         ├── ProgrammingError
         │   ├── SQLError               SQL that does not prepare or run
-        │   └── Refused                a statement shoal's SQL policy refuses
+        │   ├── Refused                a statement shoal's SQL policy refuses
+        │   ├── InvalidRequest         a malformed request body, parameter or name
+        │   │   └── RequestTooLarge    past a size or count limit of the node
+        │   ├── DatabaseNotFound       no database of that name
+        │   ├── DatabaseExists         creating a name that is taken
+        │   └── TransactionNotFound    an interactive transaction that ended
         ├── NotSupportedError
         └── ReplicationError           a record cannot be applied; nothing changed
             ├── CorruptRecord          bad checksum or malformed bytes
@@ -32,25 +43,36 @@ import apsw
 
 __all__ = [
     "ApplyConflict",
+    "AuthError",
     "Busy",
     "CorruptRecord",
     "DataError",
     "DatabaseError",
+    "DatabaseExists",
+    "DatabaseNotFound",
     "Error",
+    "Forbidden",
     "IntegrityError",
     "InterfaceError",
     "InternalError",
+    "InvalidRequest",
     "NotSupportedError",
     "OperationalError",
     "OutOfOrder",
     "ProgrammingError",
+    "QueryWrites",
     "ReadOnly",
     "Refused",
     "ReplicationError",
+    "RequestTooLarge",
     "ReseedRequired",
     "ResultTooLarge",
     "SQLError",
     "StatementTimeout",
+    "TransactionNotFound",
+    "Unauthorized",
+    "Unavailable",
+    "VersionNotReached",
     "Warning",
     "WrongDatabase",
     "from_apsw",
@@ -67,6 +89,18 @@ class Error(Exception):
 
 class InterfaceError(Error):
     """The client was used wrongly (a closed connection or cursor, ...)."""
+
+
+class AuthError(Error):
+    """The request's credentials do not allow it."""
+
+
+class Unauthorized(AuthError):
+    """No credentials, or a token this node does not know (HTTP 401)."""
+
+
+class Forbidden(AuthError):
+    """A known token whose scope or database patterns do not cover the request (HTTP 403)."""
 
 
 class DatabaseError(Error):
@@ -127,6 +161,54 @@ class ReadOnly(OperationalError):
     def __init__(self, message: str, leader: str | None = None) -> None:
         super().__init__(message)
         self.leader = leader
+
+
+class VersionNotReached(OperationalError):
+    """A read asked for a version this copy did not reach within the wait."""
+
+    def __init__(self, wanted: int, current: int, waited: float) -> None:
+        super().__init__(
+            f"min_version {wanted} not reached after waiting {waited:g} s "
+            f"(this copy is at version {current}); retry, or read from the leader"
+        )
+        self.wanted = wanted
+        self.current = current
+
+
+class Unavailable(OperationalError):
+    """The node cannot serve the request now (it is starting or stopping); retry."""
+
+
+class InvalidRequest(ProgrammingError):
+    """A request that is malformed: its JSON, a parameter, a flag or a name."""
+
+
+class RequestTooLarge(InvalidRequest):
+    """A request past one of the node's limits (body size, statement count)."""
+
+
+class DatabaseNotFound(ProgrammingError):
+    """No database of that name on this node."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"database {name!r} does not exist")
+        self.name = name
+
+
+class DatabaseExists(ProgrammingError):
+    """A database of that name exists already."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"database {name!r} already exists")
+        self.name = name
+
+
+class TransactionNotFound(ProgrammingError):
+    """An interactive transaction that is unknown, committed, rolled back or expired."""
+
+
+class QueryWrites(ReadOnly):
+    """A statement sent as a read (query) tries to write; send it as a write."""
 
 
 class ReplicationError(DatabaseError):

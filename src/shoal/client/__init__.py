@@ -1,1 +1,38 @@
-"""Clients: the DB-API 2.0 connection, embedded (in-process) and, later, remote."""
+"""Clients: the DB-API 2.0 connection, embedded (in-process) or remote (a node)."""
+
+from __future__ import annotations
+
+import os
+
+from shoal.client import embedded, remote
+from shoal.client.dbapi import BaseConnection
+from shoal.engine import Options
+from shoal.errors import InterfaceError
+
+__all__ = ["connect"]
+
+
+def connect(
+    database: str | os.PathLike[str],
+    *,
+    token: str | None = None,
+    autocommit: bool = False,
+    name: str | None = None,
+    options: Options | None = None,
+    timeout: float = 60.0,
+) -> BaseConnection:
+    """Opens a DB-API 2.0 connection.
+
+    `database` is a file path (created when missing), ":memory:" (a scratch file,
+    removed on close), or a node's URL "http(s)://host:4001/mydb" (`token` is its
+    bearer token; `timeout` bounds each HTTP request). Both kinds behave alike:
+    a write opens a transaction that `commit()` ends as one record and one version;
+    `autocommit=True` commits every write statement on its own.
+    """
+    if isinstance(database, str) and database.startswith(("http://", "https://")):
+        if name is not None or options is not None:
+            raise InterfaceError("name and options apply to files; a node's URL names the database")
+        return remote.Connection(database, token=token, autocommit=autocommit, timeout=timeout)
+    if token is not None:
+        raise InterfaceError("a token is for a node's URL, not a database file")
+    return embedded.Connection(database, autocommit=autocommit, name=name, options=options)

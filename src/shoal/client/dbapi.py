@@ -1,7 +1,10 @@
-"""PEP 249 pieces shared by every shoal connection: globals, types and the cursor.
+"""PEP 249 pieces shared by every shoal connection: globals, types, the cursor,
+and `BaseConnection`, which routes statements the same way whether the database
+is in-process (embedded) or behind a server (remote).
 
 A cursor needs one thing from its connection, `run(sql, params) -> [Result]`
-(the `Runner` protocol), so the embedded and the remote connection share it.
+(the `Runner` protocol). A connection needs four things from its backend: read,
+write in a transaction of its own, begin a transaction, and close.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from shoal.engine.execute import Params, Result
-from shoal.errors import InterfaceError, ProgrammingError
+from shoal.engine.sqltext import Kind, classify, leading_keyword
+from shoal.errors import InterfaceError, ProgrammingError, ReadOnly, Refused
 
 __all__ = [
     "BINARY",
+    "BaseConnection",
     "DATETIME",
     "NUMBER",
     "ROWID",
@@ -26,6 +31,7 @@ __all__ = [
     "DateFromTicks",
     "Runner",
     "Time",
+    "TransactionHandle",
     "TimeFromTicks",
     "Timestamp",
     "TimestampFromTicks",
@@ -211,3 +217,150 @@ class Cursor:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class TransactionHandle(Protocol):
+    """An open write transaction, as a backend gives it to a connection."""
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def execute(self, sql: str, params: Params = None) -> list[Result]: ...
+
+    def commit(self) -> int: ...
+
+    def rollback(self) -> None: ...
+
+
+_READ_FIRST = frozenset({Kind.READ, Kind.PRAGMA})
+
+
+class BaseConnection:
+    """A PEP 249 connection in sqlite3's default (legacy) transaction mode.
+
+    A statement that writes opens a transaction; `commit()` ends it: one record,
+    one version. Reads outside a transaction go to the backend's reader, so they
+    never wait for the writer. Subclasses give the backend's four operations.
+    """
+
+    def __init__(self, *, autocommit: bool) -> None:
+        self.autocommit = autocommit
+        self._tx: TransactionHandle | None = None
+        self._closed = False
+
+    # -- the backend -----------------------------------------------------------
+
+    def _read(self, sql: str, params: Params) -> list[Result]:
+        """Runs statements that only read; raises ReadOnly if they write."""
+        raise NotImplementedError
+
+    def _write(self, sql: str, params: Params) -> list[Result]:
+        """Runs `sql` as a write transaction of its own."""
+        raise NotImplementedError
+
+    def _begin(self) -> TransactionHandle:
+        raise NotImplementedError
+
+    def _close_backend(self) -> None:
+        raise NotImplementedError
+
+    # -- PEP 249 ---------------------------------------------------------------
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._tx is not None
+
+    def cursor(self) -> Cursor:
+        self.check_open()
+        return Cursor(self)
+
+    def execute(self, sql: str, parameters: Params = None) -> Cursor:
+        """A shortcut, as in sqlite3: a new cursor with `sql` executed."""
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql: str, seq_of_parameters: Sequence[Params]) -> Cursor:
+        return self.cursor().executemany(sql, seq_of_parameters)
+
+    def commit(self) -> None:
+        """Commits the open transaction, if any: one record, one new version."""
+        self.check_open()
+        tx, self._tx = self._tx, None
+        if tx is not None:
+            tx.commit()
+
+    def rollback(self) -> None:
+        """Rolls the open transaction back, if any: no record, no version."""
+        self.check_open()
+        tx, self._tx = self._tx, None
+        if tx is not None:
+            tx.rollback()
+
+    def close(self) -> None:
+        """Rolls back anything uncommitted (as sqlite3 does) and closes."""
+        if self._closed:
+            return
+        try:
+            if self._tx is not None:
+                self._tx.rollback()
+                self._tx = None
+        finally:
+            self._close_backend()
+            self._closed = True
+
+    def check_open(self) -> None:
+        if self._closed:
+            raise InterfaceError("the connection is closed")
+
+    def run(self, sql: str, params: Params) -> list[Result]:
+        """Routes one request: to the open transaction, a reader, or a new transaction."""
+        self.check_open()
+        kind = classify(sql)
+        if kind is Kind.TRANSACTION:
+            return self._transaction_statement(sql, params)
+        if self._tx is not None:
+            return self._in_transaction(sql, params)
+        if kind in _READ_FIRST:
+            try:
+                return self._read(sql, params)
+            except ReadOnly:
+                pass  # it writes after all (a PRAGMA that sets, WITH ... INSERT)
+        if kind is Kind.VACUUM or self.autocommit:
+            return self._write(sql, params)
+        self._tx = self._begin()
+        return self._in_transaction(sql, params)
+
+    def _in_transaction(self, sql: str, params: Params) -> list[Result]:
+        """Runs in the open transaction, forgetting it if it was rolled back."""
+        assert self._tx is not None
+        try:
+            return self._tx.execute(sql, params)
+        finally:
+            if self._tx is not None and not self._tx.is_open:
+                self._tx = None
+
+    def _transaction_statement(self, sql: str, params: Params) -> list[Result]:
+        """BEGIN, COMMIT and ROLLBACK map to the connection; savepoints run inside."""
+        keyword = leading_keyword(sql)
+        if keyword in ("COMMIT", "END"):
+            self.commit()
+        elif keyword == "ROLLBACK" and " TO " not in f" {sql.upper()} ":
+            self.rollback()
+        elif keyword == "BEGIN":
+            if self._tx is not None:
+                raise Refused("cannot BEGIN: a transaction is already open")
+            self._tx = self._begin()
+        else:  # SAVEPOINT, RELEASE, ROLLBACK TO
+            if self._tx is None:
+                self._tx = self._begin()
+            return self._in_transaction(sql, params)
+        return [Result()]
+
+    def __enter__(self) -> BaseConnection:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        """Commits on success and rolls back on error; does not close (as sqlite3)."""
+        if exc_type is None:
+            self.commit()
+        else:
+            self.rollback()

@@ -34,9 +34,11 @@ from shoal.engine.execute import Deadline, Limits, Params, Result, run
 from shoal.engine.policy import Policy
 from shoal.engine.sqltext import Kind, classify, is_single_statement
 from shoal.errors import (
+    Busy,
     Error,
     OperationalError,
     OutOfOrder,
+    QueryWrites,
     ReadOnly,
     ReplicationError,
     WrongDatabase,
@@ -171,8 +173,9 @@ class Database:
         try:
             results = run(conn, policy, deadline, sql, params, limits or self.options.limits)
         except ReadOnly:
-            raise ReadOnly(
-                "query() runs only statements that read; use execute() to write"
+            raise QueryWrites(
+                "this statement writes, and a query runs only statements that read; "
+                "send it as a write (execute)"
             ) from None
         return Outcome(version, results)
 
@@ -455,7 +458,11 @@ class Transaction:
     def __init__(self, db: Database) -> None:
         self._db = db
         self.version = db.version
-        db._write_lock.acquire()
+        if not db._write_lock.acquire(timeout=db.options.busy_timeout_ms / 1000):
+            raise Busy(
+                f"database {db.name!r}: the writer stayed busy for "
+                f"{db.options.busy_timeout_ms} ms (another transaction holds it); retry"
+            )
         try:
             if db._closed:
                 raise OperationalError(f"database {db.name!r} is closed")

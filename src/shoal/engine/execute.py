@@ -16,7 +16,7 @@ from typing import Any
 import apsw
 
 from shoal.engine.policy import Policy
-from shoal.engine.sqltext import is_single_statement
+from shoal.engine.sqltext import is_single_statement, leading_keyword
 from shoal.errors import (
     Error,
     ProgrammingError,
@@ -83,6 +83,8 @@ class _Collector:
         self.results: list[Result] = []
         self.current: Result | None = None
         self._changes_at_start = 0
+        self._rowid_at_start = 0
+        self._inserting = False
         self._bytes = 0
 
     def trace(self, cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
@@ -99,6 +101,8 @@ class _Collector:
             types=[column[1] for column in description],
         )
         self._changes_at_start = self._conn.total_changes()
+        self._rowid_at_start = self._conn.last_insert_rowid()
+        self._inserting = leading_keyword(sql) in ("INSERT", "REPLACE")
         self._bytes = 0
 
     def end_statement(self) -> None:
@@ -107,7 +111,11 @@ class _Collector:
             return
         if self._conn.total_changes() != self._changes_at_start:
             result.rows_affected = self._conn.changes()
-            result.last_insert_id = self._conn.last_insert_rowid()
+            rowid = self._conn.last_insert_rowid()
+            # SQLite keeps the last insert's rowid across statements (and the log's
+            # own insert sets it), so only a statement that inserted reports one.
+            if self._inserting or rowid != self._rowid_at_start:
+                result.last_insert_id = rowid
         self.results.append(result)
         self.current = None
 

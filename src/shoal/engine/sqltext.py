@@ -8,8 +8,11 @@ own text is what APSW hands the tracer, so its first keyword is reliable.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from enum import Enum
 from functools import lru_cache
+
+import apsw
 
 __all__ = [
     "Kind",
@@ -18,6 +21,7 @@ __all__ = [
     "leading_keyword",
     "quote_identifier",
     "replicated_pragma",
+    "split_statements",
 ]
 
 _LEADING_NOISE = re.compile(r"(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?(?:\*/|\Z))*", re.S)
@@ -96,3 +100,21 @@ def is_single_statement(sql: str) -> bool:
     """True when `sql` certainly holds one statement: no ';' but trailing ones.
     (A ';' inside a literal or comment makes it False, which only costs speed.)"""
     return ";" not in sql.rstrip(" \t\r\n;")
+
+
+def split_statements(text: str) -> Iterator[str]:
+    """The complete statements of a SQL script, each with its ';' (a trailing
+    incomplete one as it is). A ';' counts only where SQLite's own tokenizer says
+    the statement is complete, so literals, comments and trigger bodies are safe."""
+    start = 0
+    at = text.find(";")
+    while at != -1:
+        candidate = text[start : at + 1]
+        if apsw.complete(candidate):
+            if candidate.strip(" \t\r\n;"):
+                yield candidate.strip()
+            start = at + 1
+        at = text.find(";", at + 1)
+    rest = text[start:].strip()
+    if rest and _strip(rest):
+        yield rest

@@ -1,0 +1,193 @@
+"""`shoal.connect("http://host:4001/mydb")`: the DB-API over a node's native API.
+
+The same routing as the embedded connection (see `BaseConnection`): reads outside
+a transaction go to `/query`; a write opens an interactive transaction on the
+server, which holds the database's writer until `commit()` or `rollback()` (or
+until it is idle past the node's `transaction_seconds`). Every read asks for
+`min_version` = the newest version this connection has seen, so a connection
+always reads its own writes, whichever node answers.
+
+Errors come back as the same classes the embedded connection raises: the server
+names the class, and the client raises that class from `shoal.errors`.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+import shoal.errors
+from shoal.client.dbapi import BaseConnection
+from shoal.engine.execute import Params, Result
+from shoal.errors import Error, InterfaceError, OperationalError
+
+__all__ = ["Connection", "NodeClient", "error_from"]
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"base64": base64.b64encode(value).decode()}
+    if isinstance(value, float) and math.isinf(value):
+        return {"real": "Infinity" if value > 0 else "-Infinity"}
+    return value
+
+
+def encode_params(params: Params) -> Any:
+    if params is None:
+        return None
+    if isinstance(params, dict):
+        return {k: _encode(v) for k, v in params.items()}
+    return [_encode(v) for v in params]
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "base64" in value:
+            return base64.b64decode(value["base64"])
+        if "real" in value:
+            return math.inf if value["real"] == "Infinity" else -math.inf
+    return value
+
+
+def result_from(raw: dict[str, Any]) -> Result:
+    """A Result from the native API's JSON."""
+    return Result(
+        columns=raw["columns"],
+        types=raw["types"],
+        rows=[tuple(_decode(v) for v in row) for row in raw["rows"]],
+        rows_affected=raw["rows_affected"],
+        last_insert_id=raw["last_insert_id"],
+    )
+
+
+def error_from(response: httpx.Response) -> Error:
+    """The shoal error a failed response names, or one made from its status."""
+    try:
+        error = response.json()["error"]
+        kind, message = error["type"], error["message"]
+    except (ValueError, KeyError, TypeError):
+        text = response.text[:500] or response.reason_phrase
+        return OperationalError(f"HTTP {response.status_code}: {text}")
+    cls = getattr(shoal.errors, kind, None)
+    if not (isinstance(cls, type) and issubclass(cls, Error)):
+        return OperationalError(f"{kind}: {message}")
+    exc = cls.__new__(cls)  # not cls(...): some constructors build the message themselves
+    Exception.__init__(exc, message)
+    return exc
+
+
+class NodeClient:
+    """Keep-alive HTTP to one node, with its token; JSON in, JSON out, errors raised."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 60.0) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self.last_version: int | None = None
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        try:
+            response = self._http.request(method, path, json=body)
+        except httpx.TransportError as exc:
+            raise OperationalError(f"cannot reach {self.base_url}: {exc}") from None
+        version = response.headers.get("shoal-version")
+        if version is not None:
+            self.last_version = int(version)
+        if response.status_code >= 400:
+            raise error_from(response)
+        return response.json()
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class _RemoteTransaction:
+    """An interactive transaction on the server."""
+
+    def __init__(self, client: NodeClient, path: str) -> None:
+        self._client = client
+        created = client.call("POST", f"{path}/transactions")
+        self._path = f"{path}/transactions/{created['id']}"
+        self.version: int = created["version"]
+        self._open = True
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def execute(self, sql: str, params: Params = None) -> list[Result]:
+        try:
+            body = self._client.call(
+                "POST", self._path, {"sql": sql, "params": encode_params(params)}
+            )
+        except Error as exc:
+            if "whole transaction was rolled back" in str(exc) or isinstance(
+                exc, shoal.errors.TransactionNotFound
+            ):
+                self._open = False
+            raise
+        return [result_from(r) for r in body["results"]]
+
+    def commit(self) -> int:
+        self._open = False
+        self.version = int(self._client.call("POST", f"{self._path}/commit")["version"])
+        return self.version
+
+    def rollback(self) -> None:
+        if self._open:
+            self._open = False
+            self._client.call("POST", f"{self._path}/rollback")
+
+
+class Connection(BaseConnection):
+    """A PEP 249 connection to one database of a shoal node."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        autocommit: bool = False,
+        timeout: float = 60.0,
+    ) -> None:
+        super().__init__(autocommit=autocommit)
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise InterfaceError(f"{url!r} is not an http(s)://host:port/database URL")
+        self.name = parts.path.strip("/") or "default"
+        if "/" in self.name:
+            raise InterfaceError(f"{url!r}: the path must be one database name")
+        self.client = NodeClient(f"{parts.scheme}://{parts.netloc}", token, timeout)
+        self._path = f"/v1/databases/{quote(self.name, safe='')}"
+
+    @property
+    def version(self) -> int:
+        """The newest version of the database this connection has seen."""
+        return self.client.last_version or 0
+
+    def _statement(self, sql: str, params: Params) -> dict[str, Any]:
+        return {"sql": sql, "params": encode_params(params)}
+
+    def _read(self, sql: str, params: Params) -> list[Result]:
+        body = self._statement(sql, params)
+        if self.client.last_version:
+            body["min_version"] = self.client.last_version
+        response = self.client.call("POST", f"{self._path}/query", body)
+        return [result_from(r) for r in response["results"]]
+
+    def _write(self, sql: str, params: Params) -> list[Result]:
+        response = self.client.call("POST", f"{self._path}/execute", self._statement(sql, params))
+        return [result_from(r) for r in response["results"]]
+
+    def _begin(self) -> _RemoteTransaction:
+        return _RemoteTransaction(self.client, self._path)
+
+    def _close_backend(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Connection:
+        return self

@@ -1,0 +1,1 @@
+"""`shoal serve`: a node serving many databases over HTTP, in two dialects."""

@@ -1,0 +1,126 @@
+"""The ASGI application of a node: both dialects, probes, metrics and error mapping.
+
+`create_app(settings)` is all a test or `shoal serve` needs; the node starts with
+the application's lifespan and closes at its end, after in-flight requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from shoal.errors import Error
+from shoal.server import native, rqlite, transactions
+from shoal.server.auth import Scope
+from shoal.server.config import Settings
+from shoal.server.httputil import (
+    AUTHENTICATE,
+    authorize,
+    error_body,
+    json_response,
+    node_of,
+    status_of,
+)
+from shoal.server.metrics import Metrics, RequestMetrics
+from shoal.server.node import Node
+from shoal.server.openapi import document
+
+__all__ = ["create_app"]
+
+
+def _native_path(request: Request) -> bool:
+    return request.url.path.startswith("/v1/")
+
+
+async def handle_error(request: Request, exc: Exception) -> Response:
+    """Every shoal error becomes its status; the body is the dialect's error shape."""
+    status = status_of(exc)
+    headers = dict(AUTHENTICATE) if status == 401 else {}
+    if status == 503:
+        headers["Retry-After"] = "1"
+    if _native_path(request):
+        return json_response(error_body(exc), status, headers)
+    return json_response({"error": str(exc)}, status, headers)
+
+
+async def handle_http(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405, in the dialect's shape."""
+    assert isinstance(exc, HTTPException)
+    kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    headers = dict(exc.headers or {})
+    if _native_path(request):
+        body = {"error": {"type": kind, "message": message, "retryable": False}}
+        return json_response(body, exc.status_code, headers)
+    return json_response({"error": message}, exc.status_code, headers)
+
+
+async def livez(request: Request) -> Response:
+    return PlainTextResponse("ok\n")
+
+
+async def readyz(request: Request) -> Response:
+    """rqlite's readiness text; 503 until the node serves, and while it stops."""
+    if not node_of(request).ready:
+        return PlainTextResponse("[+]node ok\n[-]store not ready\n", 503)
+    return PlainTextResponse("[+]node ok\n[+]leader ok\n[+]store ok\n")
+
+
+async def metrics(request: Request) -> Response:
+    authorize(request, Scope.READ, None)
+    registry: transactions.InteractiveTransactions = request.app.state.transactions
+    text = request.app.state.metrics.render(node_of(request), registry.count)
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+
+async def openapi(request: Request) -> Response:
+    return json_response(document())
+
+
+def create_app(settings: Settings, on_start: Callable[[Node], None] | None = None) -> Starlette:
+    """The node's HTTP application; its lifespan starts and stops the node, and
+    calls `on_start` once the node is ready."""
+    counters = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        node = Node(settings)
+        app.state.node = node
+        app.state.transactions = transactions.InteractiveTransactions(node)
+        await node.start()
+        if on_start is not None:
+            on_start(node)
+        try:
+            yield
+        finally:
+            await app.state.transactions.close()
+            await node.close()
+
+    routes = [
+        Route("/livez", livez, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/openapi.json", openapi, methods=["GET"]),
+        *native.routes(),
+        *transactions.routes(native.BASE),
+        *rqlite.routes(),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestMetrics, metrics=counters)],
+        exception_handlers={
+            Error: handle_error,
+            HTTPException: handle_http,
+            Exception: handle_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.metrics = counters
+    return app

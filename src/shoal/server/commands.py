@@ -1,0 +1,238 @@
+"""`shoal serve`, `shoal db` and `shoal token`: parse, call one function, print."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from shoal.errors import InvalidRequest
+
+__all__ = ["add_server_commands"]
+
+DEFAULT_URL = "http://127.0.0.1:4001"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from shoal.server.config import load_settings, settable_fields
+    from shoal.server.serve import serve
+
+    flags = {f.name: getattr(args, f.name) for f in settable_fields()}
+    settings = load_settings(args.config, os.environ, flags)
+    return serve(settings)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from shoal.client.remote import NodeClient
+
+    return NodeClient(args.url, args.token)
+
+
+def _table(columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+    from shoal.cli import format_table
+
+    print(format_table(columns, rows))
+
+
+def _db_list(args: argparse.Namespace) -> int:
+    listing = _client(args).call("GET", "/v1/databases")["databases"]
+    rows = [(d["name"], d["version"], _size(d["size_bytes"]), d["open"]) for d in listing]
+    _table(["name", "version", "size", "open"], rows)
+    return 0
+
+
+def _db_create(args: argparse.Namespace) -> int:
+    info = _client(args).call("POST", "/v1/databases", {"name": args.name})
+    print(f"created {info['name']} (version {info['version']})")
+    return 0
+
+
+def _db_info(args: argparse.Namespace) -> int:
+    info = _client(args).call("GET", f"/v1/databases/{args.name}")
+    info["size_bytes"] = _size(info["size_bytes"])
+    _table(["field", "value"], list(info.items()))
+    return 0
+
+
+def _db_drop(args: argparse.Namespace) -> int:
+    if not args.yes:
+        raise InvalidRequest(f"dropping deletes {args.name!r} and its files; add --yes to do it")
+    _client(args).call("DELETE", f"/v1/databases/{args.name}")
+    print(f"dropped {args.name}")
+    return 0
+
+
+def _size(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024  # type: ignore[assignment]
+    raise AssertionError("unreachable")
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from shoal.server.auth import TokenStore
+
+    return TokenStore(args.data_dir)
+
+
+def _token_create(args: argparse.Namespace) -> int:
+    secret = _store(args).create(args.name, args.scope, tuple(args.database or ["*"]))
+    print(secret)
+    print(
+        f"token {args.name!r} ({args.scope} on {', '.join(args.database or ['*'])}) created; "
+        "this is the only time its secret is shown",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _token_list(args: argparse.Namespace) -> int:
+    rows = [
+        (
+            t.name,
+            t.scope,
+            ", ".join(t.databases),
+            datetime.datetime.fromtimestamp(t.created).isoformat(sep=" ", timespec="seconds"),
+        )
+        for t in _store(args).list()
+    ]
+    _table(["name", "scope", "databases", "created"], rows)
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace) -> int:
+    _store(args).revoke(args.name)
+    print(f"revoked {args.name}; the node stops accepting it within a second")
+    return 0
+
+
+def _token_hash(args: argparse.Namespace) -> int:
+    from shoal.server.auth import hash_secret
+
+    print(hash_secret(args.secret))
+    return 0
+
+
+def _remote_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("SHOAL_URL", DEFAULT_URL),
+        help=f"the node's URL (env SHOAL_URL; default {DEFAULT_URL})",
+    )
+    parser.add_argument(
+        "--token", default=os.environ.get("SHOAL_TOKEN"), help="bearer token (env SHOAL_TOKEN)"
+    )
+
+
+def _data_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("SHOAL_DATA_DIR", "shoal-data")),
+        help="the node's data directory (env SHOAL_DATA_DIR; default shoal-data)",
+    )
+
+
+def _add_serve(commands: Any) -> None:
+    from shoal.server.config import Settings, env_name, settable_fields
+
+    serve = commands.add_parser(
+        "serve",
+        help="run a node: many databases over HTTP (native and rqlite APIs)",
+        description="Run a node serving its databases over HTTP: the native API under /v1 and "
+        "the rqlite API under /db. Settings come from defaults, then --config, then SHOAL_* "
+        "environment variables, then these flags. SIGTERM or SIGINT stops it cleanly.",
+    )
+    serve.add_argument("--config", type=Path, help="a TOML file of settings (keys as below)")
+    defaults = Settings()
+    for f in settable_fields():
+        default = getattr(defaults, f.name)
+        shown = "" if default is None else f"; default {default}"
+        serve.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=None,
+            metavar=f.name.upper(),
+            help=f"{f.metadata['help']} (env {env_name(f.name)}{shown})",
+        )
+    serve.set_defaults(run=_serve)
+
+
+def _add_db(commands: Any) -> None:
+    db = commands.add_parser(
+        "db",
+        help="create, list, inspect and drop a node's databases",
+        description="Manage the databases of a running node over its HTTP API.",
+    )
+    actions = db.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="list, create, info or drop"
+    )
+    listing = actions.add_parser("list", help="list databases", description="List databases.")
+    listing.set_defaults(run=_db_list)
+    for name, run, text in (
+        ("create", _db_create, "create an empty database"),
+        ("info", _db_info, "show a database's version, size and role"),
+        ("drop", _db_drop, "delete a database and its files"),
+    ):
+        action = actions.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        action.add_argument("name", help="the database's name")
+        if name == "drop":
+            action.add_argument("--yes", action="store_true", help="confirm: the data is deleted")
+        action.set_defaults(run=run)
+    for action in actions.choices.values():
+        _remote_options(action)
+
+
+def _add_token(commands: Any) -> None:
+    token = commands.add_parser(
+        "token",
+        help="create, list and revoke access tokens",
+        description="Manage a node's access tokens in its data directory; works while the "
+        "node runs. Only a hash of each token is stored.",
+    )
+    actions = token.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="create, list, revoke or hash"
+    )
+    create = actions.add_parser(
+        "create",
+        help="make a token and print its secret (shown once)",
+        description="Make a token and print its secret; only its hash is kept.",
+    )
+    create.add_argument("name", help="a name for the token (unique)")
+    create.add_argument(
+        "--scope",
+        choices=["read", "write", "admin"],
+        default="read",
+        help="read; write (also read); admin (also create, drop, load). Default read",
+    )
+    create.add_argument(
+        "--database",
+        action="append",
+        help="a database name pattern it covers, such as 'tenant-*' (repeatable; default *)",
+    )
+    create.set_defaults(run=_token_create)
+    listing = actions.add_parser("list", help="list tokens", description="List tokens.")
+    listing.set_defaults(run=_token_list)
+    revoke = actions.add_parser("revoke", help="revoke a token", description="Revoke a token.")
+    revoke.add_argument("name", help="the token's name")
+    revoke.set_defaults(run=_token_revoke)
+    for action in (create, listing, revoke):
+        _data_dir_option(action)
+    hashed = actions.add_parser(
+        "hash",
+        help="print a secret's hash, for [[tokens]] in a config file",
+        description="Print the hash of a secret, to put in a [[tokens]] entry of the TOML file.",
+    )
+    hashed.add_argument("secret", help="the token's secret")
+    hashed.set_defaults(run=_token_hash)
+
+
+def add_server_commands(commands: Any) -> None:
+    """Registers `serve`, `db` and `token` on the `shoal` parser's subcommands."""
+    _add_serve(commands)
+    _add_db(commands)
+    _add_token(commands)

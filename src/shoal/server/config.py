@@ -1,0 +1,176 @@
+"""A node's settings: defaults, then a TOML file, then `SHOAL_*` variables, then flags.
+
+Every setting is one field of `Settings`; its metadata gives the help text, so the
+flags of `shoal serve`, the environment variables and the TOML keys are all made
+from this one table and cannot drift apart. A value that does not parse is an
+error naming where it came from, never a silent default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shoal.errors import InvalidRequest
+
+__all__ = ["ConfigError", "Settings", "TokenSpec", "env_name", "load_settings"]
+
+MiB = 1024 * 1024
+
+
+class ConfigError(InvalidRequest):
+    """A setting that does not parse, or a key the node does not know."""
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    """A token given in the configuration file: only its hash is written down."""
+
+    name: str
+    hash: str  # "sha256:<hex>", as `shoal token hash` prints it
+    scope: str = "read"
+    databases: tuple[str, ...] = ("*",)
+
+
+def _setting(default: Any, help: str) -> Any:  # noqa: A002 - the word the table uses
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `shoal serve` can be told."""
+
+    data_dir: Path = _setting(Path("shoal-data"), "directory of the node's databases")
+    address: str = _setting("127.0.0.1:4001", "HOST:PORT the HTTP API listens on")
+    admin_token: str | None = _setting(
+        None, "a secret accepted as an admin token for every database"
+    )
+    tls_cert: Path | None = _setting(None, "TLS certificate (PEM); serve HTTPS with --tls-key")
+    tls_key: Path | None = _setting(None, "TLS private key (PEM)")
+    max_body_bytes: int = _setting(64 * MiB, "largest request body accepted, in bytes")
+    max_statements: int = _setting(10_000, "most statements in one request")
+    statement_seconds: float = _setting(30.0, "time limit of one statement, in seconds")
+    max_result_rows: int = _setting(1_000_000, "most rows one statement may return")
+    max_result_bytes: int = _setting(64 * MiB, "most bytes of values one statement may return")
+    idle_seconds: float = _setting(300.0, "close a database after this long unused")
+    transaction_seconds: float = _setting(
+        10.0, "roll back an interactive transaction idle this long"
+    )
+    threads: int = _setting(16, "threads for reads, and as many for writes")
+    tokens: tuple[TokenSpec, ...] = field(default=(), metadata={"file_only": True})
+
+    @property
+    def host(self) -> str:
+        return self.address.rpartition(":")[0].strip("[]") or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rpartition(":")[2])
+
+    def __post_init__(self) -> None:
+        host, _, port = self.address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"address {self.address!r} is not HOST:PORT")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("TLS needs both tls_cert and tls_key")
+        for name in ("max_body_bytes", "max_statements", "max_result_rows", "max_result_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1")
+        for name in ("statement_seconds", "idle_seconds", "transaction_seconds"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be more than 0")
+        if self.threads < 1:
+            raise ConfigError("threads must be at least 1")
+
+
+def settable_fields() -> list[dataclasses.Field[Any]]:
+    """The settings that flags and environment variables can set."""
+    return [f for f in dataclasses.fields(Settings) if not f.metadata.get("file_only")]
+
+
+def env_name(name: str) -> str:
+    return "SHOAL_" + name.upper()
+
+
+def _convert(f: dataclasses.Field[Any], raw: Any, source: str) -> Any:
+    """`raw` (text from the environment, or a TOML value) as the field's type."""
+    kind = str(f.type)
+    try:
+        if raw is None:
+            return None
+        if "Path" in kind:
+            return Path(str(raw))
+        if kind.startswith("int"):
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError(raw)
+            return int(raw)
+        if kind.startswith("float"):
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return float(raw)
+        if not isinstance(raw, str):
+            raise ValueError(raw)
+        return raw
+    except ValueError:
+        expected = kind.split(" ")[0]
+        raise ConfigError(f"{source}: {raw!r} is not a valid {expected}") from None
+
+
+def _tokens_from_file(raw: Any, path: Path) -> tuple[TokenSpec, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"{path}: 'tokens' must be an array of tables ([[tokens]])")
+    specs = []
+    for entry in raw:
+        if not isinstance(entry, dict) or not {"name", "hash"} <= entry.keys():
+            raise ConfigError(f"{path}: every [[tokens]] needs 'name' and 'hash'")
+        unknown = entry.keys() - {"name", "hash", "scope", "databases"}
+        if unknown:
+            raise ConfigError(f"{path}: unknown key(s) in [[tokens]]: {', '.join(sorted(unknown))}")
+        databases = entry.get("databases", ["*"])
+        if isinstance(databases, str):
+            databases = [databases]
+        specs.append(
+            TokenSpec(
+                str(entry["name"]),
+                str(entry["hash"]),
+                str(entry.get("scope", "read")),
+                tuple(str(d) for d in databases),
+            )
+        )
+    return tuple(specs)
+
+
+def load_settings(
+    config: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Settings from defaults, the TOML file, the environment, then flags (None = unset)."""
+    values: dict[str, Any] = {}
+    by_name = {f.name: f for f in dataclasses.fields(Settings)}
+    if config is not None:
+        try:
+            document = tomllib.loads(config.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read {config}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config}: {exc}") from None
+        unknown = document.keys() - by_name.keys()
+        if unknown:
+            raise ConfigError(f"{config}: unknown setting(s): {', '.join(sorted(unknown))}")
+        for key, raw in document.items():
+            if key == "tokens":
+                values[key] = _tokens_from_file(raw, config)
+            else:
+                values[key] = _convert(by_name[key], raw, f"{config}: {key}")
+    for f in settable_fields():
+        name = env_name(f.name)
+        if env and env.get(name, "") != "":
+            values[f.name] = _convert(f, env[name], name)
+        if flags and flags.get(f.name) is not None:
+            values[f.name] = _convert(f, flags[f.name], "--" + f.name.replace("_", "-"))
+    return Settings(**values)

@@ -1,0 +1,155 @@
+"""What every HTTP handler shares: bodies with a size limit, JSON out, auth, and the
+one table that maps shoal's errors to HTTP statuses."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from shoal.errors import (
+    DatabaseExists,
+    DatabaseNotFound,
+    Error,
+    Forbidden,
+    IntegrityError,
+    InternalError,
+    InvalidRequest,
+    OperationalError,
+    QueryWrites,
+    RequestTooLarge,
+    ResultTooLarge,
+    StatementTimeout,
+    TransactionNotFound,
+    Unauthorized,
+)
+from shoal.server.auth import Grant, Scope
+from shoal.server.node import Node
+
+__all__ = [
+    "AUTHENTICATE",
+    "authorize",
+    "error_body",
+    "json_response",
+    "node_of",
+    "read_body",
+    "read_json",
+    "status_of",
+]
+
+AUTHENTICATE = {"WWW-Authenticate": 'Basic realm="shoal", Bearer realm="shoal"'}
+
+# First match wins: subclasses before their bases.
+_STATUS: list[tuple[type[BaseException], int]] = [
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (DatabaseNotFound, 404),
+    (TransactionNotFound, 404),
+    (DatabaseExists, 409),
+    (IntegrityError, 409),
+    (RequestTooLarge, 413),
+    (QueryWrites, 400),
+    (StatementTimeout, 400),  # the request is over a limit of the node: not worth a retry
+    (ResultTooLarge, 400),
+    (InternalError, 500),
+    (OperationalError, 503),  # Busy, ReadOnly, VersionNotReached, Unavailable: retry
+    (Error, 400),  # bad SQL, a refused statement, a bad value, a statement limit
+]
+
+
+def status_of(exc: BaseException) -> int:
+    """The HTTP status for an error: 4xx for the request's fault, 503 for retry later."""
+    for kind, status in _STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def error_body(exc: BaseException, **extra: Any) -> dict[str, Any]:
+    """The native dialect's error object."""
+    status = status_of(exc)
+    message = str(exc) if isinstance(exc, Error) else f"internal error: {type(exc).__name__}"
+    error = {"type": type(exc).__name__, "message": message, "retryable": status == 503}
+    return {"error": {**error, **extra}}
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"base64": base64.b64encode(value).decode()}
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def json_response(
+    body: Any,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    *,
+    pretty: bool = False,
+    default: Callable[[Any], Any] = _default,
+) -> Response:
+    option = orjson.OPT_INDENT_2 if pretty else 0
+    return Response(
+        orjson.dumps(body, default=default, option=option),
+        status,
+        headers,
+        media_type="application/json",
+    )
+
+
+def finite(value: Any) -> Any:
+    """JSON has no infinities: SQLite's ±Inf REAL travels as {"real": "Infinity"}."""
+    if type(value) is float and not math.isfinite(value):
+        return {"real": "Infinity" if value > 0 else "-Infinity"}
+    return value
+
+
+def node_of(request: Request) -> Node:
+    node: Node = request.app.state.node
+    return node
+
+
+async def read_body(request: Request) -> bytes:
+    """The whole body, or RequestTooLarge as soon as it passes the node's limit."""
+    limit = node_of(request).settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge(f"request body of {declared} bytes is over the limit of {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request) -> Any:
+    """The body parsed as JSON; InvalidRequest naming the problem when it is not."""
+    body = await read_body(request)
+    if not body.strip():
+        raise InvalidRequest("the request body is empty; it must be JSON")
+    try:
+        # The standard parser, not orjson: orjson turns integers past 64 bits into
+        # floats, and a value must never change silently on its way to the database.
+        return json.loads(body, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def authorize(request: Request, scope: Scope, database: str | None) -> Grant:
+    """The request's grant if it allows `scope` on `database`; Unauthorized or Forbidden."""
+    node = node_of(request)
+    client = request.client.host if request.client else None
+    grant = node.auth.authenticate(request.headers.get("authorization"), client)
+    grant.check(scope, database)
+    return grant

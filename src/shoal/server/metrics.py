@@ -1,0 +1,116 @@
+"""`/metrics` in Prometheus's text format, and the ASGI middleware that counts requests.
+
+Requests are labelled by route template (`/v1/databases/{name}/query`), never by
+the raw path, so thousands of tenant databases do not make thousands of series.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shoal.server.node import Node
+
+__all__ = ["Metrics", "RequestMetrics"]
+
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """Counters of requests by method, route and status, and their durations."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, str, int]] = Counter()
+        self.seconds: defaultdict[tuple[str, str], float] = defaultdict(float)
+        self.buckets: Counter[tuple[str, str, float]] = Counter()
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests[method, route, status] += 1
+        self.seconds[method, route] += seconds
+        for bound in BUCKETS:
+            if seconds <= bound:
+                self.buckets[method, route, bound] += 1
+
+    def render(self, node: Node, open_transactions: int) -> str:
+        lines = [
+            "# HELP shoal_http_requests_total HTTP requests answered, by route and status.",
+            "# TYPE shoal_http_requests_total counter",
+        ]
+        for (method, route, status), count in sorted(self.requests.items()):
+            lines.append(
+                f'shoal_http_requests_total{{method="{method}",route="{route}",'
+                f'status="{status}"}} {count}'
+            )
+        lines += [
+            "# HELP shoal_http_request_duration_seconds Time to answer HTTP requests.",
+            "# TYPE shoal_http_request_duration_seconds histogram",
+        ]
+        totals: Counter[tuple[str, str]] = Counter()
+        for (method, route, _), count in self.requests.items():
+            totals[method, route] += count
+        for method, route in sorted(totals):
+            labels = f'method="{method}",route="{route}"'
+            for bound in BUCKETS:
+                count = self.buckets[method, route, bound]
+                lines.append(
+                    f'shoal_http_request_duration_seconds_bucket{{{labels},le="{bound}"}} {count}'
+                )
+            lines.append(
+                f'shoal_http_request_duration_seconds_bucket{{{labels},le="+Inf"}} '
+                f"{totals[method, route]}"
+            )
+            lines.append(
+                f"shoal_http_request_duration_seconds_sum{{{labels}}} "
+                f"{self.seconds[method, route]:.6f}"
+            )
+            lines.append(
+                f"shoal_http_request_duration_seconds_count{{{labels}}} {totals[method, route]}"
+            )
+        lines += _gauge("shoal_databases_open", "Databases open on this node.", len(node.names()))
+        lines += _gauge(
+            "shoal_transactions_open", "Interactive transactions open.", open_transactions
+        )
+        lines += _gauge("shoal_ready", "1 when the node serves requests.", int(node.ready))
+        lines += _gauge("shoal_uptime_seconds", "Seconds since start.", time.time() - node.started)
+        lines += [
+            "# HELP shoal_database_version Version of each open database.",
+            "# TYPE shoal_database_version gauge",
+        ]
+        for name, version in node.versions().items():
+            lines.append(f'shoal_database_version{{database="{name}"}} {version}')
+        return "\n".join(lines) + "\n"
+
+
+def _gauge(name: str, help_text: str, value: float) -> list[str]:
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value:g}"]
+
+
+class RequestMetrics:
+    """ASGI middleware: observes every HTTP request's route, status and duration."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            route: Any = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            self.metrics.observe(scope["method"], template, status, time.perf_counter() - started)

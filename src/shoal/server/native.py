@@ -1,0 +1,286 @@
+"""The native API, `/v1/...`: JSON in and out, described by `/v1/openapi.json`.
+
+Values travel as JSON scalars, except a BLOB, which is `{"base64": "..."}`, and an
+infinite REAL, which is `{"real": "Infinity"}` (JSON has no infinities); both
+forms are accepted as parameters too. Every database response carries the
+version in the `Shoal-Version` header and the `version` field.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from shoal.engine import Result
+from shoal.engine.execute import Params
+from shoal.errors import Error, InvalidRequest, RequestTooLarge
+from shoal.server import backup
+from shoal.server.auth import Scope
+from shoal.server.httputil import (
+    authorize,
+    error_body,
+    finite,
+    json_response,
+    node_of,
+    read_body,
+    read_json,
+    status_of,
+)
+from shoal.server.node import DatabaseInfo
+from shoal.server.statements import (
+    Batch,
+    Statement,
+    is_read_only,
+    run_execute,
+    run_query,
+    run_request,
+)
+
+__all__ = ["decode_params", "result_json", "routes", "statements_from"]
+
+_INFINITIES = ("Infinity", "-Infinity")
+MAX_WAIT_SECONDS = 60.0
+DEFAULT_WAIT_SECONDS = 5.0
+
+
+# -- request bodies -----------------------------------------------------------
+
+
+def _value(raw: Any, where: str) -> Any:
+    if raw is None or isinstance(raw, (str, int, float)):
+        return int(raw) if isinstance(raw, bool) else raw
+    if isinstance(raw, dict) and raw.keys() == {"base64"} and isinstance(raw["base64"], str):
+        try:
+            return base64.b64decode(raw["base64"], validate=True)
+        except binascii.Error:
+            raise InvalidRequest(f"{where}: 'base64' is not valid base64") from None
+    if isinstance(raw, dict) and raw.keys() == {"real"} and raw["real"] in _INFINITIES:
+        return math.inf if raw["real"] == "Infinity" else -math.inf
+    raise InvalidRequest(
+        f"{where}: {type(raw).__name__} is not a SQL value "
+        '(use null, a number, a string, {"base64": ...} or {"real": "Infinity"})'
+    )
+
+
+def decode_params(raw: Any, where: str) -> Params:
+    """JSON parameters (an array for ?, an object for :name) as engine parameters."""
+    if raw is None:
+        return None
+    if isinstance(raw, list):
+        return [_value(v, f"{where}[{i}]") for i, v in enumerate(raw)]
+    if isinstance(raw, dict):
+        return {str(k): _value(v, f"{where}.{k}") for k, v in raw.items()}
+    raise InvalidRequest(f"{where}: parameters must be an array or an object")
+
+
+def _statement(raw: Any, where: str) -> Statement:
+    if isinstance(raw, str):
+        return Statement(raw)
+    if not isinstance(raw, dict) or not isinstance(raw.get("sql"), str):
+        raise InvalidRequest(f"{where}: a statement is a string or an object with 'sql'")
+    unknown = raw.keys() - {"sql", "params"}
+    if unknown:
+        raise InvalidRequest(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    return Statement(raw["sql"], decode_params(raw.get("params"), f"{where}.params"))
+
+
+def statements_from(body: Any, allowed: frozenset[str], limit: int) -> list[Statement]:
+    """The statements of a request body: {"sql", "params"} or {"statements": [...]}."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    unknown = body.keys() - allowed
+    if unknown:
+        raise InvalidRequest(f"unknown field(s) in the request: {', '.join(sorted(unknown))}")
+    if "statements" in body:
+        if "sql" in body:
+            raise InvalidRequest("give either 'sql' or 'statements', not both")
+        raw = body["statements"]
+        if not isinstance(raw, list) or not raw:
+            raise InvalidRequest("'statements' must be a non-empty array")
+        if len(raw) > limit:
+            raise RequestTooLarge(f"{len(raw)} statements is over the limit of {limit} a request")
+        return [_statement(item, f"statements[{i}]") for i, item in enumerate(raw)]
+    if "sql" not in body:
+        raise InvalidRequest("the request needs 'sql' (one statement) or 'statements'")
+    return [_statement({k: body[k] for k in ("sql", "params") if k in body}, "request")]
+
+
+def _flag(body: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"'{name}' must be true or false")
+    return value
+
+
+def _wait(body: Mapping[str, Any]) -> tuple[int | None, float]:
+    """min_version and how long to wait for it."""
+    wanted, timeout = body.get("min_version"), body.get("timeout", DEFAULT_WAIT_SECONDS)
+    if wanted is not None and (not isinstance(wanted, int) or isinstance(wanted, bool)):
+        raise InvalidRequest("'min_version' must be an integer")
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
+        raise InvalidRequest("'timeout' must be a number of seconds, 0 or more")
+    return wanted, min(float(timeout), MAX_WAIT_SECONDS)
+
+
+# -- responses ----------------------------------------------------------------
+
+
+def _rows(rows: list[tuple[Any, ...]]) -> list[Any]:
+    if any(type(v) is float and not math.isfinite(v) for row in rows for v in row):
+        return [[finite(v) for v in row] for row in rows]
+    return rows
+
+
+def result_json(result: Result) -> dict[str, Any]:
+    return {
+        "columns": result.columns,
+        "types": result.types,
+        "rows": _rows(result.rows),
+        "rows_affected": result.rows_affected,
+        "last_insert_id": result.last_insert_id,
+    }
+
+
+def batch_response(batch: Batch) -> Response:
+    """200 with every result; or the first error's status, the error, and per
+    statement its result or error (statements run on their own stay committed)."""
+    headers = {"Shoal-Version": str(batch.version)}
+    results = [
+        error_body(item)["error"] if isinstance(item, Error) else result_json(item)
+        for item in batch.items
+    ]
+    if not batch.failed:
+        return json_response({"version": batch.version, "results": results}, headers=headers)
+    index, first = next((i, e) for i, e in enumerate(batch.items) if isinstance(e, Error))
+    body = {**error_body(first, statement=index), "version": batch.version, "results": results}
+    return json_response(body, status_of(first), headers)
+
+
+def _info_json(info: DatabaseInfo) -> dict[str, Any]:
+    return {k: v for k, v in vars(info).items() if v is not None}
+
+
+# -- handlers -----------------------------------------------------------------
+
+_QUERY_FIELDS = frozenset({"sql", "params", "statements", "min_version", "timeout"})
+_EXECUTE_FIELDS = frozenset({"sql", "params", "statements", "transaction"})
+_REQUEST_FIELDS = _QUERY_FIELDS | _EXECUTE_FIELDS
+
+
+async def list_databases(request: Request) -> Response:
+    grant = authorize(request, Scope.READ, None)
+    infos = await node_of(request).list_databases()
+    visible = [_info_json(info) for info in infos if grant.covers(info.name)]
+    return json_response({"databases": visible})
+
+
+async def create_database(request: Request) -> Response:
+    body = await read_json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+        raise InvalidRequest('the body must be {"name": "<database name>"}')
+    unknown = body.keys() - {"name"}
+    if unknown:
+        raise InvalidRequest(f"unknown field(s) in the request: {', '.join(sorted(unknown))}")
+    authorize(request, Scope.ADMIN, body["name"])
+    info = await node_of(request).create(body["name"])
+    headers = {"Shoal-Version": str(info.version), "Location": f"/v1/databases/{info.name}"}
+    return json_response(_info_json(info), 201, headers)
+
+
+async def database_info(request: Request) -> Response:
+    name = request.path_params["name"]
+    authorize(request, Scope.READ, name)
+    info = await node_of(request).info(name)
+    return json_response(_info_json(info), headers={"Shoal-Version": str(info.version)})
+
+
+async def drop_database(request: Request) -> Response:
+    name = request.path_params["name"]
+    authorize(request, Scope.ADMIN, name)
+    await node_of(request).drop(name)
+    return json_response({"name": name, "dropped": True})
+
+
+async def query(request: Request) -> Response:
+    name = request.path_params["name"]
+    authorize(request, Scope.READ, name)
+    node = node_of(request)
+    body = await read_json(request)
+    statements = statements_from(body, _QUERY_FIELDS, node.settings.max_statements)
+    wanted, timeout = _wait(body)
+    batch = await node.run_on(
+        name, run_query, statements, write=False, min_version=wanted, wait=timeout
+    )
+    return batch_response(batch)
+
+
+async def execute(request: Request) -> Response:
+    name = request.path_params["name"]
+    authorize(request, Scope.WRITE, name)
+    node = node_of(request)
+    body = await read_json(request)
+    statements = statements_from(body, _EXECUTE_FIELDS, node.settings.max_statements)
+    transaction = _flag(body, "transaction", True)
+    batch = await node.run_on(name, run_execute, statements, write=True, transaction=transaction)
+    return batch_response(batch)
+
+
+async def mixed_request(request: Request) -> Response:
+    name = request.path_params["name"]
+    node = node_of(request)
+    body = await read_json(request)
+    statements = statements_from(body, _REQUEST_FIELDS, node.settings.max_statements)
+    reads_only = is_read_only(statements)
+    authorize(request, Scope.READ if reads_only else Scope.WRITE, name)
+    transaction = _flag(body, "transaction", True)
+    wanted, timeout = _wait(body)
+    batch = await node.run_on(
+        name,
+        run_request,
+        statements,
+        write=not reads_only,
+        min_version=wanted,
+        wait=timeout,
+        transaction=transaction,
+    )
+    return batch_response(batch)
+
+
+async def backup_database(request: Request) -> Response:
+    name = request.path_params["name"]
+    authorize(request, Scope.READ, name)
+    fmt = request.query_params.get("format", "sqlite")
+    return await backup.respond(node_of(request), name, fmt)
+
+
+async def load_database(request: Request) -> Response:
+    name = request.path_params["name"]
+    authorize(request, Scope.ADMIN, name)
+    body = await read_body(request)
+    batch = await node_of(request).run_on(name, backup.load, body, write=True)
+    return batch_response(batch)
+
+
+BASE = "/v1/databases/{name}"
+
+
+def routes() -> list[Route]:
+    base = BASE
+    return [
+        Route("/v1/databases", list_databases, methods=["GET"]),
+        Route("/v1/databases", create_database, methods=["POST"]),
+        Route(base, database_info, methods=["GET"]),
+        Route(base, drop_database, methods=["DELETE"]),
+        Route(f"{base}/query", query, methods=["POST"]),
+        Route(f"{base}/execute", execute, methods=["POST"]),
+        Route(f"{base}/request", mixed_request, methods=["POST"]),
+        Route(f"{base}/backup", backup_database, methods=["GET"]),
+        Route(f"{base}/load", load_database, methods=["POST"]),
+    ]

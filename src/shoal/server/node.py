@@ -1,0 +1,332 @@
+"""One node's databases: each its own file, opened on demand and closed when idle.
+
+Concurrency rules:
+
+- The registry (`_open`, `_opening`) is touched only on the event loop thread.
+- Nothing on the event loop waits on SQLite: every call into a Database goes
+  through `read()` or `write()`, which run it on a thread pool. Reads and writes
+  have separate pools, so writers queued behind one database's write lock can
+  never starve reads of it, or of any other database.
+- A database in use (`users` > 0) is never closed or dropped under a request:
+  idle closing skips it, and drop waits for its users to leave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import apsw
+
+from shoal.engine import Database, Limits, Options
+from shoal.engine import log as engine_log
+from shoal.errors import (
+    Busy,
+    DatabaseExists,
+    DatabaseNotFound,
+    InvalidRequest,
+    Unavailable,
+    VersionNotReached,
+)
+from shoal.server.auth import Authenticator, TokenStore
+from shoal.server.config import Settings
+
+__all__ = ["DEFAULT_DATABASE", "DatabaseInfo", "Node", "check_name"]
+
+T = TypeVar("T")
+
+DEFAULT_DATABASE = "default"  # the rqlite dialect's database; it always exists
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_name(name: str) -> str:
+    """`name` if it is a valid database name: it becomes a file name, so nothing
+    that could leave the data directory (no separators, no leading dot)."""
+    if not _NAME.fullmatch(name):
+        raise InvalidRequest(
+            f"invalid database name {name[:200]!r}: use 1 to 128 letters, digits, '_', '-' "
+            "or '.', starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class DatabaseInfo:
+    name: str
+    version: int
+    size_bytes: int
+    open: bool
+    epoch: int | None = None
+    role: str | None = None
+
+
+@dataclass(eq=False)
+class _Entry:
+    db: Database
+    users: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+    dropping: bool = False
+
+
+class Node:
+    """The databases of one data directory, and the thread pools that touch them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.directory = settings.data_dir / "databases"
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.options = Options(
+            limits=Limits(
+                statement_seconds=settings.statement_seconds,
+                max_rows=settings.max_result_rows,
+                max_bytes=settings.max_result_bytes,
+            )
+        )
+        self._reads = ThreadPoolExecutor(settings.threads, thread_name_prefix="shoal-read")
+        self._writes = ThreadPoolExecutor(settings.threads, thread_name_prefix="shoal-write")
+        self._open: dict[str, _Entry] = {}
+        self._opening: dict[str, asyncio.Task[None]] = {}
+        self._admin = asyncio.Lock()  # create and drop, one at a time
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._housekeeper: asyncio.Task[None] | None = None
+        self.tokens = TokenStore(settings.data_dir)
+        self.auth = Authenticator(self.tokens, settings.tokens, settings.admin_token)
+        self.started = time.time()
+        self.ready = False
+        self.closing = False
+
+    # -- threads -------------------------------------------------------------
+
+    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Runs `fn(*args, **kwargs)` on the read pool."""
+        call = functools.partial(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._reads, call)
+
+    async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Runs `fn(*args, **kwargs)` on the write pool."""
+        call = functools.partial(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._writes, call)
+
+    async def run_on(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        *args: Any,
+        write: bool,
+        min_version: int | None = None,
+        wait: float = 0.0,
+        **kwargs: Any,
+    ) -> T:
+        """Runs `fn(db, *args, **kwargs)` with database `name` held open, on the write
+        or the read pool; first waits up to `wait` s for `min_version`, if given."""
+        async with self.database(name) as db:
+            if min_version is not None:
+                await self.wait_for_version(db, min_version, wait)
+            pool = self.write if write else self.read
+            return await pool(fn, db, *args, **kwargs)
+
+    def background(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Runs `work` as a task that close() waits for (queued writes, say)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Makes sure the default database exists, then starts housekeeping."""
+        if not await self.write(self.path(DEFAULT_DATABASE).exists):
+            await self.create(DEFAULT_DATABASE)
+        self._housekeeper = asyncio.get_running_loop().create_task(self._housekeeping())
+        self.ready = True
+
+    async def close(self) -> None:
+        """Waits for background work, then closes every database and the pools."""
+        self.ready = False
+        self.closing = True
+        if self._housekeeper is not None:
+            self._housekeeper.cancel()
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        entries, self._open = list(self._open.values()), {}
+        for entry in entries:
+            await self.write(entry.db.close)
+        await self.write(self.tokens.close)
+        self._reads.shutdown()
+        self._writes.shutdown()
+
+    async def _housekeeping(self) -> None:
+        interval = min(1.0, self.settings.idle_seconds / 2)
+        while True:
+            await asyncio.sleep(interval)
+            await self.read(self.auth.refresh)
+            await self.close_idle()
+
+    async def close_idle(self) -> int:
+        """Closes databases unused for `idle_seconds`; returns how many."""
+        cutoff = time.monotonic() - self.settings.idle_seconds
+        idle = [
+            name
+            for name, entry in self._open.items()
+            if entry.users == 0 and entry.last_used < cutoff and not entry.dropping
+        ]
+        for name in idle:
+            entry = self._open.pop(name)
+            await self.write(entry.db.close)
+        return len(idle)
+
+    # -- databases -----------------------------------------------------------
+
+    def path(self, name: str) -> Path:
+        return self.directory / f"{check_name(name)}.db"
+
+    @asynccontextmanager
+    async def database(self, name: str) -> AsyncIterator[Database]:
+        """The open Database named `name` for the length of the block."""
+        entry = await self._acquire(name)
+        try:
+            yield entry.db
+        finally:
+            entry.users -= 1
+            entry.last_used = time.monotonic()
+
+    async def _acquire(self, name: str) -> _Entry:
+        check_name(name)
+        if self.closing:
+            raise Unavailable("the node is shutting down; retry on another node or later")
+        while (entry := self._open.get(name)) is None:
+            task = self._opening.get(name)
+            if task is None:
+                task = asyncio.get_running_loop().create_task(self._open_file(name))
+                self._opening[name] = task
+            await asyncio.shield(task)
+        if entry.dropping:
+            raise DatabaseNotFound(name)
+        entry.users += 1
+        return entry
+
+    async def _open_file(self, name: str) -> None:
+        try:
+            db = await self.write(self._open_existing, name)
+            self._open[name] = _Entry(db)
+        finally:
+            del self._opening[name]
+
+    def _open_existing(self, name: str) -> Database:
+        path = self.path(name)
+        if not path.exists():
+            raise DatabaseNotFound(name)
+        return Database(path, name=name, options=self.options)
+
+    async def create(self, name: str) -> DatabaseInfo:
+        """Creates an empty database; DatabaseExists if the name is taken."""
+        path = self.path(name)
+        async with self._admin:
+            if name in self._open or await self.write(path.exists):
+                raise DatabaseExists(name)
+            db = await self.write(lambda: Database(path, name=name, options=self.options))
+            self._open[name] = _Entry(db)
+        return await self.info(name)
+
+    async def drop(self, name: str, wait: float = 30.0) -> None:
+        """Deletes a database and its files, once the requests using it are done."""
+        if name == DEFAULT_DATABASE:
+            raise InvalidRequest("the default database always exists; it cannot be dropped")
+        async with self._admin:
+            entry = await self._acquire(name)
+            entry.users -= 1
+            entry.dropping = True
+            deadline = time.monotonic() + wait
+            while entry.users > 0:
+                if time.monotonic() > deadline:
+                    entry.dropping = False
+                    raise Busy(f"database {name!r} is still in use after {wait:g} s; not dropped")
+                await asyncio.sleep(0.01)
+            del self._open[name]
+            await self.write(entry.db.close)
+            await self.write(_remove_files, self.path(name))
+
+    async def info(self, name: str) -> DatabaseInfo:
+        async with self.database(name) as db:
+            return DatabaseInfo(
+                name=name,
+                version=db.version,
+                size_bytes=await self.read(_size, db.path),
+                open=True,
+                epoch=db.epoch,
+                role=db.role.value,
+            )
+
+    async def list_databases(self) -> list[DatabaseInfo]:
+        """Every database, by name; versions of closed ones are read from their files."""
+        return await self.read(self._list_files, self.versions())
+
+    def _list_files(self, open_versions: dict[str, int]) -> list[DatabaseInfo]:
+        infos = []
+        for path in sorted(self.directory.glob("*.db")):
+            name = path.stem
+            if not _NAME.fullmatch(name):
+                continue
+            version = open_versions.get(name)
+            infos.append(
+                DatabaseInfo(
+                    name=name,
+                    version=_peek_version(path) if version is None else version,
+                    size_bytes=_size(path),
+                    open=version is not None,
+                )
+            )
+        return infos
+
+    def names(self) -> list[str]:
+        """The names of the databases that are open now."""
+        return sorted(self._open)
+
+    def versions(self) -> dict[str, int]:
+        """The version of every open database, by name."""
+        return {name: self._open[name].db.version for name in sorted(self._open)}
+
+    async def wait_for_version(self, db: Database, wanted: int, timeout: float) -> None:
+        """Returns once `db` reached version `wanted`; VersionNotReached after `timeout`."""
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while db.version < wanted:
+            if time.monotonic() >= deadline:
+                raise VersionNotReached(wanted, db.version, timeout)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+def _size(path: Path) -> int:
+    """The database's bytes on disk, its write-ahead log included."""
+    total = 0
+    for suffix in ("", "-wal"):
+        with contextlib.suppress(FileNotFoundError):
+            total += os.stat(f"{path}{suffix}").st_size
+    return total
+
+
+def _peek_version(path: Path) -> int:
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        conn.set_busy_timeout(1000)
+        return engine_log.head(conn)
+    except apsw.Error:
+        return 0
+    finally:
+        conn.close()
+
+
+def _remove_files(path: Path) -> None:
+    for suffix in ("-wal", "-shm", ""):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)

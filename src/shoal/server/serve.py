@@ -1,0 +1,80 @@
+"""Running a node: uvicorn on the configured address, with a clean stop on SIGTERM.
+
+uvicorn owns the signals: on SIGTERM or SIGINT it stops accepting connections,
+lets in-flight requests finish (up to `GRACE_SECONDS`), then runs the app's
+lifespan end, which finishes queued writes, rolls back interactive transactions
+and closes every database file.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+import uvicorn
+
+import shoal
+from shoal.server.app import create_app
+from shoal.server.auth import is_loopback
+from shoal.server.config import Settings
+from shoal.server.node import Node
+
+__all__ = ["serve"]
+
+GRACE_SECONDS = 30
+
+OPEN_WARNING = """\
+**********************************************************************
+WARNING: no token is configured, so this node serves ONLY loopback
+clients (127.0.0.1, ::1), each with full admin rights. Create a token
+with `shoal token create NAME --scope admin` to serve anyone else.
+**********************************************************************"""
+
+
+def serve(settings: Settings) -> int:
+    """Serves until SIGTERM or SIGINT; returns the exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    scheme = "https" if settings.tls_cert else "http"
+
+    def announce(node: Node) -> None:
+        print(
+            f"shoal {shoal.__version__} serving {scheme}://{settings.address} "
+            f"with data in {settings.data_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if node.auth.open:
+            print(OPEN_WARNING, file=sys.stderr, flush=True)
+            if not is_loopback(settings.host):
+                print(
+                    f"WARNING: listening on {settings.host}, but without tokens every "
+                    "non-loopback client gets 401.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+    config = uvicorn.Config(
+        create_app(settings, announce),
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=GRACE_SECONDS,
+        server_header=False,
+        backlog=4096,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn handles SIGTERM and SIGINT itself, then raises the signal again once it
+    # has shut down; with these handlers in place that second raise is a no-op, so a
+    # clean stop exits 0 after saying so, rather than dying of the signal.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
+    server.run()
+    if not server.started:
+        print(f"error: shoal could not start serving on {settings.address}", file=sys.stderr)
+        return 1
+    print("shoal stopped: every database closed", file=sys.stderr, flush=True)
+    return 0

@@ -1,0 +1,126 @@
+"""Running a request's statements on a database: the work both API dialects share.
+
+A request is a list of statements and a choice: all in one transaction (the
+first failure rolls everything back) or each on its own (a failure is that
+statement's alone). The outcome keeps one item per statement, a Result or the
+Error it raised, so each dialect can report it in its own shape. These
+functions block on SQLite: the HTTP layer runs them on the node's thread pools.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from shoal.engine import Database, Result
+from shoal.engine.execute import Params
+from shoal.engine.sqltext import Kind, classify
+from shoal.errors import Error
+
+__all__ = ["Batch", "Statement", "is_read_only", "run_execute", "run_query", "run_request"]
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    sql: str
+    params: Params = None
+
+
+@dataclass
+class Batch:
+    """One item per statement run, with its time in seconds, and the version after."""
+
+    version: int
+    items: list[Result | Error] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(isinstance(item, Error) for item in self.items)
+
+    def add(self, item: Result | Error, started: float) -> None:
+        self.items.append(item)
+        self.seconds.append(time.perf_counter() - started)
+
+    def extend(self, results: list[Result], started: float) -> None:
+        """Results of one statement string (several when it held several statements)."""
+        for result in results or [Result()]:
+            self.add(result, started)
+
+
+def is_read_only(statements: list[Statement]) -> bool:
+    """True when every statement reads (SELECT, VALUES, EXPLAIN), by its first keyword."""
+    return all(classify(s.sql) is Kind.READ for s in statements)
+
+
+def run_query(db: Database, statements: list[Statement]) -> Batch:
+    """Each statement on this thread's reader; a statement that writes fails alone."""
+    batch = Batch(db.version)
+    for statement in statements:
+        started = time.perf_counter()
+        try:
+            outcome = db.query(statement.sql, statement.params)
+        except Error as exc:
+            batch.add(exc, started)
+            continue
+        batch.version = max(batch.version, outcome.version)
+        batch.extend(outcome.results, started)
+    return batch
+
+
+def run_execute(db: Database, statements: list[Statement], *, transaction: bool) -> Batch:
+    """Writes: all in one transaction, or each statement its own (group-committed)."""
+    if transaction and len(statements) > 1:
+        return _in_one_transaction(db, statements)
+    batch = Batch(db.version)
+    for statement in statements:
+        started = time.perf_counter()
+        try:
+            outcome = db.execute(statement.sql, statement.params)
+        except Error as exc:
+            batch.add(exc, started)
+            if transaction:
+                break
+            continue
+        batch.version = outcome.version
+        batch.extend(outcome.results, started)
+    return batch
+
+
+def run_request(db: Database, statements: list[Statement], *, transaction: bool) -> Batch:
+    """Reads and writes mixed. In one transaction everything runs on the writer, so
+    reads see the writes before them; otherwise reads go to a reader."""
+    if is_read_only(statements):
+        return run_query(db, statements)
+    if transaction:
+        return run_execute(db, statements, transaction=True)
+    batch = Batch(db.version)
+    for statement in statements:
+        one = [statement]
+        part = run_query(db, one) if is_read_only(one) else run_execute(db, one, transaction=False)
+        batch.version = max(batch.version, part.version)
+        batch.items += part.items
+        batch.seconds += part.seconds
+    return batch
+
+
+def _in_one_transaction(db: Database, statements: list[Statement]) -> Batch:
+    """All statements or none. On the first failure the rest do not run and the
+    results before it are reported, though rolled back (as rqlite does)."""
+    batch = Batch(db.version)
+    with db.transaction() as tx:
+        for statement in statements:
+            started = time.perf_counter()
+            try:
+                results = tx.execute(statement.sql, statement.params)
+            except Error as exc:
+                batch.add(exc, started)
+                tx.rollback()
+                return batch
+            batch.extend(results, started)
+        try:
+            batch.version = tx.commit()
+        except Error as exc:
+            batch.items.append(exc)
+            batch.seconds.append(0.0)
+    return batch

@@ -1,0 +1,176 @@
+"""Auth: every endpoint, every scope, missing and wrong tokens, patterns, basic auth."""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from shoal.server.auth import Scope, TokenStore, credentials, hash_secret
+from shoal.server.config import TokenSpec
+
+OPEN, READ, WRITE, ADMIN = None, Scope.READ, Scope.WRITE, Scope.ADMIN
+
+# (method, path, body, scope needed); "app" exists, "doomed" exists and may be dropped.
+ENDPOINTS: list[tuple[str, str, Any, Scope | None]] = [
+    ("GET", "/livez", None, OPEN),
+    ("GET", "/readyz", None, OPEN),
+    ("GET", "/v1/openapi.json", None, OPEN),
+    ("GET", "/metrics", None, READ),
+    ("GET", "/v1/databases", None, READ),
+    ("POST", "/v1/databases", {"name": "fresh"}, ADMIN),
+    ("GET", "/v1/databases/app", None, READ),
+    ("DELETE", "/v1/databases/doomed", None, ADMIN),
+    ("POST", "/v1/databases/app/query", {"sql": "SELECT 1"}, READ),
+    ("POST", "/v1/databases/app/execute", {"sql": "CREATE TABLE IF NOT EXISTS t(a)"}, WRITE),
+    ("POST", "/v1/databases/app/request", {"sql": "SELECT 1"}, READ),
+    ("POST", "/v1/databases/app/request", {"sql": "INSERT INTO t VALUES (1)"}, WRITE),
+    ("GET", "/v1/databases/app/backup", None, READ),
+    ("POST", "/v1/databases/app/load", "CREATE TABLE IF NOT EXISTS u(a);", ADMIN),
+    ("POST", "/v1/databases/app/transactions", None, WRITE),
+    ("POST", "/v1/databases/app/transactions/nope", {"sql": "SELECT 1"}, WRITE),
+    ("POST", "/v1/databases/app/transactions/nope/commit", None, WRITE),
+    ("POST", "/v1/databases/app/transactions/nope/rollback", None, WRITE),
+    ("POST", "/db/execute?db=app", ["CREATE TABLE IF NOT EXISTS t(a)"], WRITE),
+    ("GET", "/db/query?db=app&q=SELECT%201", None, READ),
+    ("POST", "/db/query?db=app", ["SELECT 1"], READ),
+    ("POST", "/db/request?db=app", ["SELECT 1"], READ),
+    ("POST", "/db/request?db=app", ["CREATE TABLE IF NOT EXISTS t(a)"], WRITE),
+    ("GET", "/db/backup?db=app", None, READ),
+    ("POST", "/db/load?db=app", "CREATE TABLE IF NOT EXISTS u(a);", ADMIN),
+    ("GET", "/status", None, READ),
+    ("GET", "/nodes", None, READ),
+]
+PER_DATABASE = {"/metrics", "/v1/databases", "/status", "/nodes"}  # no database named
+
+
+@pytest.fixture
+def secured(make_api: Any, tmp_path: Path) -> tuple[TestClient, dict[str, str]]:
+    """A node with a token per scope on every database, and one limited to other-*."""
+    store = TokenStore(tmp_path / "data")
+    secrets = {
+        "read": store.create("reader", "read", ("*",)),
+        "write": store.create("writer", "write", ("*",)),
+        "admin": store.create("admin", "admin", ("*",)),
+        "other": store.create("other", "admin", ("other-*",)),
+    }
+    store.close()
+    # Not loopback: tokens are the only way in. Transactions expire fast, since each
+    # allowed scope begins one and the next must wait for the writer.
+    api = make_api(host="192.0.2.10", transaction_seconds=0.2)
+    for name in ("app", "doomed"):
+        api.post("/v1/databases", json={"name": name}, headers=bearer(secrets["admin"]))
+    return api, secrets
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def call(api: TestClient, method: str, path: str, body: Any, headers: dict[str, str]) -> Any:
+    if isinstance(body, str):
+        return api.request(method, path, content=body, headers=headers)
+    return api.request(method, path, json=body, headers=headers)
+
+
+@pytest.mark.parametrize(("method", "path", "body", "needed"), ENDPOINTS)
+def test_every_endpoint_every_scope(
+    secured: tuple[TestClient, dict[str, str]],
+    method: str,
+    path: str,
+    body: Any,
+    needed: Scope | None,
+) -> None:
+    api, secrets = secured
+    missing = call(api, method, path, body, {})
+    wrong = call(api, method, path, body, bearer("shoal_not-a-real-token"))
+    if needed is None:
+        assert missing.status_code == 200 and wrong.status_code == 200
+        return
+    for response in (missing, wrong):
+        assert response.status_code == 401, response.text
+        assert "Basic" in response.headers["www-authenticate"]
+    for scope in (READ, WRITE, ADMIN):
+        response = call(api, method, path, body, bearer(secrets[scope.name.lower()]))
+        if scope >= needed:
+            assert response.status_code not in (401, 403), (scope, response.text)
+        else:
+            assert response.status_code == 403, (scope, response.text)
+            assert "needs" in response.text
+    limited = call(api, method, path, body, bearer(secrets["other"]))
+    if path.split("?")[0] in PER_DATABASE and method != "POST":
+        assert limited.status_code not in (401, 403)
+    else:
+        assert limited.status_code == 403 and "does not cover" in limited.text
+
+
+def test_listing_shows_only_covered_databases(
+    secured: tuple[TestClient, dict[str, str]],
+) -> None:
+    api, secrets = secured
+    api.post("/v1/databases", json={"name": "other-1"}, headers=bearer(secrets["admin"]))
+    listed = api.get("/v1/databases", headers=bearer(secrets["other"])).json()["databases"]
+    assert [d["name"] for d in listed] == ["other-1"]
+
+
+def test_basic_auth_carries_the_token_as_password(
+    secured: tuple[TestClient, dict[str, str]],
+) -> None:
+    api, secrets = secured
+    basic = base64.b64encode(f"anyone:{secrets['read']}".encode()).decode()
+    ok = api.get("/db/query?q=SELECT%201", headers={"Authorization": f"Basic {basic}"})
+    assert ok.status_code == 200
+    junk = api.get("/db/query?q=SELECT%201", headers={"Authorization": "Basic %%%"})
+    assert junk.status_code == 401
+
+
+def test_without_tokens_only_loopback_is_served(make_api: Any) -> None:
+    remote = make_api(host="192.0.2.10")
+    refused = remote.get("/v1/databases")
+    assert refused.status_code == 401 and "only loopback" in refused.text
+    assert make_api(host="::1").get("/v1/databases").status_code == 200
+
+
+def test_configured_and_admin_tokens(make_api: Any) -> None:
+    spec = TokenSpec("ci", hash_secret("ci-secret"), "write", ("app*",))
+    api = make_api(host="192.0.2.10", tokens=(spec,), admin_token="root-secret")
+    assert api.post(
+        "/v1/databases", json={"name": "app1"}, headers=bearer("root-secret")
+    ).is_success
+    ci = bearer("ci-secret")
+    assert api.post("/v1/databases/app1/execute", json={"sql": "SELECT 1"}, headers=ci).is_success
+    assert api.post("/v1/databases", json={"name": "app2"}, headers=ci).status_code == 403
+
+
+def test_revoked_token_stops_working_within_seconds(
+    secured: tuple[TestClient, dict[str, str]], tmp_path: Path
+) -> None:
+    api, secrets = secured
+    assert api.get("/v1/databases", headers=bearer(secrets["read"])).status_code == 200
+    store = TokenStore(tmp_path / "data")
+    store.revoke("reader")
+    store.close()
+    deadline = time.monotonic() + 5
+    while api.get("/v1/databases", headers=bearer(secrets["read"])).status_code != 401:
+        assert time.monotonic() < deadline, "revocation not seen within 5 s"
+        time.sleep(0.05)
+
+
+def test_tokens_are_stored_hashed(tmp_path: Path) -> None:
+    store = TokenStore(tmp_path)
+    secret = store.create("t", "read", ("*",))
+    store.close()
+    assert secret.encode() not in (tmp_path / "node.db").read_bytes()
+    assert hash_secret(secret).encode() in (tmp_path / "node.db").read_bytes()
+
+
+def test_credentials_parsing() -> None:
+    assert credentials("Bearer abc") == "abc"
+    assert credentials(None) is None
+    assert credentials("Basic " + base64.b64encode(b"u:p").decode()) == "p"
+    with pytest.raises(Exception, match="unsupported"):
+        credentials("Digest xyz")

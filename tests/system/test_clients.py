@@ -1,0 +1,159 @@
+"""Real clients against a real node: pyrqlite (an rqlite client from PyPI, unchanged),
+shoal's own remote DB-API, and the `shoal db`, `shoal token` and `shoal shell` commands."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyrqlite.dbapi2 as rqlite
+import pytest
+
+import shoal
+from shoal.errors import (
+    DatabaseNotFound,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+    Unauthorized,
+)
+from tests.services import Node
+from tests.system.conftest import StartNode
+
+
+def shoal_command(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shoal", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_pyrqlite_works_unchanged(node: Node) -> None:
+    conn = rqlite.connect(host="127.0.0.1", port=node.port)
+    cursor = conn.cursor()
+    cursor.execute("CREATE TABLE foo (id INTEGER NOT NULL PRIMARY KEY, name TEXT, score REAL)")
+    cursor.execute("INSERT INTO foo(name, score) VALUES(?, ?)", ("fiona", 1.5))
+    assert cursor.lastrowid == 1
+    cursor.executemany("INSERT INTO foo(name) VALUES(?)", seq_of_parameters=[("a",), ("b",)])
+    cursor.execute("UPDATE foo SET score = 2 WHERE name IN ('a', 'b')")
+    assert cursor.rowcount == 2
+    cursor.execute("SELECT id, name, score FROM foo ORDER BY id")
+    rows = cursor.fetchall()
+    assert [tuple(row.values()) for row in rows] == [(1, "fiona", 1.5), (2, "a", 2), (3, "b", 2)]
+    assert [d[0] for d in cursor.description] == ["id", "name", "score"]
+    with pytest.raises(rqlite.Error, match="UNIQUE"):
+        cursor.execute("INSERT INTO foo(id) VALUES(1)")
+    conn.close()
+
+
+def test_pyrqlite_with_basic_auth(start_node: StartNode, tmp_path: Path) -> None:
+    data = tmp_path / "secured"
+    created = shoal_command("token", "create", "app", "--scope", "write", "--data-dir", str(data))
+    secret = created.stdout.strip()
+    node = start_node(data_dir=data)
+    conn = rqlite.connect(host="127.0.0.1", port=node.port, user="app", password=secret)
+    cursor = conn.cursor()
+    cursor.execute("CREATE TABLE t(a)")
+    cursor.execute("SELECT count(*) AS n FROM t")
+    assert cursor.fetchone()["n"] == 0
+    wrong = rqlite.connect(host="127.0.0.1", port=node.port, user="app", password="nope")
+    with pytest.raises(rqlite.Error, match="401"):
+        wrong.cursor().execute("SELECT 1")
+
+
+def test_remote_dbapi_behaves_like_the_embedded_one(node: Node) -> None:
+    conn = shoal.connect(f"{node.url}/default")
+    conn.execute("CREATE TABLE kv(k TEXT PRIMARY KEY, v)")
+    conn.commit()
+    cursor = conn.cursor()
+    cursor.execute("INSERT INTO kv VALUES (?, ?)", ("a", b"\x00\xff"))
+    cursor.execute("INSERT INTO kv VALUES (:k, :v)", {"k": "b", "v": float("inf")})
+    assert cursor.lastrowid == 2 and conn.in_transaction
+    # Inside the transaction reads see its writes; another connection does not yet.
+    assert conn.execute("SELECT count(*) FROM kv").fetchone() == (2,)
+    other = shoal.connect(f"{node.url}/default")
+    assert other.execute("SELECT count(*) FROM kv").fetchone() == (0,)
+    conn.commit()
+    assert conn.version == 2
+    rows = other.execute("SELECT k, v FROM kv ORDER BY k").fetchall()
+    assert rows == [("a", b"\x00\xff"), ("b", float("inf"))]
+    assert other.execute("SELECT k FROM kv").description[0][0] == "k"
+
+    conn.execute("DELETE FROM kv")
+    conn.rollback()
+    assert other.execute("SELECT count(*) FROM kv").fetchone() == (2,)
+    with pytest.raises(IntegrityError):
+        conn.execute("INSERT INTO kv VALUES ('a', 1)")
+    with pytest.raises(ProgrammingError, match="syntax error"):
+        conn.execute("SELEC 1")
+    conn.rollback()
+    with conn:  # commits on success
+        conn.execute("UPDATE kv SET v = 1")
+    assert other.execute("SELECT count(*) FROM kv WHERE v = 1").fetchone() == (2,)
+    conn.close()
+    other.close()
+
+
+def test_remote_dbapi_autocommit_errors_and_tokens(start_node: StartNode, tmp_path: Path) -> None:
+    data = tmp_path / "node"
+    secret = shoal_command("token", "create", "me", "--scope", "admin", "--data-dir", str(data))
+    node = start_node(data_dir=data)
+    with pytest.raises(Unauthorized):
+        shoal.connect(f"{node.url}/default").execute("SELECT 1")
+    conn = shoal.connect(f"{node.url}/default", token=secret.stdout.strip(), autocommit=True)
+    conn.execute("CREATE TABLE t(a)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    assert not conn.in_transaction and conn.version == 2
+    with pytest.raises(DatabaseNotFound):
+        shoal.connect(f"{node.url}/nope", token=secret.stdout.strip()).execute("SELECT 1")
+    node.stop()
+    with pytest.raises(OperationalError, match="cannot reach"):
+        conn.execute("SELECT 1")
+
+
+def test_db_and_token_commands(node: Node, tmp_path: Path) -> None:
+    url = ["--url", node.url]
+    assert shoal_command("db", "create", "tenant-a", *url).returncode == 0
+    listing = shoal_command("db", "list", *url)
+    assert listing.returncode == 0
+    lines = listing.stdout.splitlines()
+    assert lines[0].split() == ["name", "version", "size", "open"]
+    assert any(line.startswith("tenant-a") for line in lines)
+    info = shoal_command("db", "info", "tenant-a", *url)
+    assert "role" in info.stdout and "leader" in info.stdout
+    refused = shoal_command("db", "drop", "tenant-a", *url)
+    assert refused.returncode == 1 and "--yes" in refused.stderr
+    assert shoal_command("db", "drop", "tenant-a", "--yes", *url).returncode == 0
+    missing = shoal_command("db", "info", "tenant-a", *url)
+    assert missing.returncode == 1 and "DatabaseNotFound" in missing.stderr
+
+    data = ["--data-dir", str(tmp_path / "tokens")]
+    made = shoal_command("token", "create", "ci", "--scope", "write", "--database", "app-*", *data)
+    assert made.stdout.startswith("shoal_") and "only time" in made.stderr
+    listed = shoal_command("token", "list", *data).stdout
+    assert "ci" in listed and "app-*" in listed and made.stdout.strip() not in listed
+    assert shoal_command("token", "revoke", "ci", *data).returncode == 0
+    assert shoal_command("token", "revoke", "ci", *data).returncode == 1
+
+
+def test_shell_against_a_node_with_piped_input(node: Node) -> None:
+    script = (
+        "CREATE TABLE t(a, b);\nINSERT INTO t VALUES (1, 'x');\n"
+        ".mode csv\nSELECT * FROM t;\n.tables\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "shoal", "shell", f"{node.url}/default"],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "a,b\n1,x\n" in done.stdout and "t" in done.stdout.split()
