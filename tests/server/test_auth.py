@@ -174,3 +174,11 @@ def test_credentials_parsing() -> None:
     assert credentials("Basic " + base64.b64encode(b"u:p").decode()) == "p"
     with pytest.raises(Exception, match="unsupported"):
         credentials("Digest xyz")
+
+
+def test_credentials_are_checked_before_the_body_is_read(
+    secured: tuple[TestClient, dict[str, str]],
+) -> None:
+    api, _ = secured
+    for path in ("/v1/databases", "/v1/databases/app/request", "/db/request"):
+        assert api.post(path, content=b"[").status_code == 401

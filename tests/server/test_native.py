@@ -257,3 +257,27 @@ def test_backup_and_load_round_trip(app_db: TestClient) -> None:
     broken = api.post("/v1/databases/from-file/load", content=b"SQLite format 3\x00garbage")
     assert broken.status_code == 400
     assert api.post("/v1/databases/from-file/load", content=b"\xff\xfe").status_code == 400
+
+
+def test_failed_statement_index_counts_request_statements(app_db: TestClient) -> None:
+    response = app_db.post(
+        f"{DB}/query", json={"statements": ["SELECT 1; SELECT 2", "SELECT * FROM nope"]}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["statement"] == 1
+    assert len(response.json()["results"]) == 3  # one entry per SQL statement run
+
+
+def test_params_belong_inside_statements(app_db: TestClient) -> None:
+    response = app_db.post(f"{DB}/query", json={"statements": ["SELECT ?"], "params": [1]})
+    assert response.status_code == 400 and "each with its own params" in response.text
+
+
+def test_nothing_is_created_while_the_node_stops(api: TestClient, tmp_path: Any) -> None:
+    api.app.state.node.closing = True  # type: ignore[attr-defined]
+    try:
+        response = api.post("/v1/databases", json={"name": "late"})
+    finally:
+        api.app.state.node.closing = False  # type: ignore[attr-defined]
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    assert not (tmp_path / "data" / "databases" / "late.db").exists()

@@ -36,7 +36,9 @@ __all__ = ["create_app"]
 
 
 def _native_path(request: Request) -> bool:
-    return request.url.path.startswith("/v1/")
+    """Everything but rqlite's own paths answers errors in the native shape."""
+    path = request.url.path
+    return not path.startswith("/db/") and path not in ("/status", "/nodes")
 
 
 async def handle_error(request: Request, exc: Exception) -> Response:

@@ -88,7 +88,7 @@ async def respond(
 ) -> Response:
     """The HTTP response of a backup in format `sqlite` or `sql`."""
     if fmt not in ("sqlite", "sql", "binary"):
-        raise InvalidRequest(f"backup format {fmt!r} is not 'sqlite' or 'sql'")
+        raise InvalidRequest(f"backup format {fmt!r} is not 'sqlite' (or 'binary') or 'sql'")
     async with node.database(name) as db:
         if fmt == "sql":
             text, version = await node.read(dump_sql, db)
@@ -170,7 +170,7 @@ def load(db: Database, body: bytes) -> Batch:
     if not statements:
         raise InvalidRequest("nothing to load: the body holds no SQL statement")
     batch = run_execute(db, statements, transaction=True)
-    if batch.failed:
+    if batch.first_error is not None:
         return batch
     changed = sum(item.rows_affected for item in batch.items if isinstance(item, Result))
-    return Batch(batch.version, [Result(rows_affected=changed)], [sum(batch.seconds)])
+    return Batch(batch.version, [Result(rows_affected=changed)], [0], [sum(batch.seconds)])

@@ -2,8 +2,8 @@
 
 Values travel as JSON scalars, except a BLOB, which is `{"base64": "..."}`, and an
 infinite REAL, which is `{"real": "Infinity"}` (JSON has no infinities); both
-forms are accepted as parameters too. Every database response carries the
-version in the `Shoal-Version` header and the `version` field.
+forms are accepted as parameters too. Every response about a database's
+contents carries its version in the `Shoal-Version` header and the `version` field.
 """
 
 from __future__ import annotations
@@ -99,8 +99,10 @@ def statements_from(body: Any, allowed: frozenset[str], limit: int) -> list[Stat
     if unknown:
         raise InvalidRequest(f"unknown field(s) in the request: {', '.join(sorted(unknown))}")
     if "statements" in body:
-        if "sql" in body:
-            raise InvalidRequest("give either 'sql' or 'statements', not both")
+        if "sql" in body or "params" in body:
+            raise InvalidRequest(
+                "give either 'sql' and 'params', or 'statements' (each with its own params)"
+            )
         raw = body["statements"]
         if not isinstance(raw, list) or not raw:
             raise InvalidRequest("'statements' must be a non-empty array")
@@ -156,11 +158,15 @@ def batch_response(batch: Batch) -> Response:
         error_body(item)["error"] if isinstance(item, Error) else result_json(item)
         for item in batch.items
     ]
-    if not batch.failed:
+    failure = batch.first_error
+    if failure is None:
         return json_response({"version": batch.version, "results": results}, headers=headers)
-    index, first = next((i, e) for i, e in enumerate(batch.items) if isinstance(e, Error))
+    index, first = failure
     body = {**error_body(first, statement=index), "version": batch.version, "results": results}
-    return json_response(body, status_of(first), headers)
+    status = status_of(first)
+    if status == 503:
+        headers["Retry-After"] = "1"
+    return json_response(body, status, headers)
 
 
 def _info_json(info: DatabaseInfo) -> dict[str, Any]:
@@ -182,13 +188,14 @@ async def list_databases(request: Request) -> Response:
 
 
 async def create_database(request: Request) -> Response:
+    grant = authorize(request, Scope.ADMIN, None)  # before reading a body
     body = await read_json(request)
     if not isinstance(body, dict) or not isinstance(body.get("name"), str):
         raise InvalidRequest('the body must be {"name": "<database name>"}')
     unknown = body.keys() - {"name"}
     if unknown:
         raise InvalidRequest(f"unknown field(s) in the request: {', '.join(sorted(unknown))}")
-    authorize(request, Scope.ADMIN, body["name"])
+    grant.check(Scope.ADMIN, body["name"])
     info = await node_of(request).create(body["name"])
     headers = {"Shoal-Version": str(info.version), "Location": f"/v1/databases/{info.name}"}
     return json_response(_info_json(info), 201, headers)
@@ -234,11 +241,12 @@ async def execute(request: Request) -> Response:
 
 async def mixed_request(request: Request) -> Response:
     name = request.path_params["name"]
+    grant = authorize(request, Scope.READ, name)  # before reading a body
     node = node_of(request)
     body = await read_json(request)
     statements = statements_from(body, _REQUEST_FIELDS, node.settings.max_statements)
     reads_only = is_read_only(statements)
-    authorize(request, Scope.READ if reads_only else Scope.WRITE, name)
+    grant.check(Scope.READ if reads_only else Scope.WRITE, name)
     transaction = _flag(body, "transaction", True)
     wanted, timeout = _wait(body)
     batch = await node.run_on(

@@ -200,10 +200,13 @@ class Node:
             entry.users -= 1
             entry.last_used = time.monotonic()
 
-    async def _acquire(self, name: str) -> _Entry:
-        check_name(name)
+    def _check_serving(self) -> None:
         if self.closing:
             raise Unavailable("the node is shutting down; retry on another node or later")
+
+    async def _acquire(self, name: str) -> _Entry:
+        check_name(name)
+        self._check_serving()
         while (entry := self._open.get(name)) is None:
             task = self._opening.get(name)
             if task is None:
@@ -231,6 +234,7 @@ class Node:
     async def create(self, name: str) -> DatabaseInfo:
         """Creates an empty database; DatabaseExists if the name is taken."""
         path = self.path(name)
+        self._check_serving()
         async with self._admin:
             if name in self._open or await self.write(path.exists):
                 raise DatabaseExists(name)

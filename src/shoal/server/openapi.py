@@ -271,7 +271,7 @@ def error_schemas() -> Json:
         "ErrorDetail": error_detail(),
         "Error": closed({"error": ref("ErrorDetail")}),
         "FailedStatement": error_detail(
-            statement=count("Where the first failure is in `results`.")
+            statement=count("The index of the request statement that failed.")
         ),
         "BatchFailure": closed(
             {
@@ -286,9 +286,6 @@ def error_schemas() -> Json:
                 ),
             },
             description="Some statement failed: the first failure, and every outcome.",
-        ),
-        "PlainError": closed(
-            {"error": {"type": "string"}}, description="Errors outside /v1 (rqlite's shape)."
         ),
     }
 
@@ -450,7 +447,7 @@ def probe_paths() -> Json:
                     "401": {
                         "description": "No credentials, or an unknown token.",
                         "headers": {"WWW-Authenticate": authenticate_header()},
-                        "content": json_content(ref("PlainError")),
+                        "content": json_content(ref("Error")),
                     },
                 },
                 scope="read",

@@ -264,10 +264,11 @@ async def db_query(request: Request) -> Response:
 async def db_request(request: Request) -> Response:
     started = time.perf_counter()
     name = _database(request)
+    grant = authorize(request, Scope.READ, name)  # before reading a body
     _check_read_flags(request)
     statements = await _statements(request)
     reads_only = is_read_only(statements)
-    authorize(request, Scope.READ if reads_only else Scope.WRITE, name)
+    grant.check(Scope.READ if reads_only else Scope.WRITE, name)
     batch = await node_of(request).run_on(
         name,
         run_request,

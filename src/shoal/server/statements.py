@@ -28,24 +28,38 @@ class Statement:
 
 @dataclass
 class Batch:
-    """One item per statement run, with its time in seconds, and the version after."""
+    """One item per SQL statement run (a Result or an Error), the request statement
+    it came from (a string may hold several), its time in seconds; and the version."""
 
     version: int
     items: list[Result | Error] = field(default_factory=list)
+    origins: list[int] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
 
-    @property
-    def failed(self) -> bool:
-        return any(isinstance(item, Error) for item in self.items)
-
-    def add(self, item: Result | Error, started: float) -> None:
+    def add(self, item: Result | Error, origin: int, started: float) -> None:
         self.items.append(item)
+        self.origins.append(origin)
         self.seconds.append(time.perf_counter() - started)
 
-    def extend(self, results: list[Result], started: float) -> None:
+    def extend(self, results: list[Result], origin: int, started: float) -> None:
         """Results of one statement string (several when it held several statements)."""
         for result in results or [Result()]:
-            self.add(result, started)
+            self.add(result, origin, started)
+
+    def merge(self, other: Batch, origin: int) -> None:
+        """Appends the items of a batch run for request statement `origin` alone."""
+        self.version = max(self.version, other.version)
+        self.items += other.items
+        self.origins += [origin] * len(other.items)
+        self.seconds += other.seconds
+
+    @property
+    def first_error(self) -> tuple[int, Error] | None:
+        """The first failure and the index of the request statement that raised it."""
+        for item, origin in zip(self.items, self.origins, strict=True):
+            if isinstance(item, Error):
+                return origin, item
+        return None
 
 
 def is_read_only(statements: list[Statement]) -> bool:
@@ -56,15 +70,15 @@ def is_read_only(statements: list[Statement]) -> bool:
 def run_query(db: Database, statements: list[Statement]) -> Batch:
     """Each statement on this thread's reader; a statement that writes fails alone."""
     batch = Batch(db.version)
-    for statement in statements:
+    for origin, statement in enumerate(statements):
         started = time.perf_counter()
         try:
             outcome = db.query(statement.sql, statement.params)
         except Error as exc:
-            batch.add(exc, started)
+            batch.add(exc, origin, started)
             continue
         batch.version = max(batch.version, outcome.version)
-        batch.extend(outcome.results, started)
+        batch.extend(outcome.results, origin, started)
     return batch
 
 
@@ -73,17 +87,17 @@ def run_execute(db: Database, statements: list[Statement], *, transaction: bool)
     if transaction and len(statements) > 1:
         return _in_one_transaction(db, statements)
     batch = Batch(db.version)
-    for statement in statements:
+    for origin, statement in enumerate(statements):
         started = time.perf_counter()
         try:
             outcome = db.execute(statement.sql, statement.params)
         except Error as exc:
-            batch.add(exc, started)
+            batch.add(exc, origin, started)
             if transaction:
                 break
             continue
         batch.version = outcome.version
-        batch.extend(outcome.results, started)
+        batch.extend(outcome.results, origin, started)
     return batch
 
 
@@ -95,12 +109,10 @@ def run_request(db: Database, statements: list[Statement], *, transaction: bool)
     if transaction:
         return run_execute(db, statements, transaction=True)
     batch = Batch(db.version)
-    for statement in statements:
+    for origin, statement in enumerate(statements):
         one = [statement]
         part = run_query(db, one) if is_read_only(one) else run_execute(db, one, transaction=False)
-        batch.version = max(batch.version, part.version)
-        batch.items += part.items
-        batch.seconds += part.seconds
+        batch.merge(part, origin)
     return batch
 
 
@@ -109,18 +121,18 @@ def _in_one_transaction(db: Database, statements: list[Statement]) -> Batch:
     results before it are reported, though rolled back (as rqlite does)."""
     batch = Batch(db.version)
     with db.transaction() as tx:
-        for statement in statements:
+        for origin, statement in enumerate(statements):
             started = time.perf_counter()
             try:
                 results = tx.execute(statement.sql, statement.params)
             except Error as exc:
-                batch.add(exc, started)
+                batch.add(exc, origin, started)
                 tx.rollback()
                 return batch
-            batch.extend(results, started)
+            batch.extend(results, origin, started)
+        started = time.perf_counter()
         try:
             batch.version = tx.commit()
-        except Error as exc:
-            batch.items.append(exc)
-            batch.seconds.append(0.0)
+        except Error as exc:  # refused at commit: it belongs to the last statement
+            batch.add(exc, len(statements) - 1, started)
     return batch

@@ -31,7 +31,7 @@ from shoal.errors import Error, TransactionNotFound
 from shoal.server.auth import Scope
 from shoal.server.httputil import authorize, json_response, node_of, read_json
 from shoal.server.native import batch_response, statements_from
-from shoal.server.node import Node
+from shoal.server.node import Node, check_name
 from shoal.server.statements import Batch, Statement
 
 __all__ = ["InteractiveTransactions", "routes"]
@@ -149,12 +149,12 @@ def _run(tx: Transaction, statements: list[Statement]) -> Batch:
     """Each statement in the open transaction; a failure undoes only that statement,
     unless SQLite ended the whole transaction (then the rest do not run)."""
     batch = Batch(tx.version)
-    for statement in statements:
+    for origin, statement in enumerate(statements):
         started = time.perf_counter()
         try:
-            batch.extend(tx.execute(statement.sql, statement.params), started)
+            batch.extend(tx.execute(statement.sql, statement.params), origin, started)
         except Error as exc:
-            batch.add(exc, started)
+            batch.add(exc, origin, started)
             if not tx.is_open:
                 break
     return batch
@@ -180,7 +180,7 @@ async def begin(request: Request) -> Response:
 
 
 async def run_in(request: Request) -> Response:
-    name, tx_id = request.path_params["name"], request.path_params["tx"]
+    name, tx_id = check_name(request.path_params["name"]), request.path_params["tx"]
     grant = authorize(request, Scope.WRITE, name)
     node = node_of(request)
     statements = statements_from(await read_json(request), _FIELDS, node.settings.max_statements)
@@ -189,14 +189,14 @@ async def run_in(request: Request) -> Response:
 
 
 async def commit(request: Request) -> Response:
-    name, tx_id = request.path_params["name"], request.path_params["tx"]
+    name, tx_id = check_name(request.path_params["name"]), request.path_params["tx"]
     grant = authorize(request, Scope.WRITE, name)
     version = await _registry(request).commit(tx_id, name, grant.name)
     return json_response({"version": version}, headers={"Shoal-Version": str(version)})
 
 
 async def rollback(request: Request) -> Response:
-    name, tx_id = request.path_params["name"], request.path_params["tx"]
+    name, tx_id = check_name(request.path_params["name"]), request.path_params["tx"]
     grant = authorize(request, Scope.WRITE, name)
     await _registry(request).rollback(tx_id, name, grant.name)
     return json_response({"rolled_back": True})
