@@ -12,10 +12,22 @@ import pytest
 from shoal.cli import build_parser, format_table, main
 
 
-def subcommands() -> dict[str, argparse.ArgumentParser]:
-    parser = build_parser()
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(action.choices)
+def subcommands(
+    parser: argparse.ArgumentParser | None = None, prefix: str = ""
+) -> dict[str, argparse.ArgumentParser]:
+    """Every command and sub-command (`db create`, `token list`, ...) by its full name."""
+    found: dict[str, argparse.ArgumentParser] = {}
+    for action in (parser or build_parser())._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, command in action.choices.items():
+                found[prefix + name] = command
+                found.update(subcommands(command, f"{prefix}{name} "))
+    return found
+
+
+def test_the_commands_the_issue_names_exist() -> None:
+    names = set(subcommands())
+    assert {"serve", "db create", "db list", "db drop", "token create", "shell", "version"} <= names
 
 
 @pytest.mark.parametrize("name", sorted(subcommands()))

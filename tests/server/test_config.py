@@ -68,3 +68,10 @@ def test_missing_file() -> None:
 def test_ipv6_address() -> None:
     settings = Settings(address="[::1]:4001")
     assert (settings.host, settings.port) == ("::1", 4001)
+
+
+def test_every_setting_is_documented() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "server.md").read_text()
+    for name in Settings.__dataclass_fields__:
+        if name != "tokens":
+            assert f"`{name}`" in text, f"{name} is missing from docs/server.md"

@@ -258,7 +258,7 @@ def assert_intact(path: Path, acknowledged: set[int], tmp_path: Path) -> None:
             assert follower.checksum() == db.checksum()
 
 
-@pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT", "SIGKILL"])
 def test_stopping_under_load_loses_no_acknowledged_write(
     start_node: StartNode, tmp_path: Path, stop: str
 ) -> None:
@@ -266,8 +266,8 @@ def test_stopping_under_load_loses_no_acknowledged_write(
     create(node, "load")
     with Writers(node) as writers:
         wait_until(lambda: len(writers.acknowledged) > 300, 30, "writes")
-        if stop == "SIGTERM":
-            node.signal(signal.SIGTERM)
+        if stop != "SIGKILL":
+            node.signal(getattr(signal, stop))
             assert node.wait(30) == 0
             assert "every database closed" in node.log()
         else:

@@ -1,7 +1,7 @@
 """Who may do what: tokens with a scope, limited to database name patterns.
 
 A token is a random secret shown once when it is made; the node keeps only its
-SHA-256. (A slow password hash buys nothing for 190 random bits, and a fast one
+SHA-256. (A slow password hash buys nothing for 192 random bits, and a fast one
 keeps the check off the request's critical path.) Tokens live in the data
 directory's `node.db`, so `shoal token create` works while the node runs: the
 node re-reads the table when SQLite says it changed, checked once a second off
@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
+import functools
 import hashlib
 import ipaddress
 import secrets
@@ -209,6 +210,7 @@ class Authenticator:
         return grant
 
 
+@functools.lru_cache(maxsize=1024)
 def is_loopback(host: str | None) -> bool:
     try:
         return host is not None and ipaddress.ip_address(host).is_loopback
