@@ -105,14 +105,14 @@ def create_app(settings: Settings, on_start: Callable[[Node], None] | None = Non
             await app.state.transactions.close()
             await node.close()
 
-    routes = [
+    routes = [  # the busiest first: Starlette tries them in order
+        *native.routes(),
+        *rqlite.routes(),
+        *transactions.routes(native.BASE),
         Route("/livez", livez, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/v1/openapi.json", openapi, methods=["GET"]),
-        *native.routes(),
-        *transactions.routes(native.BASE),
-        *rqlite.routes(),
     ]
     app = Starlette(
         routes=routes,

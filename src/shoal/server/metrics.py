@@ -6,6 +6,7 @@ the raw path, so thousands of tenant databases do not make thousands of series.
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import Counter, defaultdict
 from typing import Any
@@ -28,11 +29,13 @@ class Metrics:
         self.buckets: Counter[tuple[str, str, float]] = Counter()
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Counts one request; its duration goes to the one bucket it falls in (the
+        cumulative counts Prometheus wants are summed when rendering)."""
         self.requests[method, route, status] += 1
         self.seconds[method, route] += seconds
-        for bound in BUCKETS:
-            if seconds <= bound:
-                self.buckets[method, route, bound] += 1
+        index = bisect.bisect_left(BUCKETS, seconds)
+        if index < len(BUCKETS):
+            self.buckets[method, route, BUCKETS[index]] += 1
 
     def render(self, node: Node, open_transactions: int) -> str:
         lines = [
@@ -53,8 +56,9 @@ class Metrics:
             totals[method, route] += count
         for method, route in sorted(totals):
             labels = f'method="{method}",route="{route}"'
+            count = 0
             for bound in BUCKETS:
-                count = self.buckets[method, route, bound]
+                count += self.buckets[method, route, bound]
                 lines.append(
                     f'shoal_http_request_duration_seconds_bucket{{{labels},le="{bound}"}} {count}'
                 )

@@ -282,13 +282,13 @@ BASE = "/v1/databases/{name}"
 def routes() -> list[Route]:
     base = BASE
     return [
+        Route(f"{base}/query", query, methods=["POST"]),
+        Route(f"{base}/execute", execute, methods=["POST"]),
+        Route(f"{base}/request", mixed_request, methods=["POST"]),
         Route("/v1/databases", list_databases, methods=["GET"]),
         Route("/v1/databases", create_database, methods=["POST"]),
         Route(base, database_info, methods=["GET"]),
         Route(base, drop_database, methods=["DELETE"]),
-        Route(f"{base}/query", query, methods=["POST"]),
-        Route(f"{base}/execute", execute, methods=["POST"]),
-        Route(f"{base}/request", mixed_request, methods=["POST"]),
         Route(f"{base}/backup", backup_database, methods=["GET"]),
         Route(f"{base}/load", load_database, methods=["POST"]),
     ]
