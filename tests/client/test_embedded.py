@@ -180,3 +180,13 @@ def test_the_log_replays_onto_a_follower(conn: shoal.Connection, tmp_path: Path)
         assert follower.checksum() == conn.database.checksum()
     finally:
         follower.close()
+
+
+def test_a_with_query_that_only_reads_opens_no_transaction(conn: shoal.Connection) -> None:
+    assert conn.execute("WITH x(n) AS (SELECT 1) SELECT n FROM x").fetchall() == [(1,)]
+    assert not conn.in_transaction
+    conn.execute("CREATE TABLE w(a)")
+    conn.execute("WITH x(n) AS (SELECT 2) INSERT INTO w SELECT n FROM x")
+    assert conn.in_transaction
+    conn.commit()
+    assert conn.execute("SELECT a FROM w").fetchall() == [(2,)]

@@ -48,10 +48,9 @@ ENDPOINTS: list[tuple[str, str, Any, Scope | None]] = [
 PER_DATABASE = {"/metrics", "/v1/databases", "/status", "/nodes"}  # no database named
 
 
-@pytest.fixture
-def secured(make_api: Any, tmp_path: Path) -> tuple[TestClient, dict[str, str]]:
-    """A node with a token per scope on every database, and one limited to other-*."""
-    store = TokenStore(tmp_path / "data")
+def make_tokens(data_dir: Path) -> dict[str, str]:
+    """A token per scope on every database, and an admin one limited to other-*."""
+    store = TokenStore(data_dir)
     secrets = {
         "read": store.create("reader", "read", ("*",)),
         "write": store.create("writer", "write", ("*",)),
@@ -59,6 +58,13 @@ def secured(make_api: Any, tmp_path: Path) -> tuple[TestClient, dict[str, str]]:
         "other": store.create("other", "admin", ("other-*",)),
     }
     store.close()
+    return secrets
+
+
+@pytest.fixture
+def secured(make_api: Any, tmp_path: Path) -> tuple[TestClient, dict[str, str]]:
+    """A node with the tokens of make_tokens, and databases app and doomed."""
+    secrets = make_tokens(tmp_path / "data")
     # Not loopback: tokens are the only way in. Transactions expire fast, since each
     # allowed scope begins one and the next must wait for the writer.
     api = make_api(host="192.0.2.10", transaction_seconds=0.2)
@@ -71,21 +77,18 @@ def bearer(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
 
 
-def call(api: TestClient, method: str, path: str, body: Any, headers: dict[str, str]) -> Any:
+def call(api: Any, method: str, path: str, body: Any, headers: dict[str, str]) -> Any:
     if isinstance(body, str):
         return api.request(method, path, content=body, headers=headers)
     return api.request(method, path, json=body, headers=headers)
 
 
-@pytest.mark.parametrize(("method", "path", "body", "needed"), ENDPOINTS)
-def test_every_endpoint_every_scope(
-    secured: tuple[TestClient, dict[str, str]],
-    method: str,
-    path: str,
-    body: Any,
-    needed: Scope | None,
+def check_endpoint(
+    api: Any, secrets: dict[str, str], method: str, path: str, body: Any, needed: Scope | None
 ) -> None:
-    api, secrets = secured
+    """No token and a wrong one get 401; each scope gets through exactly when it is
+    enough; a token whose patterns miss the database gets 403. `api` is a TestClient
+    or an httpx.Client on a real node (tests/system/test_auth_over_http.py)."""
     missing = call(api, method, path, body, {})
     wrong = call(api, method, path, body, bearer("shoal_not-a-real-token"))
     if needed is None:
@@ -106,6 +109,17 @@ def test_every_endpoint_every_scope(
         assert limited.status_code not in (401, 403)
     else:
         assert limited.status_code == 403 and "does not cover" in limited.text
+
+
+@pytest.mark.parametrize(("method", "path", "body", "needed"), ENDPOINTS)
+def test_every_endpoint_every_scope(
+    secured: tuple[TestClient, dict[str, str]],
+    method: str,
+    path: str,
+    body: Any,
+    needed: Scope | None,
+) -> None:
+    check_endpoint(*secured, method, path, body, needed)
 
 
 def test_listing_shows_only_covered_databases(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pyrqlite.dbapi2 as rqlite
@@ -157,3 +158,17 @@ def test_shell_against_a_node_with_piped_input(node: Node) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "a,b\n1,x\n" in done.stdout and "t" in done.stdout.split()
+
+
+def test_remote_dbapi_when_the_node_vanishes_mid_request(node: Node) -> None:
+    conn = shoal.connect(f"{node.url}/default")
+    slow = (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50000000) "
+        "SELECT count(*) FROM n"
+    )
+    killer = threading.Timer(0.5, node.kill)
+    killer.start()
+    with pytest.raises(OperationalError, match="cannot reach"):
+        conn.execute(slow)
+    killer.join()
+    conn.close()

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from shoal.engine.execute import Params, Result
 from shoal.engine.sqltext import Kind, classify, leading_keyword
-from shoal.errors import InterfaceError, ProgrammingError, ReadOnly, Refused
+from shoal.errors import InterfaceError, OperationalError, ProgrammingError, ReadOnly, Refused
 
 __all__ = [
     "BINARY",
@@ -296,13 +296,17 @@ class BaseConnection:
             tx.rollback()
 
     def close(self) -> None:
-        """Rolls back anything uncommitted (as sqlite3 does) and closes."""
+        """Rolls back anything uncommitted (as sqlite3 does) and closes. A rollback
+        that cannot reach a node is not an error here: the node rolls back an
+        abandoned transaction itself once it is idle."""
         if self._closed:
             return
+        tx, self._tx = self._tx, None
         try:
-            if self._tx is not None:
-                self._tx.rollback()
-                self._tx = None
+            if tx is not None:
+                tx.rollback()
+        except OperationalError:
+            pass
         finally:
             self._close_backend()
             self._closed = True
@@ -319,7 +323,7 @@ class BaseConnection:
             return self._transaction_statement(sql, params)
         if self._tx is not None:
             return self._in_transaction(sql, params)
-        if kind in _READ_FIRST:
+        if kind in _READ_FIRST or leading_keyword(sql) == "WITH":
             try:
                 return self._read(sql, params)
             except ReadOnly:

@@ -125,4 +125,5 @@ def create_app(settings: Settings, on_start: Callable[[Node], None] | None = Non
         lifespan=lifespan,
     )
     app.state.metrics = counters
+    app.state.rqlite_queue = rqlite.QueuedWrites()
     return app

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 import shoal
 from shoal.engine import Result
-from shoal.errors import Error, InvalidRequest, RequestTooLarge
+from shoal.errors import Busy, Error, InvalidRequest, RequestTooLarge
 from shoal.server import backup
 from shoal.server.auth import Scope
 from shoal.server.httputil import authorize, finite, json_response, node_of, read_body, read_json
@@ -38,7 +38,7 @@ from shoal.server.statements import (
     run_request,
 )
 
-__all__ = ["go_duration", "routes", "statements_from"]
+__all__ = ["QueuedWrites", "go_duration", "routes", "statements_from"]
 
 logger = logging.getLogger("shoal.rqlite")
 
@@ -188,7 +188,7 @@ def _respond(request: Request, batch: Batch, started: float, *, rows_shape: bool
 # -- queued writes ----------------------------------------------------------------
 
 
-class _Queue:
+class QueuedWrites:
     """rqlite's `queue`: acknowledged at once, run in the background in order per
     database; the node waits for them before it stops."""
 
@@ -222,11 +222,8 @@ class _Queue:
         return done
 
 
-def _queue(request: Request) -> _Queue:
-    state = request.app.state
-    if not hasattr(state, "rqlite_queue"):
-        state.rqlite_queue = _Queue()
-    queue: _Queue = state.rqlite_queue
+def _queue(request: Request) -> QueuedWrites:
+    queue: QueuedWrites = request.app.state.rqlite_queue
     return queue
 
 
@@ -244,7 +241,10 @@ async def db_execute(request: Request) -> Response:
         sequence = _queue(request).sequence
         if _flag(request, "wait"):
             timeout = go_duration(request.query_params.get("timeout", "30s"), "timeout")
-            await asyncio.wait_for(asyncio.shield(done), timeout)
+            try:
+                await asyncio.wait_for(asyncio.shield(done), timeout)
+            except TimeoutError:
+                raise Busy(f"the queued writes did not finish within {timeout:g} s") from None
         return json_response({"results": [], "sequence_number": sequence})
     transaction = _flag(request, "transaction")
     batch = await node.run_on(name, run_execute, statements, write=True, transaction=transaction)

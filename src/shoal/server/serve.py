@@ -23,7 +23,6 @@ from shoal.server.node import Node
 __all__ = ["serve"]
 
 GRACE_SECONDS = 30
-SWITCH_INTERVAL = 0.0005
 
 OPEN_WARNING = """\
 **********************************************************************
@@ -73,10 +72,6 @@ def serve(settings: Settings) -> int:
     # clean stop exits 0 after saying so, rather than dying of the signal.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
-    # Every request hops to a worker thread and back; with CPython's default 5 ms
-    # GIL switch interval a woken worker can wait that long behind the busy event
-    # loop. 0.5 ms measured about a third more requests a second (bench/server.py).
-    sys.setswitchinterval(SWITCH_INTERVAL)
     server.run()
     if not server.started:
         print(f"error: shoal could not start serving on {settings.address}", file=sys.stderr)
