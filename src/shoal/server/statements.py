@@ -10,9 +10,10 @@ functions block on SQLite: the HTTP layer runs them on the node's thread pools.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from shoal.engine import Database, Result
+from shoal.engine import Database, Outcome, Result
 from shoal.engine.execute import Params
 from shoal.engine.sqltext import Kind, classify
 from shoal.errors import Error
@@ -67,38 +68,35 @@ def is_read_only(statements: list[Statement]) -> bool:
     return all(classify(s.sql) is Kind.READ for s in statements)
 
 
-def run_query(db: Database, statements: list[Statement]) -> Batch:
-    """Each statement on this thread's reader; a statement that writes fails alone."""
+def _each(
+    db: Database, statements: list[Statement], run: Callable[[Statement], Outcome], stop: bool
+) -> Batch:
+    """Runs each statement with `run`; after a failure, goes on unless `stop`."""
     batch = Batch(db.version)
     for origin, statement in enumerate(statements):
         started = time.perf_counter()
         try:
-            outcome = db.query(statement.sql, statement.params)
+            outcome = run(statement)
         except Error as exc:
             batch.add(exc, origin, started)
+            if stop:
+                break
             continue
         batch.version = max(batch.version, outcome.version)
         batch.extend(outcome.results, origin, started)
     return batch
 
 
+def run_query(db: Database, statements: list[Statement]) -> Batch:
+    """Each statement on this thread's reader; a statement that writes fails alone."""
+    return _each(db, statements, lambda s: db.query(s.sql, s.params), stop=False)
+
+
 def run_execute(db: Database, statements: list[Statement], *, transaction: bool) -> Batch:
     """Writes: all in one transaction, or each statement its own (group-committed)."""
     if transaction and len(statements) > 1:
         return _in_one_transaction(db, statements)
-    batch = Batch(db.version)
-    for origin, statement in enumerate(statements):
-        started = time.perf_counter()
-        try:
-            outcome = db.execute(statement.sql, statement.params)
-        except Error as exc:
-            batch.add(exc, origin, started)
-            if transaction:
-                break
-            continue
-        batch.version = outcome.version
-        batch.extend(outcome.results, origin, started)
-    return batch
+    return _each(db, statements, lambda s: db.execute(s.sql, s.params), stop=transaction)
 
 
 def run_request(db: Database, statements: list[Statement], *, transaction: bool) -> Batch:
