@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -235,7 +236,7 @@ class TransactionHandle(Protocol):
 _READ_FIRST = frozenset({Kind.READ, Kind.PRAGMA})
 
 
-class BaseConnection:
+class BaseConnection(ABC):
     """A PEP 249 connection in sqlite3's default (legacy) transaction mode.
 
     A statement that writes opens a transaction; `commit()` ends it: one record,
@@ -250,19 +251,21 @@ class BaseConnection:
 
     # -- the backend -----------------------------------------------------------
 
+    @abstractmethod
     def _read(self, sql: str, params: Params) -> list[Result]:
         """Runs statements that only read; raises ReadOnly if they write."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _write(self, sql: str, params: Params) -> list[Result]:
         """Runs `sql` as a write transaction of its own."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _begin(self) -> TransactionHandle:
-        raise NotImplementedError
+        """Opens a write transaction."""
 
+    @abstractmethod
     def _close_backend(self) -> None:
-        raise NotImplementedError
+        """Lets go of the database or the node."""
 
     # -- PEP 249 ---------------------------------------------------------------
 
