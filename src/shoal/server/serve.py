@@ -64,6 +64,7 @@ def serve(settings: Settings) -> int:
         access_log=False,
         timeout_graceful_shutdown=GRACE_SECONDS,
         server_header=False,
+        proxy_headers=False,  # the peer's own address decides loopback-only access
         backlog=4096,
     )
     server = uvicorn.Server(config)
