@@ -179,3 +179,8 @@ def test_go_durations() -> None:
     for bad in ("", "10", "1x", "s", "1s2"):
         with pytest.raises(Exception, match="duration"):
             go_duration(bad, "t")
+
+
+def test_queued_writes_to_a_missing_database_are_refused_at_once(api: TestClient) -> None:
+    response = api.post("/db/execute?queue&db=nope", json=["CREATE TABLE t(a)"])
+    assert response.status_code == 404

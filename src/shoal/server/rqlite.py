@@ -206,8 +206,9 @@ class QueuedWrites:
             try:
                 if previous is not None:
                     await asyncio.shield(previous)
-                async with node.database(name) as db:
-                    batch = await node.write(run_execute, db, statements, transaction=False)
+                batch = await node.run_on(
+                    name, run_execute, statements, write=True, transaction=False
+                )
                 for item in batch.items:
                     if isinstance(item, Error):
                         logger.warning("queued write to %s failed: %s", name, item)
@@ -237,6 +238,8 @@ async def db_execute(request: Request) -> Response:
     node = node_of(request)
     statements = await _statements(request)
     if _flag(request, "queue"):
+        async with node.database(name):
+            pass  # a database that does not exist is a 404 now, not a failure later
         done = _queue(request).submit(node, name, statements)
         sequence = _queue(request).sequence
         if _flag(request, "wait"):
