@@ -29,12 +29,17 @@ with shoal's own errors as named leaves that carry their context::
         │   ├── DatabaseExists         creating a name that is taken
         │   └── TransactionNotFound    an interactive transaction that ended
         ├── NotSupportedError
-        └── ReplicationError           a record cannot be applied; nothing changed
-            ├── CorruptRecord          bad checksum or malformed bytes
-            ├── WrongDatabase          a record of another database
-            ├── OutOfOrder             a gap or a repeat in versions
-            ├── ApplyConflict          the changeset does not fit the data
-            └── ReseedRequired         a barrier (VACUUM): seed from a snapshot
+        ├── ReplicationError           a record cannot be applied; nothing changed
+        │   ├── CorruptRecord          bad checksum or malformed bytes
+        │   ├── WrongDatabase          a record of another database
+        │   ├── OutOfOrder             a gap or a repeat in versions
+        │   ├── ApplyConflict          the changeset does not fit the data
+        │   └── ReseedRequired         a barrier (VACUUM): seed from a snapshot
+        └── ArchiveError               the archive cannot do what was asked
+            ├── StoreUnavailable       the blob store cannot be reached now; retry
+            ├── BlobNotFound           no object at that key
+            ├── PreconditionFailed     a conditional write found another version
+            └── CorruptObject          an object fails its checksum or format
 """
 
 from __future__ import annotations
@@ -43,8 +48,11 @@ import apsw
 
 __all__ = [
     "ApplyConflict",
+    "ArchiveError",
     "AuthError",
+    "BlobNotFound",
     "Busy",
+    "CorruptObject",
     "CorruptRecord",
     "DataError",
     "DatabaseError",
@@ -59,6 +67,7 @@ __all__ = [
     "NotSupportedError",
     "OperationalError",
     "OutOfOrder",
+    "PreconditionFailed",
     "ProgrammingError",
     "QueryWrites",
     "ReadOnly",
@@ -69,6 +78,7 @@ __all__ = [
     "ResultTooLarge",
     "SQLError",
     "StatementTimeout",
+    "StoreUnavailable",
     "TransactionNotFound",
     "Unauthorized",
     "Unavailable",
@@ -296,3 +306,27 @@ def from_apsw(exc: BaseException) -> Error:
                 message = message[len(prefix) :]
             return shoal_type(message)
     return InternalError(f"{type(exc).__name__}: {exc}")
+
+
+class ArchiveError(DatabaseError):
+    """The archive (a blob store of snapshots and segments) cannot do what was asked."""
+
+
+class StoreUnavailable(ArchiveError):
+    """The blob store cannot be reached or refused for now; retry with backoff."""
+
+
+class BlobNotFound(ArchiveError):
+    """No object at that key."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no object {key!r} in the store")
+        self.key = key
+
+
+class PreconditionFailed(ArchiveError):
+    """A conditional write (if-match, if-none-match) found the object in another state."""
+
+
+class CorruptObject(ArchiveError):
+    """An object fails its checksum or is not in the expected format; it is never used."""

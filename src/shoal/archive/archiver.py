@@ -1,0 +1,216 @@
+"""The archiver: a database's log, sealed into segments, and snapshots, in a blob store.
+
+One `step()` does a round of work and is safe to repeat after any failure:
+
+1. seal the records not yet archived into segments (at most `segment_bytes` each)
+   and upload them;
+2. take and upload a snapshot when one is due (none yet and the log no longer
+   starts at version 1; `snapshot_seconds` since the last; `snapshot_log_bytes` of
+   log since; or a VACUUM barrier, which replay cannot cross);
+3. write the index (compare-and-set on its tag), then delete what retention lets
+   go, then truncate the local log below what the index holds.
+
+Objects are uploaded before the index names them, so an index never points at a
+missing object; a crash in between leaves an unnamed object that the next round
+writes again or retention ignores. If the store is unreachable, `step()` raises
+StoreUnavailable and nothing local changes: the records stay in the local log
+until a later round archives them, so an outage leaves no gap.
+
+Concurrency rules: one Archiver per database, and only on the node that leads it;
+the index's compare-and-set makes a second writer fail instead of losing entries.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from shoal.archive.base import BlobStore
+from shoal.archive.objects import (
+    Index,
+    Kind,
+    SnapshotEntry,
+    index_key,
+    pack,
+    seal_segment,
+    snapshot_key,
+)
+from shoal.engine import Database
+from shoal.errors import BlobNotFound
+from shoal.record import Vacuum, decode
+
+__all__ = ["ArchivePolicy", "Archiver"]
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ArchivePolicy:
+    segment_seconds: float = 1.0  # how often a round runs, so at most this much is unsealed
+    segment_bytes: int = 16 * MiB  # a segment holds at most about this many record bytes
+    snapshot_seconds: float = 3600.0
+    snapshot_log_bytes: int = 256 * MiB
+    retention_seconds: float = 7 * 24 * 3600.0
+
+
+class Archiver:
+    """Keeps one database's archive up to date, a round at a time."""
+
+    def __init__(
+        self,
+        db: Database,
+        store: BlobStore,
+        policy: ArchivePolicy | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.policy = policy or ArchivePolicy()
+        self.clock = clock
+        self._index: Index | None = None
+        self._index_tag: str | None = None
+        self._written: bytes | None = None  # the index as last written
+        self._log_bytes_since_snapshot = 0
+        self.uploads = 0  # objects written, for the S3 bill and metrics
+
+    # -- state ---------------------------------------------------------------
+
+    def index(self) -> Index:
+        """The index, read from the store once, then kept up to date here."""
+        if self._index is None:
+            key = index_key(self.db.name)
+            try:
+                data, self._index_tag = self.store.get(key)
+                self._index = Index.from_bytes(key, data)
+            except BlobNotFound:
+                self._index, self._index_tag = Index(self.db.name), None
+        return self._index
+
+    @property
+    def lag(self) -> int:
+        """Versions committed locally and not yet in the archive."""
+        return max(0, self.db.version - self.index().head)
+
+    # -- one round -------------------------------------------------------------
+
+    def step(self) -> int:
+        """One round (see the module's docstring); returns how many records it archived."""
+        index = self.index()
+        records = self.db.log_range(index.head + 1)
+        contiguous = bool(records) and decode(records[0]).version == index.head + 1
+        archived = 0
+        barrier = False
+        if contiguous:
+            archived, barrier = self._upload_segments(index, records)
+        if self._snapshot_due(index, records, contiguous, barrier):
+            self._upload_snapshot(index)
+        if self._put_index(index):
+            self._apply_retention(index)
+            self.db.truncate_log(below=index.head)
+        return archived
+
+    def _upload_segments(self, index: Index, records: list[bytes]) -> tuple[int, bool]:
+        barrier = False
+        first = index.head + 1
+        for batch in _batches(records, self.policy.segment_bytes):
+            data, entry = seal_segment(self.db.name, first, batch)
+            self.store.put(entry.key, data)
+            self.uploads += 1
+            index.segments.append(entry)
+            self._log_bytes_since_snapshot += sum(len(r) for r in batch)
+            barrier = barrier or any(
+                isinstance(op, Vacuum) for raw in batch for op in decode(raw).ops
+            )
+            first += len(batch)
+        return len(records), barrier
+
+    def _snapshot_due(
+        self, index: Index, records: list[bytes], contiguous: bool, barrier: bool
+    ) -> bool:
+        if records and not contiguous:
+            return True  # the local log lost records the archive lacks: start afresh
+        if barrier:
+            return True
+        if not index.snapshots:
+            if not index.segments:
+                return False
+            if index.segments[0].first != 1:
+                return True  # replay from an empty database needs every record from 1
+            since_ns = index.segments[0].first_time_ns
+        else:
+            if index.snapshots[-1].version == self.db.version:
+                return False
+            since_ns = index.snapshots[-1].time_ns
+        age = self.clock() - since_ns / 1e9
+        return (
+            age >= self.policy.snapshot_seconds
+            or self._log_bytes_since_snapshot >= self.policy.snapshot_log_bytes
+        )
+
+    def _upload_snapshot(self, index: Index) -> None:
+        with tempfile.TemporaryDirectory(prefix="shoal-snapshot-", dir=self.db.path.parent) as tmp:
+            path = Path(tmp) / "snapshot.db"
+            version = self.db.snapshot(path)
+            data = pack(Kind.SNAPSHOT, path.read_bytes())
+        key = snapshot_key(self.db.name, version)
+        self.store.put(key, data)
+        self.uploads += 1
+        index.snapshots.append(SnapshotEntry(version, self._commit_time(version), key, len(data)))
+        index.snapshots.sort(key=lambda s: s.version)
+        self._log_bytes_since_snapshot = 0
+
+    def _commit_time(self, version: int) -> int:
+        """When `version` was committed (now, if its record is no longer at hand)."""
+        records = self.db.records(version, version) if version else []
+        return records[0].time_ns if records else int(self.clock() * 1e9)
+
+    def _put_index(self, index: Index) -> bool:
+        """Writes the index if it changed; compare-and-set against a second writer."""
+        data = index.to_bytes()
+        key = index_key(self.db.name)
+        if data == self._written:
+            return False
+        if self._index_tag is None:
+            self._index_tag = self.store.put(key, data, if_none_match=True)
+        else:
+            self._index_tag = self.store.put(key, data, if_match=self._index_tag)
+        self._written = data
+        self.uploads += 1
+        return True
+
+    def _apply_retention(self, index: Index) -> None:
+        """Deletes snapshots older than the window (never the newest), and segments
+        older than the window that only lead up to the oldest snapshot kept."""
+        if not index.snapshots:
+            return
+        cutoff_ns = int((self.clock() - self.policy.retention_seconds) * 1e9)
+        kept = [s for s in index.snapshots[:-1] if s.time_ns >= cutoff_ns]
+        kept.append(index.snapshots[-1])
+        oldest = kept[0].version
+        dropped_snapshots = [s for s in index.snapshots if s not in kept]
+        dropped_segments = [
+            s for s in index.segments if s.last <= oldest and s.last_time_ns < cutoff_ns
+        ]
+        if not dropped_snapshots and not dropped_segments:
+            return
+        index.snapshots = kept
+        index.segments = [s for s in index.segments if s not in dropped_segments]
+        self._put_index(index)  # name nothing that is about to go
+        for key in [e.key for e in dropped_snapshots] + [e.key for e in dropped_segments]:
+            self.store.delete(key)
+
+
+def _batches(records: list[bytes], limit: int) -> list[list[bytes]]:
+    """Consecutive runs of records of at most `limit` bytes (at least one record each)."""
+    batches: list[list[bytes]] = [[]]
+    size = 0
+    for raw in records:
+        if batches[-1] and size + len(raw) > limit:
+            batches.append([])
+            size = 0
+        batches[-1].append(raw)
+        size += len(raw)
+    return batches

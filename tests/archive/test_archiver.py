@@ -1,0 +1,215 @@
+"""The archiver and restore, on a folder store: every restore point gives back exactly
+the database as it was then, damaged objects are refused by name, an outage leaves
+no gap, and retention keeps what restore needs."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shoal.archive.archiver import ArchivePolicy, Archiver
+from shoal.archive.local import FolderStore
+from shoal.archive.objects import index_key
+from shoal.archive.restore import plan_restore, read_index, restore
+from shoal.engine import Database
+from shoal.errors import ArchiveError, CorruptObject, OperationalError, StoreUnavailable
+from shoal.record import decode
+
+SMALL = ArchivePolicy(segment_bytes=2000, snapshot_log_bytes=6000, snapshot_seconds=3600)
+
+
+class History:
+    """A database under a random workload, with its checksum and commit time at
+    every version, archived every few transactions."""
+
+    def __init__(self, directory: Path, store: FolderStore, seed: int = 7) -> None:
+        self.db = Database(directory / "app.db", name="app")
+        self.archiver = Archiver(self.db, store, SMALL)
+        self.random = random.Random(seed)
+        self.checksums = {0: self.db.checksum()}
+        self.times: dict[int, int] = {}
+        self.db.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT, n REAL)")
+        self.note()
+
+    def note(self) -> None:
+        version = self.db.version
+        self.checksums[version] = self.db.checksum()
+        self.times[version] = decode(self.db.log_range(version, version)[0]).time_ns
+
+    def write(self, count: int) -> None:
+        for _ in range(count):
+            choice = self.random.random()
+            key = self.random.randrange(40)
+            if choice < 0.6:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO t VALUES (?, ?, ?)",
+                    (key, "x" * self.random.randrange(200), self.random.random()),
+                )
+            elif choice < 0.9:
+                self.db.execute("DELETE FROM t WHERE id = ?", (key,))
+            else:
+                self.db.execute(f"CREATE TABLE IF NOT EXISTS extra{key}(a)")
+            self.note()
+            if self.random.random() < 0.2:
+                self.archiver.step()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[FolderStore]:
+    folder = FolderStore(tmp_path / "archive")
+    yield folder
+    folder.close()
+
+
+def restored_checksum(store: FolderStore, path: Path, **target: int) -> tuple[int, str]:
+    plan = plan_restore(read_index(store, "app"), **target)
+    version = restore(store, plan, path)
+    with Database(path) as db:
+        return version, db.checksum()
+
+
+def test_every_tenth_version_and_chosen_times_restore_exactly(
+    store: FolderStore, tmp_path: Path
+) -> None:
+    history = History(tmp_path, store)
+    history.write(120)
+    history.archiver.step()
+    index = read_index(store, "app")
+    assert index.snapshots and index.segments, "the policy made both kinds of object"
+    assert index.head == history.db.version
+    for version in [*range(0, history.db.version + 1, 10), history.db.version]:
+        out = tmp_path / f"v{version}.db"
+        got, checksum = restored_checksum(store, out, version=version)
+        assert got == version and checksum == history.checksums[version], version
+    for version in (5, 33, 77, history.db.version):
+        out = tmp_path / f"t{version}.db"
+        moment = history.times[version] + 1  # just after that commit, before the next
+        got, checksum = restored_checksum(store, out, time_ns=moment)
+        assert got == version and checksum == history.checksums[version], version
+
+
+def test_the_local_log_is_truncated_only_below_what_the_archive_holds(
+    store: FolderStore, tmp_path: Path
+) -> None:
+    history = History(tmp_path, store)
+    history.write(30)
+    history.archiver.step()
+    archived = read_index(store, "app").head
+    assert history.db.log_range(1)[0] == history.db.log_range(archived)[0]
+    assert len(history.db.log_range(1)) == 1  # only the newest stays
+
+
+def test_a_restored_database_carries_on_at_the_next_version(
+    store: FolderStore, tmp_path: Path
+) -> None:
+    history = History(tmp_path, store)
+    history.write(20)
+    history.archiver.step()
+    out = tmp_path / "copy.db"
+    restore(store, plan_restore(read_index(store, "app")), out)
+    with Database(out, name="app") as copy:
+        assert copy.version == history.db.version
+        assert copy.execute("INSERT INTO t(v) VALUES ('next')").version == history.db.version + 1
+
+
+def test_a_flipped_byte_is_refused_naming_the_object(store: FolderStore, tmp_path: Path) -> None:
+    history = History(tmp_path, store)
+    history.write(40)
+    history.archiver.step()
+    index = read_index(store, "app")
+    snapshotted = {s.version for s in index.snapshots}
+    segment = next(s for s in reversed(index.segments) if s.last not in snapshotted)
+    snapshot = index.snapshots[-1]
+    for key, version in ((segment.key, segment.last), (snapshot.key, snapshot.version)):
+        plan = plan_restore(index, version=version)
+        assert key in {s.key for s in plan.segments} | {plan.snapshot.key if plan.snapshot else ""}
+        path = store.root / key
+        good = path.read_bytes()
+        damaged = bytearray(good)
+        damaged[len(damaged) // 2] ^= 0x01
+        out = tmp_path / "damaged.db"
+        for bad in (bytes(damaged), good[: len(good) // 3]):  # flipped; partly uploaded
+            path.write_bytes(bad)
+            with pytest.raises(CorruptObject, match=key):
+                restore(store, plan, out)
+            assert not out.exists() and not Path(f"{out}.restoring").exists()
+        path.write_bytes(good)
+        assert restore(store, plan, out) == version
+        out.unlink()
+
+
+class FlakyStore(FolderStore):
+    """A folder store that can be switched off: the fault an outage is."""
+
+    down = False
+
+    def put(self, key: str, data: bytes, **conditions: object) -> str:
+        if self.down:
+            raise StoreUnavailable("the store is down (test fault)")
+        return super().put(key, data, **conditions)  # type: ignore[arg-type]
+
+
+def test_an_outage_leaves_no_gap(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "archive")
+    history = History(tmp_path, store)
+    history.write(10)
+    history.archiver.step()
+    store.down = True
+    for _ in range(5):
+        history.db.execute("INSERT INTO t(v) VALUES ('during the outage')")
+        history.note()
+        with pytest.raises(StoreUnavailable):
+            history.archiver.step()
+    assert history.archiver.lag == 5
+    assert len(history.db.log_range(1)) == 6  # nothing archived was dropped locally
+    store.down = False
+    history.archiver.step()
+    assert history.archiver.lag == 0
+    version, checksum = restored_checksum(store, tmp_path / "after.db")
+    assert version == history.db.version and checksum == history.checksums[version]
+
+
+def test_retention_keeps_the_newest_snapshot_and_what_follows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [time.time()]
+    monkeypatch.setattr(time, "time_ns", lambda: int(now[0] * 1e9))  # commit times too
+    store = FolderStore(tmp_path / "archive")
+    db = Database(tmp_path / "app.db", name="app")
+    policy = ArchivePolicy(snapshot_seconds=100, retention_seconds=1000)
+    archiver = Archiver(db, store, policy, clock=lambda: now[0])
+    db.execute("CREATE TABLE t(a)")
+    for step in range(30):
+        db.execute("INSERT INTO t VALUES (?)", (step,))
+        archiver.step()
+        now[0] += 200
+    index = read_index(store, "app")
+    cutoff = now[0] - 200 - 1000  # the clock at the last step, less the window
+    assert 4 <= len(index.snapshots) <= 7
+    assert all(s.time_ns / 1e9 >= cutoff for s in index.snapshots)
+    assert all(
+        s.last_time_ns / 1e9 >= cutoff or s.last > index.snapshots[0].version
+        for s in index.segments
+    )
+    keys = {info.key for info in store.list("databases/app/")}
+    named = {s.key for s in index.snapshots} | {s.key for s in index.segments}
+    assert keys == named | {index_key("app")}  # what retention dropped is gone
+    version, _ = restored_checksum(store, tmp_path / "latest.db")
+    assert version == db.version
+    with pytest.raises(ArchiveError, match="gap"):
+        plan_restore(index, version=2)  # older than the window: no longer restorable
+    db.close()
+
+
+def test_restore_refuses_to_overwrite(store: FolderStore, tmp_path: Path) -> None:
+    history = History(tmp_path, store)
+    history.archiver.step()
+    out = tmp_path / "exists.db"
+    out.write_bytes(b"mine")
+    with pytest.raises(OperationalError, match="never overwrites"):
+        restore(store, plan_restore(read_index(store, "app")), out)
+    assert out.read_bytes() == b"mine"
