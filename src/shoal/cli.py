@@ -16,7 +16,7 @@ from shoal.errors import Error
 from shoal.record import Changeset, Statement, Vacuum
 from shoal.record import Sequence as SequenceOp
 
-__all__ = ["format_table", "main"]
+__all__ = ["format_table", "human_size", "main"]
 
 
 def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -31,6 +31,15 @@ def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     ]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def human_size(size: float) -> str:
+    """Bytes as people read them: 512 B, 3.4 MiB."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
 
 
 def _cell(value: Any) -> str:
@@ -123,10 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     version.set_defaults(run=_version)
 
     # Imported here: these modules use format_table from this one.
+    from shoal.archive.commands import add_archive_commands
     from shoal.server.commands import add_server_commands
     from shoal.shell import add_shell_command
 
     add_server_commands(commands)
+    add_archive_commands(commands)
     add_shell_command(commands)
     return parser
 

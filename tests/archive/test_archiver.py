@@ -213,3 +213,37 @@ def test_restore_refuses_to_overwrite(store: FolderStore, tmp_path: Path) -> Non
     with pytest.raises(OperationalError, match="never overwrites"):
         restore(store, plan_restore(read_index(store, "app")), out)
     assert out.read_bytes() == b"mine"
+
+
+class LostAnswerStore(FolderStore):
+    """A store whose next index write lands but whose answer is lost: the fault a
+    timeout after a successful write is."""
+
+    lose_next = False
+
+    def put(self, key: str, data: bytes, **conditions: object) -> str:
+        tag = super().put(key, data, **conditions)  # type: ignore[arg-type]
+        if self.lose_next and key.endswith("/index"):
+            self.lose_next = False
+            raise StoreUnavailable("timed out waiting for the answer (test fault)")
+        return tag
+
+
+def test_an_index_write_whose_answer_was_lost_is_not_a_conflict(tmp_path: Path) -> None:
+    store = LostAnswerStore(tmp_path / "archive")
+    history = History(tmp_path, store)
+    history.archiver.step()
+
+    def insert() -> None:
+        history.db.execute("INSERT INTO t(v) VALUES ('x')")
+        history.note()
+
+    insert()
+    store.lose_next = True
+    with pytest.raises(StoreUnavailable):
+        history.archiver.step()
+    insert()
+    history.archiver.step()  # its compare-and-set fails on its own landed write
+    assert history.archiver.lag == 0
+    version, checksum = restored_checksum(store, tmp_path / "after.db")
+    assert checksum == history.checksums[version] and version == history.db.version

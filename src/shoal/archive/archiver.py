@@ -39,7 +39,7 @@ from shoal.archive.objects import (
     snapshot_key,
 )
 from shoal.engine import Database
-from shoal.errors import BlobNotFound
+from shoal.errors import BlobNotFound, PreconditionFailed
 from shoal.record import Vacuum, decode
 
 __all__ = ["ArchivePolicy", "Archiver"]
@@ -73,6 +73,7 @@ class Archiver:
         self._index: Index | None = None
         self._index_tag: str | None = None
         self._written: bytes | None = None  # the index as last written
+        self._attempted: bytes | None = None  # ... or tried, when the answer was lost
         self._log_bytes_since_snapshot = 0
         self.uploads = 0  # objects written, for the S3 bill and metrics
 
@@ -91,8 +92,10 @@ class Archiver:
 
     @property
     def lag(self) -> int:
-        """Versions committed locally and not yet in the archive."""
-        return max(0, self.db.version - self.index().head)
+        """Versions committed locally and not yet in the archive (never asks the store:
+        before the first round it counts everything)."""
+        archived = self._index.head if self._index is not None else 0
+        return max(0, self.db.version - archived)
 
     # -- one round -------------------------------------------------------------
 
@@ -173,10 +176,25 @@ class Archiver:
         key = index_key(self.db.name)
         if data == self._written:
             return False
-        if self._index_tag is None:
-            self._index_tag = self.store.put(key, data, if_none_match=True)
-        else:
-            self._index_tag = self.store.put(key, data, if_match=self._index_tag)
+        for _ in range(2):
+            try:
+                if self._index_tag is None:
+                    self._index_tag = self.store.put(key, data, if_none_match=True)
+                else:
+                    self._index_tag = self.store.put(key, data, if_match=self._index_tag)
+                break
+            except PreconditionFailed:
+                # A write whose answer was lost (a timeout) may have landed: if the
+                # store holds what this archiver last tried to write, that write is
+                # ours; take its tag and go on. Anything else is another writer.
+                stored, tag = self.store.get(key)
+                if stored not in (data, self._attempted):
+                    raise
+                self._index_tag = tag
+                if stored == data:
+                    break
+            finally:
+                self._attempted = data
         self._written = data
         self.uploads += 1
         return True

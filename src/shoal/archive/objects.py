@@ -60,8 +60,11 @@ class Kind(IntEnum):
     INDEX = 3
 
 
+DATABASES = "databases/"
+
+
 def database_prefix(database: str) -> str:
-    return f"databases/{database}/"
+    return f"{DATABASES}{database}/"
 
 
 def index_key(database: str) -> str:

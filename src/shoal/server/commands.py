@@ -39,7 +39,9 @@ def _table(columns: list[str], rows: list[tuple[Any, ...]]) -> None:
 
 def _db_list(args: argparse.Namespace) -> int:
     listing = _client(args).call("GET", "/v1/databases")["databases"]
-    rows = [(d["name"], d["version"], _size(d["size_bytes"]), d["open"]) for d in listing]
+    from shoal.cli import human_size
+
+    rows = [(d["name"], d["version"], human_size(d["size_bytes"]), d["open"]) for d in listing]
     _table(["name", "version", "size", "open"], rows)
     return 0
 
@@ -52,7 +54,9 @@ def _db_create(args: argparse.Namespace) -> int:
 
 def _db_info(args: argparse.Namespace) -> int:
     info = _client(args).call("GET", f"/v1/databases/{args.name}")
-    info["size_bytes"] = _size(info["size_bytes"])
+    from shoal.cli import human_size
+
+    info["size_bytes"] = human_size(info["size_bytes"])
     _table(["field", "value"], list(info.items()))
     return 0
 
@@ -63,14 +67,6 @@ def _db_drop(args: argparse.Namespace) -> int:
     _client(args).call("DELETE", f"/v1/databases/{args.name}")
     print(f"dropped {args.name}")
     return 0
-
-
-def _size(size: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024  # type: ignore[assignment]
-    raise AssertionError("unreachable")
 
 
 def _store(args: argparse.Namespace) -> Any:
@@ -152,13 +148,14 @@ def _add_serve(commands: Any) -> None:
     for f in settable_fields():
         default = getattr(defaults, f.name)
         shown = "" if default is None else f"; default {default}"
-        serve.add_argument(
-            "--" + f.name.replace("_", "-"),
-            dest=f.name,
-            default=None,
-            metavar=f.name.upper(),
-            help=f"{f.metadata['help']} (env {env_name(f.name)}{shown})",
-        )
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} (env {env_name(f.name)}{shown})"
+        if f.type == "bool":
+            serve.add_argument(
+                flag, dest=f.name, action="store_const", const="true", help=help_text
+            )
+        else:
+            serve.add_argument(flag, dest=f.name, metavar=f.name.upper(), help=help_text)
     serve.set_defaults(run=_serve)
 
 

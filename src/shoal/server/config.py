@@ -61,6 +61,16 @@ class Settings:
         10.0, "roll back an interactive transaction idle this long"
     )
     threads: int = _setting(16, "threads for reads, and as many for writes")
+    archive: str = _setting(
+        "", "s3://bucket/prefix, file:///path or a path; default DATA_DIR/archive; 'off': none"
+    )
+    archive_seconds: float = _setting(1.0, "seal and upload new log records this often")
+    snapshot_seconds: float = _setting(3600.0, "take a snapshot at least this often")
+    snapshot_log_bytes: int = _setting(256 * MiB, "... and after this many bytes of log")
+    retention_seconds: float = _setting(7 * 86400.0, "keep archived history this long")
+    restore_missing: bool = _setting(
+        False, "restore databases the archive has and the data dir lacks, before serving"
+    )
     tokens: tuple[TokenSpec, ...] = field(default=(), metadata={"file_only": True})
 
     @property
@@ -77,10 +87,23 @@ class Settings:
             raise ConfigError(f"address {self.address!r} is not HOST:PORT")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("TLS needs both tls_cert and tls_key")
-        for name in ("max_body_bytes", "max_statements", "max_result_rows", "max_result_bytes"):
+        for name in (
+            "max_body_bytes",
+            "max_statements",
+            "max_result_rows",
+            "max_result_bytes",
+            "snapshot_log_bytes",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")
-        for name in ("statement_seconds", "idle_seconds", "transaction_seconds"):
+        for name in (
+            "statement_seconds",
+            "idle_seconds",
+            "transaction_seconds",
+            "archive_seconds",
+            "snapshot_seconds",
+            "retention_seconds",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be more than 0")
         if self.threads < 1:
@@ -104,6 +127,14 @@ def _convert(f: dataclasses.Field[Any], raw: Any, source: str) -> Any:
             return None
         if "Path" in kind:
             return Path(str(raw))
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            if str(raw).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(raw).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
         if kind.startswith("int"):
             if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
                 raise ValueError(raw)

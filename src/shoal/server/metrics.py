@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shoal.server.archiving import ArchiveService
 from shoal.server.node import Node
 
 __all__ = ["Metrics", "RequestMetrics"]
@@ -85,7 +86,29 @@ class Metrics:
         ]
         for name, version in node.versions().items():
             lines.append(f'shoal_database_version{{database="{name}"}} {version}')
+        if node.archive is not None:
+            lines += _archive_lines(node.archive)
         return "\n".join(lines) + "\n"
+
+
+def _archive_lines(archive: ArchiveService) -> list[str]:
+    """Per database archived: versions not yet archived, failures in a row, uploads."""
+    series = [
+        ("shoal_archive_lag_versions", "gauge", "Versions committed and not yet archived."),
+        ("shoal_archive_failures", "gauge", "Archive rounds failed in a row (store unreachable)."),
+        ("shoal_archive_uploads_total", "counter", "Objects uploaded to the archive."),
+    ]
+    lines = []
+    for metric, kind, help_text in series:
+        lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}"]
+        for name, state in sorted(archive.states.items()):
+            value = {
+                "shoal_archive_lag_versions": state.archiver.lag,
+                "shoal_archive_failures": state.failures,
+                "shoal_archive_uploads_total": state.archiver.uploads,
+            }[metric]
+            lines.append(f'{metric}{{database="{name}"}} {value}')
+    return lines
 
 
 def _gauge(name: str, help_text: str, value: float) -> list[str]:

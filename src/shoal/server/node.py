@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import re
 import time
@@ -28,7 +29,7 @@ from typing import Any, TypeVar
 
 import apsw
 
-from shoal.engine import Database, Limits, Options
+from shoal.engine import Database, Limits, Options, Role
 from shoal.engine import log as engine_log
 from shoal.errors import (
     Busy,
@@ -38,12 +39,14 @@ from shoal.errors import (
     Unavailable,
     VersionNotReached,
 )
+from shoal.server.archiving import archive_service, restore_missing
 from shoal.server.auth import Authenticator, TokenStore
 from shoal.server.config import Settings
 
 __all__ = ["DEFAULT_DATABASE", "DatabaseInfo", "Node", "check_name"]
 
 T = TypeVar("T")
+logger = logging.getLogger("shoal.node")
 
 DEFAULT_DATABASE = "default"  # the rqlite dialect's database; it always exists
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -99,6 +102,8 @@ class Node:
         self._admin = asyncio.Lock()  # create and drop, one at a time
         self._tasks: set[asyncio.Task[Any]] = set()
         self._housekeeper: asyncio.Task[None] | None = None
+        self._archiving: asyncio.Task[None] | None = None
+        self.archive = archive_service(settings)
         self.tokens = TokenStore(settings.data_dir)
         self.auth = Authenticator(self.tokens, settings.tokens, settings.admin_token)
         self.started = time.time()
@@ -144,20 +149,30 @@ class Node:
     # -- lifecycle -----------------------------------------------------------
 
     async def start(self) -> None:
-        """Makes sure the default database exists, then starts housekeeping."""
+        """Restores missing databases if asked, makes sure the default database
+        exists, then starts housekeeping and archiving."""
+        if self.archive is not None and self.settings.restore_missing:
+            for name in await self.write(restore_missing, self.archive.store, self.directory):
+                logger.info("restored %s from the archive", name)
         if not await self.write(self.path(DEFAULT_DATABASE).exists):
             await self.create(DEFAULT_DATABASE)
-        self._housekeeper = asyncio.get_running_loop().create_task(self._housekeeping())
+        loop = asyncio.get_running_loop()
+        self._housekeeper = loop.create_task(self._housekeeping())
+        if self.archive is not None:
+            self._archiving = loop.create_task(self.archive.loop())
         self.ready = True
 
     async def close(self) -> None:
         """Waits for background work, then closes every database and the pools."""
         self.ready = False
         self.closing = True
-        if self._housekeeper is not None:
-            self._housekeeper.cancel()
+        for task in (self._housekeeper, self._archiving):
+            if task is not None:
+                task.cancel()
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.archive is not None:
+            await self.archive.close()  # a last round while the databases are open
         entries, self._open = list(self._open.values()), {}
         for entry in entries:
             await self.write(entry.db.close)
@@ -180,10 +195,22 @@ class Node:
             for name, entry in self._open.items()
             if entry.users == 0 and entry.last_used < cutoff and not entry.dropping
         ]
+        closed = 0
         for name in idle:
-            entry = self._open.pop(name)
+            entry = self._open[name]
+            if self.archive is not None:
+                await self.archive.forget(name)  # its newest writes, before it closes
+            if entry.users or entry.last_used >= cutoff or self._open.get(name) is not entry:
+                self._track(entry.db)  # used again meanwhile: it stays open
+                continue
+            del self._open[name]
             await self.write(entry.db.close)
-        return len(idle)
+            closed += 1
+        return closed
+
+    def _track(self, db: Database) -> None:
+        if self.archive is not None and db.role is Role.LEADER:
+            self.archive.track(db)
 
     # -- databases -----------------------------------------------------------
 
@@ -222,6 +249,7 @@ class Node:
         try:
             db = await self.write(self._open_existing, name)
             self._open[name] = _Entry(db)
+            self._track(db)
         finally:
             del self._opening[name]
 
@@ -240,6 +268,7 @@ class Node:
                 raise DatabaseExists(name)
             db = await self.write(lambda: Database(path, name=name, options=self.options))
             self._open[name] = _Entry(db)
+            self._track(db)
         return await self.info(name)
 
     async def drop(self, name: str, wait: float = 30.0) -> None:
@@ -257,6 +286,8 @@ class Node:
                     raise Busy(f"database {name!r} is still in use after {wait:g} s; not dropped")
                 await asyncio.sleep(0.01)
             del self._open[name]
+            if self.archive is not None:
+                self.archive.states.pop(name, None)  # its archive stays, for restores
             await self.write(entry.db.close)
             await self.write(_remove_files, self.path(name))
 

@@ -1,0 +1,209 @@
+"""`shoal restore` and `shoal archive ls|verify`: parse, call one function, print."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from shoal.archive.base import BlobStore
+from shoal.archive.objects import Index, Kind, open_segment, unpack
+from shoal.archive.restore import RestorePlan, plan_restore, read_index, restore
+from shoal.errors import ArchiveError, CorruptObject, InvalidRequest
+
+__all__ = ["add_archive_commands", "parse_time"]
+
+DEFAULT_ARCHIVE = "shoal-data/archive"
+
+
+def _store(url: str) -> BlobStore:
+    from shoal.archive.stores import open_store
+
+    return open_store(url)
+
+
+def parse_time(text: str) -> int:
+    """An ISO 8601 time ('2026-11-21T10:30:00Z'; local time without a zone) or Unix
+    seconds, as nanoseconds since the epoch."""
+    try:
+        return int(float(text) * 1e9)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(
+            f"--to-time {text!r} is not a time such as 2026-11-21T10:30:00Z or Unix seconds"
+        ) from None
+    return int(moment.timestamp() * 1e9)
+
+
+def _when(time_ns: int) -> str:
+    return datetime.datetime.fromtimestamp(time_ns / 1e9).isoformat(sep=" ", timespec="seconds")
+
+
+def _size(size: int) -> str:
+    from shoal.cli import human_size
+
+    return human_size(size)
+
+
+def _describe(plan: RestorePlan) -> list[str]:
+    target = (
+        f"version {plan.version}"
+        if plan.version is not None
+        else f"time {_when(plan.time_ns)}"
+        if plan.time_ns is not None
+        else "the newest archived version"
+    )
+    base = (
+        f"snapshot at version {plan.snapshot.version} ({_size(plan.snapshot.size)})"
+        if plan.snapshot
+        else "an empty database"
+    )
+    lines = [f"restore {plan.database!r} to {target}", f"  from {base}"]
+    if plan.segments:
+        first, last = plan.segments[0], plan.segments[-1]
+        lines.append(
+            f"  then {len(plan.segments)} segment(s), versions {first.first}..{last.last} "
+            f"({_size(sum(s.size for s in plan.segments))})"
+        )
+    lines.append(f"  downloading {_size(plan.download_bytes)} in all")
+    return lines
+
+
+def _progress_bar(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // total if total else width
+    print(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {_size(done)} / {_size(total)}",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _restore(args: argparse.Namespace) -> int:
+    store = _store(args.archive)
+    time_ns = parse_time(args.to_time) if args.to_time else None
+    plan = plan_restore(read_index(store, args.database), version=args.to_version, time_ns=time_ns)
+    for line in _describe(plan):
+        print(line, file=sys.stderr)
+    if args.dry_run:
+        return 0
+    started = time.monotonic()
+    version = restore(
+        store,
+        plan,
+        args.output,
+        workers=args.workers,
+        progress=None if args.quiet else _progress_bar,
+    )
+    if not args.quiet:
+        print(file=sys.stderr)
+    print(
+        f"restored {args.database!r} at version {version} to {args.output} "
+        f"in {time.monotonic() - started:.1f} s (integrity_check ok)"
+    )
+    return 0
+
+
+def _ls(args: argparse.Namespace) -> int:
+    from shoal.cli import format_table
+
+    index = read_index(_store(args.archive), args.database)
+    rows: list[tuple[Any, ...]] = [
+        ("snapshot", s.version, s.version, _when(s.time_ns), _size(s.size), s.key)
+        for s in index.snapshots
+    ]
+    rows += [
+        ("segment", s.first, s.last, _when(s.last_time_ns), _size(s.size), s.key)
+        for s in index.segments
+    ]
+    rows.sort(key=lambda row: (row[1], row[0]))
+    print(format_table(["kind", "from", "to", "time", "size", "key"], rows))
+    print(f"newest archived version: {index.head}", file=sys.stderr)
+    return 0
+
+
+def verify(store: BlobStore, index: Index) -> list[tuple[str, str]]:
+    """Downloads every object the index names and checks it; (key, problem) pairs."""
+    problems = []
+    for entry in index.snapshots:
+        try:
+            unpack(entry.key, Kind.SNAPSHOT, store.get(entry.key)[0])
+        except (CorruptObject, ArchiveError) as exc:
+            problems.append((entry.key, str(exc)))
+    for segment in index.segments:
+        try:
+            first, records = open_segment(segment.key, store.get(segment.key)[0])
+            if (first, first + len(records) - 1) != (segment.first, segment.last):
+                problems.append((segment.key, "holds other versions than its index entry"))
+        except (CorruptObject, ArchiveError) as exc:
+            problems.append((segment.key, str(exc)))
+    return problems
+
+
+def _verify(args: argparse.Namespace) -> int:
+    store = _store(args.archive)
+    index = read_index(store, args.database)
+    problems = verify(store, index)
+    for key, problem in problems:
+        print(f"FAIL {key}: {problem}")
+    count = len(index.snapshots) + len(index.segments)
+    print(f"{count - len(problems)} of {count} object(s) ok", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _archive_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--archive",
+        default=os.environ.get("SHOAL_ARCHIVE", DEFAULT_ARCHIVE),
+        help="s3://bucket/prefix, file:///path or a path (env SHOAL_ARCHIVE; "
+        f"default {DEFAULT_ARCHIVE})",
+    )
+
+
+def add_archive_commands(commands: Any) -> None:
+    """Registers `restore` and `archive` on the `shoal` parser's subcommands."""
+    restore_parser = commands.add_parser(
+        "restore",
+        help="restore a database from the archive, to any version or time",
+        description="Restore a database from its archive into a new file: the nearest "
+        "snapshot, then its log replayed to the version or time asked (default: the "
+        "newest). Downloads in parallel, verifies every object, ends with integrity_check.",
+    )
+    restore_parser.add_argument("database", help="the database's name")
+    _archive_option(restore_parser)
+    target = restore_parser.add_mutually_exclusive_group()
+    target.add_argument("--to-version", type=int, help="restore up to this version")
+    target.add_argument("--to-time", help="restore as of this time (ISO 8601, or Unix seconds)")
+    target.add_argument("--latest", action="store_true", help="the newest version (default)")
+    restore_parser.add_argument(
+        "--output", type=Path, required=True, help="the new file (never overwritten)"
+    )
+    restore_parser.add_argument("--dry-run", action="store_true", help="print the plan only")
+    restore_parser.add_argument("--workers", type=int, default=4, help="parallel downloads (4)")
+    restore_parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    restore_parser.set_defaults(run=_restore)
+
+    archive = commands.add_parser(
+        "archive",
+        help="list and verify what the archive holds",
+        description="Inspect a database's archive: its snapshots and log segments.",
+    )
+    actions = archive.add_subparsers(
+        dest="action", required=True, metavar="ACTION", help="ls or verify"
+    )
+    for name, run, text in (
+        ("ls", _ls, "list snapshots and segments with versions and times"),
+        ("verify", _verify, "download and check every object"),
+    ):
+        action = actions.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        action.add_argument("database", help="the database's name")
+        _archive_option(action)
+        action.set_defaults(run=run)

@@ -1,0 +1,117 @@
+"""A real node archiving into a folder: writes reach the archive within seconds, a
+node killed with SIGKILL leaves a usable archive, `shoal restore` and `shoal archive`
+work on it, and `--restore-missing` brings a lost data directory back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from shoal.engine import Database
+from tests.services import wait_until
+from tests.system.conftest import StartNode
+from tests.system.test_serve import Writers, create
+
+
+def shoal(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shoal", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def lag_of(url: str, database: str) -> int:
+    text = httpx.get(f"{url}/metrics").text
+    prefix = f'shoal_archive_lag_versions{{database="{database}"}}'
+    return int(next(x for x in text.splitlines() if x.startswith(prefix)).split()[-1])
+
+
+def test_archive_restore_and_seed_after_losing_the_node(
+    start_node: StartNode, tmp_path: Path
+) -> None:
+    archive = tmp_path / "archive"
+    node = start_node("--archive", str(archive), "--archive-seconds", "0.2")
+    with httpx.Client(base_url=node.url) as client:
+        client.post("/v1/databases", json={"name": "app"})
+        client.post(
+            "/v1/databases/app/execute", json={"sql": "CREATE TABLE t(id INTEGER PRIMARY KEY, v)"}
+        )
+        for i in range(50):
+            client.post(
+                "/v1/databases/app/execute",
+                json={"sql": "INSERT INTO t(v) VALUES (?)", "params": [i]},
+            )
+        version = client.get("/v1/databases/app").json()["version"]
+        wait_until(lambda: lag_of(node.url, "app") == 0, 20, "the archive to catch up")
+    with Database(node.data_dir / "databases" / "app.db") as live:
+        expected = live.checksum()
+    node.kill()  # the machine is lost
+
+    listing = shoal("archive", "ls", "app", "--archive", str(archive))
+    assert listing.returncode == 0 and "segment" in listing.stdout, listing.stderr
+    assert shoal("archive", "verify", "app", "--archive", str(archive)).returncode == 0
+    dry = shoal(
+        "restore", "app", "--archive", str(archive), "--output", str(tmp_path / "x.db"), "--dry-run"
+    )
+    assert (
+        dry.returncode == 0 and "restore 'app'" in dry.stderr and not (tmp_path / "x.db").exists()
+    )
+    out = tmp_path / "restored.db"
+    done = shoal(
+        "restore", "app", "--archive", str(archive), "--output", str(out), "--to-version", "20"
+    )
+    assert done.returncode == 0, done.stderr
+    with Database(out) as db:
+        assert db.version == 20
+        assert db.query("SELECT count(*) FROM t").results[0].rows == [(19,)]  # versions 2..20
+    again = shoal("restore", "app", "--archive", str(archive), "--output", str(out))
+    assert again.returncode == 1 and "never overwrites" in again.stderr
+    latest = tmp_path / "latest.db"
+    assert (
+        shoal("restore", "app", "--archive", str(archive), "--output", str(latest)).returncode == 0
+    )
+    with Database(latest) as db:
+        assert (db.version, db.checksum()) == (version, expected)
+
+    fresh = start_node(
+        "--archive", str(archive), "--restore-missing", data_dir=tmp_path / "new-node"
+    )
+    with httpx.Client(base_url=fresh.url) as client:
+        assert client.get("/v1/databases/app").json()["version"] == version
+        rows = client.post("/v1/databases/app/query", json={"sql": "SELECT count(*) FROM t"})
+        assert rows.json()["results"][0]["rows"] == [[50]]
+        written = client.post(
+            "/v1/databases/app/execute", json={"sql": "INSERT INTO t(v) VALUES ('after')"}
+        )
+        assert written.json()["version"] == version + 1
+
+
+def test_sigkill_during_uploads_leaves_a_usable_archive(
+    start_node: StartNode, tmp_path: Path
+) -> None:
+    archive = tmp_path / "archive"
+    node = start_node("--archive", str(archive), "--archive-seconds", "0.05")
+    create(node, "load")
+    with Writers(node) as writers:
+        wait_until(lambda: len(writers.acknowledged) > 400, 30, "writes")
+        node.kill()
+    assert shoal("archive", "verify", "load", "--archive", str(archive)).returncode == 0
+    out = tmp_path / "restored.db"
+    done = shoal("restore", "load", "--archive", str(archive), "--output", str(out), "--quiet")
+    assert done.returncode == 0, done.stderr
+    with Database(out) as db:
+        ids = {row[0] for row in db.query("SELECT id FROM t").results[0].rows}
+        assert db.version > 1 and ids  # some state the node had committed, whole
+    node.start()  # the node resumes archiving where the index ends: no gap
+    with httpx.Client(base_url=node.url) as client:
+        client.post("/v1/databases/load/execute", json={"sql": "INSERT INTO t(id) VALUES (-1)"})
+    wait_until(lambda: lag_of(node.url, "load") == 0, 20, "the archive to catch up")
+    assert shoal("archive", "verify", "load", "--archive", str(archive)).returncode == 0
+    latest = tmp_path / "latest.db"
+    assert (
+        shoal("restore", "load", "--archive", str(archive), "--output", str(latest)).returncode == 0
+    )
+    with Database(latest) as copy, Database(node.data_dir / "databases" / "load.db") as live:
+        assert (copy.version, copy.checksum()) == (live.version, live.checksum())
