@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import apsw
@@ -16,7 +17,7 @@ from shoal.errors import Error
 from shoal.record import Changeset, Statement, Vacuum
 from shoal.record import Sequence as SequenceOp
 
-__all__ = ["format_table", "human_size", "main"]
+__all__ = ["env_option", "format_table", "human_size", "main"]
 
 
 def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -40,6 +41,26 @@ def human_size(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
+
+
+def env_option(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    env: str,
+    help_text: str,
+    default: str | None = None,
+    kind: Callable[[str], Any] = str,
+) -> None:
+    """A flag whose default comes from an environment variable, then `default`;
+    its help says both."""
+    value = os.environ.get(env) or default
+    shown = "" if default is None else f"; default {default}"
+    parser.add_argument(
+        flag,
+        type=kind,
+        default=None if value is None else kind(value),
+        help=f"{help_text} (env {env}{shown})",
+    )
 
 
 def _cell(value: Any) -> str:

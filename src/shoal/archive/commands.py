@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import sys
 import time
 from pathlib import Path
@@ -160,12 +159,10 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _archive_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--archive",
-        default=os.environ.get("SHOAL_ARCHIVE", DEFAULT_ARCHIVE),
-        help="s3://bucket/prefix, file:///path or a path (env SHOAL_ARCHIVE; "
-        f"default {DEFAULT_ARCHIVE})",
-    )
+    from shoal.cli import env_option
+
+    archive_help = "s3://bucket/prefix, file:///path or a path"
+    env_option(parser, "--archive", "SHOAL_ARCHIVE", archive_help, DEFAULT_ARCHIVE)
 
 
 def add_archive_commands(commands: Any) -> None:

@@ -114,22 +114,17 @@ def _token_hash(args: argparse.Namespace) -> int:
 
 
 def _remote_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--url",
-        default=os.environ.get("SHOAL_URL", DEFAULT_URL),
-        help=f"the node's URL (env SHOAL_URL; default {DEFAULT_URL})",
-    )
-    parser.add_argument(
-        "--token", default=os.environ.get("SHOAL_TOKEN"), help="bearer token (env SHOAL_TOKEN)"
-    )
+    from shoal.cli import env_option
+
+    env_option(parser, "--url", "SHOAL_URL", "the node's URL", DEFAULT_URL)
+    env_option(parser, "--token", "SHOAL_TOKEN", "bearer token")
 
 
 def _data_dir_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(os.environ.get("SHOAL_DATA_DIR", "shoal-data")),
-        help="the node's data directory (env SHOAL_DATA_DIR; default shoal-data)",
+    from shoal.cli import env_option
+
+    env_option(
+        parser, "--data-dir", "SHOAL_DATA_DIR", "the node's data directory", "shoal-data", Path
     )
 
 
