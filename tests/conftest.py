@@ -1,7 +1,6 @@
-"""Fixtures shared by every test: databases in temporary directories.
-
-Later issues add the fixtures that start PostgreSQL, NATS, SeaweedFS and nodes
-here, so that they live in one place.
+"""Fixtures shared by every test: databases in temporary directories, and the one
+SeaweedFS (a real S3 server) the session shares. The processes themselves are
+started by tests/services.py; tests/system/conftest.py adds nodes.
 """
 
 from __future__ import annotations
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from shoal.engine import Database, Role
+from tests.services import S3Endpoint, seaweedfs
 
 
 def rows(db: Database, sql: str) -> list[tuple[object, ...]]:
@@ -48,6 +48,14 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
     replicas = Pair(tmp_path)
     yield replicas
     replicas.close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
+    """A real SeaweedFS for the whole session (it takes seconds to start); tests use
+    a bucket or prefix of their own."""
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
 
 
 @pytest.fixture

@@ -31,16 +31,9 @@ from shoal.errors import (
     PreconditionFailed,
     StoreUnavailable,
 )
-from tests.services import S3Endpoint, free_port, make_bucket, seaweedfs
+from tests.services import S3Endpoint, free_port, make_bucket
 
 BUCKET = "contract"
-
-
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
-    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
-        make_bucket(server, BUCKET)
-        yield server
 
 
 @pytest.fixture
@@ -53,6 +46,7 @@ def s3_env(s3_server: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> S3Endpoint
 
 def s3_store(server: S3Endpoint, **options: Any) -> S3Store:
     """An S3Store under a fresh prefix: tests share the bucket, never their objects."""
+    make_bucket(server, BUCKET)
     return S3Store(BUCKET, f"test-{uuid.uuid4().hex[:12]}", endpoint_url=server.url, **options)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from shoal.archive.archiver import ArchivePolicy
+from shoal.archive.base import BlobStore
 from shoal.client import embedded, remote
 from shoal.client.dbapi import BaseConnection
 from shoal.engine import Options
@@ -20,6 +22,8 @@ def connect(
     name: str | None = None,
     options: Options | None = None,
     timeout: float = 60.0,
+    archive: str | BlobStore | None = None,
+    archive_policy: ArchivePolicy | None = None,
 ) -> BaseConnection:
     """Opens a DB-API 2.0 connection.
 
@@ -28,11 +32,24 @@ def connect(
     bearer token; `timeout` bounds each HTTP request). Both kinds behave alike:
     a write opens a transaction that `commit()` ends as one record and one version;
     `autocommit=True` commits every write statement on its own.
+
+    For a file, `archive` ("s3://bucket/prefix", "file:///path", a folder, or a
+    BlobStore) runs the archiver inside the application: continuous backup, with
+    point-in-time restore by `shoal restore`, and no server.
     """
     if isinstance(database, str) and database.startswith(("http://", "https://")):
-        if name is not None or options is not None:
-            raise InterfaceError("name and options apply to files; a node's URL names the database")
+        if name is not None or options is not None or archive is not None:
+            raise InterfaceError(
+                "name, options and archive apply to files; a node archives its own databases"
+            )
         return remote.Connection(database, token=token, autocommit=autocommit, timeout=timeout)
     if token is not None:
         raise InterfaceError("a token is for a node's URL, not a database file")
-    return embedded.Connection(database, autocommit=autocommit, name=name, options=options)
+    return embedded.Connection(
+        database,
+        autocommit=autocommit,
+        name=name,
+        options=options,
+        archive=archive,
+        archive_policy=archive_policy,
+    )

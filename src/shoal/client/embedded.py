@@ -13,6 +13,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from shoal.archive.archiver import ArchivePolicy, Archiver
+from shoal.archive.base import BlobStore
+from shoal.archive.rounds import BackgroundArchiver
+from shoal.archive.stores import open_store
 from shoal.client.dbapi import BaseConnection, Cursor
 from shoal.engine import Database, Options, Transaction
 from shoal.engine.execute import Params, Result
@@ -30,6 +34,8 @@ class Connection(BaseConnection):
         autocommit: bool = False,
         name: str | None = None,
         options: Options | None = None,
+        archive: str | BlobStore | None = None,
+        archive_policy: ArchivePolicy | None = None,
     ) -> None:
         super().__init__(autocommit=autocommit)
         self._scratch: str | None = None
@@ -38,6 +44,10 @@ class Connection(BaseConnection):
             self._scratch = tempfile.mkdtemp(prefix="shoal-memory-")
             path = str(Path(self._scratch) / "memory.db")
         self.database = Database(path, name=name, options=options)
+        self.archiver: BackgroundArchiver | None = None
+        if archive is not None:
+            store = open_store(archive) if isinstance(archive, str) else archive
+            self.archiver = BackgroundArchiver(Archiver(self.database, store, archive_policy))
 
     @property
     def version(self) -> int:
@@ -54,6 +64,9 @@ class Connection(BaseConnection):
         return self.database.transaction()
 
     def _close_backend(self) -> None:
+        if self.archiver is not None:
+            self.archiver.close()  # a last round: what was committed reaches the archive
+            self.archiver.rounds.archiver.store.close()
         self.database.close()
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)

@@ -1,9 +1,8 @@
 """Continuous archiving on a node: every open database it leads, a round each second.
 
 Rounds run on a thread of their own (uploads wait on the network, and must not
-hold up requests). A database whose round fails because the store is unreachable
-is retried with exponential backoff, up to a minute; its records stay in its
-local log meanwhile, and its lag shows in `/metrics`. A database closed for being
+hold up requests), with backoff after failures (archive/rounds.py); a database's
+lag shows in `/metrics`. A database closed for being
 idle gets one last round first, so its newest writes do not wait for it to be
 opened again.
 """
@@ -11,37 +10,19 @@ opened again.
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 from shoal.archive.archiver import ArchivePolicy, Archiver
 from shoal.archive.base import BlobStore
 from shoal.archive.objects import DATABASES
 from shoal.archive.restore import plan_restore, read_index, restore
+from shoal.archive.rounds import ArchiveRounds
 from shoal.archive.stores import open_store
 from shoal.engine import Database
-from shoal.errors import Error, StoreUnavailable
 from shoal.server.config import Settings
 
-__all__ = ["ArchiveService", "ArchiveState", "archive_service", "restore_missing"]
-
-logger = logging.getLogger("shoal.archive")
-
-MAX_BACKOFF_SECONDS = 60.0
-
-
-@dataclass
-class ArchiveState:
-    """One database's archiving, as /metrics reports it."""
-
-    archiver: Archiver
-    failures: int = 0  # consecutive
-    next_try: float = 0.0
-    last_error: str | None = None
-    rounds: int = 0
+__all__ = ["ArchiveService", "archive_service", "restore_missing"]
 
 
 class ArchiveService:
@@ -50,14 +31,14 @@ class ArchiveService:
     def __init__(self, store: BlobStore, policy: ArchivePolicy) -> None:
         self.store = store
         self.policy = policy
-        self.states: dict[str, ArchiveState] = {}
+        self.states: dict[str, ArchiveRounds] = {}
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="shoal-archive")
         self._lock = asyncio.Lock()  # one round at a time, whoever asks
 
     def track(self, db: Database) -> None:
         """Starts archiving `db` (a database this node leads, just opened)."""
         if db.name not in self.states:
-            self.states[db.name] = ArchiveState(Archiver(db, self.store, self.policy))
+            self.states[db.name] = ArchiveRounds(Archiver(db, self.store, self.policy))
 
     async def forget(self, name: str) -> None:
         """One last round for `name`, then stops archiving it (it is being closed)."""
@@ -71,25 +52,11 @@ class ArchiveService:
         for name, state in list(self.states.items()):
             await self._round(name, state, force=False)
 
-    async def _round(self, name: str, state: ArchiveState, *, force: bool) -> None:
-        if not force and time.monotonic() < state.next_try:
+    async def _round(self, name: str, state: ArchiveRounds, *, force: bool) -> None:
+        if not force and not state.due():
             return
         async with self._lock:
-            loop = asyncio.get_running_loop()
-            try:
-                await loop.run_in_executor(self._thread, state.archiver.step)
-            except (StoreUnavailable, Error) as exc:
-                state.failures += 1
-                delay = min(MAX_BACKOFF_SECONDS, self.policy.segment_seconds * 2**state.failures)
-                state.next_try = time.monotonic() + delay
-                if state.last_error != str(exc):
-                    logger.warning("archiving %s failed (retrying in %.0f s): %s", name, delay, exc)
-                state.last_error = str(exc)
-                return
-            state.rounds += 1
-            if state.failures:
-                logger.info("archiving %s caught up after %d failure(s)", name, state.failures)
-            state.failures, state.next_try, state.last_error = 0, 0.0, None
+            await asyncio.get_running_loop().run_in_executor(self._thread, state.run)
 
     async def loop(self) -> None:
         """Rounds forever, `segment_seconds` apart (cancelled when the node stops)."""
