@@ -72,10 +72,11 @@ def restored_checksum(store: FolderStore, path: Path, **target: int) -> tuple[in
         return version, db.checksum()
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
 def test_every_tenth_version_and_chosen_times_restore_exactly(
-    store: FolderStore, tmp_path: Path
+    store: FolderStore, tmp_path: Path, seed: int
 ) -> None:
-    history = History(tmp_path, store)
+    history = History(tmp_path, store, seed)
     history.write(120)
     history.archiver.step()
     index = read_index(store, "app")

@@ -430,6 +430,9 @@ def drops(c: Contract) -> None:
     c.call("delete", DB, 404, name="copy")
     c.call("delete", DB, 400, name="default")
     c.call("get", "/metrics", 200)
+    status = c.call("get", "/v1/status", 200, auth=basic(READER)).json()
+    assert status["ready"] is True and {d["name"] for d in status["databases"]} >= {"default"}
+    c.call("get", "/v1/status", 401, auth={})
 
 
 def test_every_operation_answers_as_documented(contract: Contract) -> None:

@@ -167,3 +167,15 @@ def test_s3_down_for_30_seconds_during_writes_loses_nothing(
         assert (copy.version, copy.checksum()) == (live.version, live.checksum())
         ids = {row[0] for row in copy.query("SELECT id FROM t").results[0].rows}
     assert writers.acknowledged <= ids
+
+
+def test_status_shows_versions_and_archive_lag(start_node: StartNode, tmp_path: Path) -> None:
+    node = start_node("--archive", str(tmp_path / "archive"), "--archive-seconds", "0.1")
+    httpx.post(f"{node.url}/v1/databases/default/execute", json={"sql": "CREATE TABLE t(a)"})
+    wait_until(lambda: lag_of(node.url, "default") == 0, 20, "archiving")
+    done = shoal("status", "--url", node.url)
+    assert done.returncode == 0, done.stderr
+    assert "ready" in done.stdout and str(tmp_path / "archive") in done.stdout
+    header, _rule, row = done.stdout.splitlines()[1:4]
+    assert header.split()[:2] == ["database", "version"]
+    assert row.split()[:4] == ["default", "1", "0", "0"]

@@ -28,9 +28,10 @@ __all__ = ["ArchiveService", "archive_service", "restore_missing"]
 class ArchiveService:
     """Runs the archiver of every database registered with it."""
 
-    def __init__(self, store: BlobStore, policy: ArchivePolicy) -> None:
+    def __init__(self, store: BlobStore, policy: ArchivePolicy, url: str) -> None:
         self.store = store
         self.policy = policy
+        self.url = url
         self.states: dict[str, ArchiveRounds] = {}
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="shoal-archive")
         self._lock = asyncio.Lock()  # one round at a time, whoever asks
@@ -83,7 +84,7 @@ def archive_service(settings: Settings) -> ArchiveService | None:
         retention_seconds=settings.retention_seconds,
     )
     url = settings.archive or str(settings.data_dir / "archive")
-    return ArchiveService(open_store(url), policy)
+    return ArchiveService(open_store(url), policy, url)
 
 
 def restore_missing(store: BlobStore, directory: Path) -> list[str]:

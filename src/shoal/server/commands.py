@@ -46,6 +46,27 @@ def _db_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    status = _client(args).call("GET", "/v1/status")
+    state = "ready" if status["ready"] else "not ready"
+    print(
+        f"shoal {status['shoal']} at {status['address']}: {state}, "
+        f"up {status['uptime_seconds']:.0f} s, archive {status['archive'] or 'off'}"
+    )
+    rows = [
+        (
+            d["name"],
+            d["version"],
+            d.get("archive_lag", "-"),
+            d.get("archive_failures", "-"),
+            d.get("archive_error") or "",
+        )
+        for d in status["databases"]
+    ]
+    _table(["database", "version", "archive lag", "failures", "last error"], rows)
+    return 0
+
+
 def _db_create(args: argparse.Namespace) -> int:
     info = _client(args).call("POST", "/v1/databases", {"name": args.name})
     print(f"created {info['name']} (version {info['version']})")
@@ -223,8 +244,20 @@ def _add_token(commands: Any) -> None:
     hashed.set_defaults(run=_token_hash)
 
 
+def _add_status(commands: Any) -> None:
+    status = commands.add_parser(
+        "status",
+        help="show a node's databases, versions and archive lag",
+        description="Show a running node's state: each open database's version, and how "
+        "far its archive is behind (versions not yet archived, failed rounds in a row).",
+    )
+    _remote_options(status)
+    status.set_defaults(run=_status)
+
+
 def add_server_commands(commands: Any) -> None:
-    """Registers `serve`, `db` and `token` on the `shoal` parser's subcommands."""
+    """Registers `serve`, `status`, `db` and `token` on the `shoal` parser's subcommands."""
     _add_serve(commands)
+    _add_status(commands)
     _add_db(commands)
     _add_token(commands)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+import shoal
 from shoal.engine import Result
 from shoal.engine.execute import Params
 from shoal.errors import Error, InvalidRequest, RequestTooLarge
@@ -215,6 +217,33 @@ async def drop_database(request: Request) -> Response:
     return json_response({"name": name, "dropped": True})
 
 
+async def node_status(request: Request) -> Response:
+    """The node, and each open database's version and archiving (for `shoal status`)."""
+    grant = authorize(request, Scope.READ, None)
+    node = node_of(request)
+    archive = node.archive
+    databases = []
+    for name, version in node.versions().items():
+        if not grant.covers(name):
+            continue
+        entry: dict[str, Any] = {"name": name, "version": version}
+        rounds = archive.states.get(name) if archive is not None else None
+        if rounds is not None:
+            entry["archive_lag"] = rounds.archiver.lag
+            entry["archive_failures"] = rounds.failures
+            entry["archive_error"] = rounds.last_error
+        databases.append(entry)
+    body = {
+        "shoal": shoal.__version__,
+        "address": node.settings.address,
+        "ready": node.ready,
+        "uptime_seconds": round(time.time() - node.started, 3),
+        "archive": archive.url if archive is not None else None,
+        "databases": databases,
+    }
+    return json_response(body)
+
+
 async def query(request: Request) -> Response:
     name = request.path_params["name"]
     authorize(request, Scope.READ, name)
@@ -285,6 +314,7 @@ def routes() -> list[Route]:
         Route(f"{base}/query", query, methods=["POST"]),
         Route(f"{base}/execute", execute, methods=["POST"]),
         Route(f"{base}/request", mixed_request, methods=["POST"]),
+        Route("/v1/status", node_status, methods=["GET"]),
         Route("/v1/databases", list_databases, methods=["GET"]),
         Route("/v1/databases", create_database, methods=["POST"]),
         Route(base, database_info, methods=["GET"]),

@@ -228,6 +228,30 @@ def result_schemas() -> Json:
             description="`epoch` and `role` are given for one database, not in lists.",
         ),
         "DatabaseList": closed({"databases": array(ref("DatabaseInfo"))}),
+        "NodeStatus": closed(
+            {
+                "shoal": {"type": "string", "description": "The node's shoal version."},
+                "address": {"type": "string"},
+                "ready": {"type": "boolean"},
+                "uptime_seconds": {"type": "number", "minimum": 0},
+                "archive": {
+                    "type": ["string", "null"],
+                    "description": "Where databases are archived; null when off.",
+                },
+                "databases": array(ref("DatabaseStatus")),
+            },
+            description="The node, and every open database the token covers.",
+        ),
+        "DatabaseStatus": closed(
+            {
+                "name": ref("DatabaseName"),
+                "version": count("Committed write transactions so far."),
+                "archive_lag": count("Versions committed and not yet archived."),
+                "archive_failures": count("Archive rounds failed in a row."),
+                "archive_error": {"type": ["string", "null"], "description": "The last one."},
+            },
+            optional=("archive_lag", "archive_failures", "archive_error"),
+        ),
         "Dropped": closed({"name": ref("DatabaseName"), "dropped": {"const": True}}),
         "Result": closed(
             {
@@ -472,6 +496,15 @@ def probe_paths() -> Json:
 def database_paths() -> Json:
     base = "/v1/databases/{name}"
     return {
+        "/v1/status": {
+            "get": operation(
+                "nodeStatus",
+                "operations",
+                "The node, and each open database's version and archive lag.",
+                responses(ok("NodeStatus", "The node's status.", versioned=False), 401, 500),
+                scope="read",
+            )
+        },
         "/v1/databases": {
             "get": operation(
                 "listDatabases",
