@@ -248,3 +248,18 @@ def test_an_index_write_whose_answer_was_lost_is_not_a_conflict(tmp_path: Path) 
     assert history.archiver.lag == 0
     version, checksum = restored_checksum(store, tmp_path / "after.db")
     assert checksum == history.checksums[version] and version == history.db.version
+
+
+def test_a_backlog_is_read_in_batches(
+    store: FolderStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shoal.archive import archiver as archiver_module
+
+    monkeypatch.setattr(archiver_module, "READ_BATCH", 3)
+    history = History(tmp_path, store)
+    for _ in range(10):
+        history.db.execute("INSERT INTO t(v) VALUES ('backlog')")
+        history.note()
+    assert history.archiver.step() == 11  # the CREATE and ten inserts, three at a time
+    version, checksum = restored_checksum(store, tmp_path / "restored.db")
+    assert (version, checksum) == (11, history.checksums[11])

@@ -45,6 +45,7 @@ from shoal.record import Vacuum, decode
 __all__ = ["ArchivePolicy", "Archiver"]
 
 MiB = 1024 * 1024
+READ_BATCH = 10_000  # records read from the local log at a time
 
 
 @dataclass(frozen=True)
@@ -102,13 +103,20 @@ class Archiver:
     def step(self) -> int:
         """One round (see the module's docstring); returns how many records it archived."""
         index = self.index()
-        records = self.db.log_range(index.head + 1)
-        contiguous = bool(records) and decode(records[0]).version == index.head + 1
-        archived = 0
-        barrier = False
-        if contiguous:
-            archived, barrier = self._upload_segments(index, records)
-        if self._snapshot_due(index, records, contiguous, barrier):
+        archived, barrier, gap = 0, False, False
+        while True:  # in batches: after a long outage the backlog may be large
+            start = index.head + 1
+            records = self.db.log_range(start, start + READ_BATCH - 1)
+            if not records:
+                break
+            if decode(records[0]).version != start:
+                gap = True  # the local log lost records the archive lacks
+                break
+            count, saw_barrier = self._upload_segments(index, records)
+            archived, barrier = archived + count, barrier or saw_barrier
+            if len(records) < READ_BATCH:
+                break
+        if self._snapshot_due(index, gap, barrier):
             self._upload_snapshot(index)
         if self._put_index(index):
             self._apply_retention(index)
@@ -130,13 +138,9 @@ class Archiver:
             first += len(batch)
         return len(records), barrier
 
-    def _snapshot_due(
-        self, index: Index, records: list[bytes], contiguous: bool, barrier: bool
-    ) -> bool:
-        if records and not contiguous:
-            return True  # the local log lost records the archive lacks: start afresh
-        if barrier:
-            return True
+    def _snapshot_due(self, index: Index, gap: bool, barrier: bool) -> bool:
+        if gap or barrier:
+            return True  # replay could not cross these: start afresh from a snapshot
         if not index.snapshots:
             if not index.segments:
                 return False
