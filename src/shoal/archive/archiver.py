@@ -74,6 +74,7 @@ class Archiver:
         self._index: Index | None = None
         self._index_tag: str | None = None
         self._written: bytes | None = None  # the index as last written
+        self._stored_head = 0  # the newest version the stored index names
         self._attempted: bytes | None = None  # ... or tried, when the answer was lost
         self._log_bytes_since_snapshot = 0
         self.uploads = 0  # objects written, for the S3 bill and metrics
@@ -87,6 +88,7 @@ class Archiver:
             try:
                 data, self._index_tag = self.store.get(key)
                 self._index = Index.from_bytes(key, data)
+                self._stored_head = self._index.head
             except BlobNotFound:
                 self._index, self._index_tag = Index(self.db.name), None
         return self._index
@@ -95,8 +97,7 @@ class Archiver:
     def lag(self) -> int:
         """Versions committed locally and not yet in the archive (never asks the store:
         before the first round it counts everything)."""
-        archived = self._index.head if self._index is not None else 0
-        return max(0, self.db.version - archived)
+        return max(0, self.db.version - self._stored_head)
 
     # -- one round -------------------------------------------------------------
 
@@ -142,6 +143,8 @@ class Archiver:
         if gap or barrier:
             return True  # replay could not cross these: start afresh from a snapshot
         if not index.snapshots:
+            if not self.db.began_empty:
+                return True  # its log does not explain all of it: a snapshot is the base
             if not index.segments:
                 return False
             if index.segments[0].first != 1:
@@ -200,6 +203,7 @@ class Archiver:
             finally:
                 self._attempted = data
         self._written = data
+        self._stored_head = index.head
         self.uploads += 1
         return True
 

@@ -134,12 +134,20 @@ class Database:
     def _init_meta(self, name: str) -> tuple[str, int]:
         conn = self._writer
         with self._policy.trusted(), conn:
+            # Whether the log explains the whole database: only if it began empty. A
+            # file with tables from before shoal (or from before this key existed)
+            # is "adopted": replaying its log from nothing would not rebuild it.
+            user_objects = conn.execute(
+                "SELECT 1 FROM sqlite_schema WHERE name NOT LIKE '\\_shoal\\_%' ESCAPE '\\' LIMIT 1"
+            ).fetchall()
             log.create(conn)
             conn.execute(
-                "INSERT OR IGNORE INTO _shoal_meta(key, value) VALUES ('name', ?), ('epoch', 1)",
-                (name,),
+                "INSERT OR IGNORE INTO _shoal_meta(key, value) "
+                "VALUES ('name', ?), ('epoch', 1), ('origin', ?)",
+                (name, "adopted" if user_objects else "empty"),
             )
             meta = dict(conn.execute("SELECT key, value FROM _shoal_meta"))
+        self.began_empty = meta["origin"] == "empty"
         return str(meta["name"]), int(meta["epoch"])
 
     def _reader(self) -> tuple[apsw.Connection, Policy, Deadline]:
