@@ -7,7 +7,7 @@ S3 requests per hour of a steady workload, counted by SeaweedFS itself. Anything
 did not replicate or restore exactly (rows counted after a restore from the bucket)
 stops the run with exit status 1 and no figure. bench/README.md says more.
 
-    python bench/archive.py                                    # 10 s, 1 GB, 60 s
+    python bench/archive.py                                    # 10 s, 1 GB, 180 s
     python bench/archive.py --seconds 3 --restore-gb 0.1 --bill-seconds 20   # quick
     python bench/archive.py --json                             # machine-readable only
 """
@@ -48,8 +48,9 @@ from tests.services import S3Endpoint, free_port, make_bucket, wait_until, weed_
 import shoal  # noqa: E402
 from shoal.archive.archiver import ArchivePolicy, Archiver  # noqa: E402
 from shoal.archive.base import BlobStore  # noqa: E402
-from shoal.archive.objects import Index, SegmentEntry, SnapshotEntry, segment_key  # noqa: E402
-from shoal.archive.restore import plan_restore, read_index, restore  # noqa: E402
+from shoal.archive.catalog import Index, read_index  # noqa: E402
+from shoal.archive.objects import SegmentEntry, SnapshotEntry, segment_key  # noqa: E402
+from shoal.archive.restore import plan_restore, restore  # noqa: E402
 from shoal.archive.stores import open_store  # noqa: E402
 from shoal.engine import Database  # noqa: E402
 
@@ -234,7 +235,7 @@ class ArchiveThread:
         if self.errors:
             raise BenchError(f"archiver rounds failed: {self.errors[:3]}")
         if last_round:
-            self.archiver.step()
+            self.archiver.step(final=True)
 
 
 # -- databases -----------------------------------------------------------------------
@@ -580,19 +581,30 @@ def monthly_dollars(per_hour: dict[str, int]) -> float:
 
 
 def index_growth() -> list[dict[str, Any]]:
-    """The index every round rewrites, at one segment a second after an hour, a day and
-    the 7-day retention: its stored size and the CPU time of `Index.to_bytes()`."""
+    """The index at one segment a second after an hour, a day and the 7-day retention,
+    as the default policy shapes it: a merged segment per `compact_seconds` window,
+    and a window's worth of one-second segments not yet merged (the most there are).
+    Its stored size and the CPU time of `Index.to_bytes()`."""
+    policy = ArchivePolicy()
+    window = int(policy.compact_seconds)
     grown, now = [], time.time_ns()
+
+    def entry(first: int, last: int, level: int) -> SegmentEntry:
+        first_ns, last_ns = now + first * 10**9, now + last * 10**9
+        key = segment_key("bill", first, last, first_ns, last_ns)
+        return SegmentEntry(first, last, first_ns, last_ns, key, 500 * (last - first + 1), level)
+
     for age, count in INDEX_AGES:
-        segments = [
-            SegmentEntry(v, v, now + v * 10**9, now + v * 10**9, segment_key("bill", v, v), 500)
-            for v in range(1, count + 1)
-        ]
+        merged_up_to = max(0, count - window + 1) // window * window
+        segments = [entry(v, v + window - 1, 1) for v in range(1, merged_up_to, window)]
+        segments += [entry(v, v, 0) for v in range(merged_up_to + 1, count + 1)]
         snapshot = SnapshotEntry(1, now, "databases/bill/snapshots/1.snap", 10**9)
         started = time.process_time()
         data = Index("bill", [snapshot], segments).to_bytes()
         cpu = time.process_time() - started
-        grown.append({"age": age, "segments": count, "bytes": len(data), "to_bytes_cpu_s": cpu})
+        grown.append(
+            {"age": age, "segments": len(segments), "bytes": len(data), "to_bytes_cpu_s": cpu}
+        )
     return grown
 
 
@@ -682,8 +694,11 @@ def bill_lines(bill: dict[str, Any], grown: list[dict[str, Any]]) -> list[str]:
         rows.append([side, got.get("PUT", 0), sum(got.values()), f"{monthly_dollars(got):.2f}"])
         rows[-1] += [kinds, mine]
     totals = [sum(counts[side].values()) for side in ("shoal", "Litestream")]
+    policy = ArchivePolicy()
     sizes = [
-        f"{g['age']} {g['bytes'] / 1e6:.1f} MB, {g['to_bytes_cpu_s']:.2f} s CPU" for g in grown
+        f"{g['age']} {g['segments']:,} entries {g['bytes'] / 1e3:.0f} kB, "
+        f"{g['to_bytes_cpu_s'] * 1e3:.0f} ms CPU"
+        for g in grown
     ]
     return [
         f"3. S3 requests per hour at {bill['writes_per_s']:.1f} writes/s "
@@ -691,7 +706,8 @@ def bill_lines(bill: dict[str, Any], grown: list[dict[str, Any]]) -> list[str]:
         *table(["", "PUT/h", "all/h", "$/month", "by SeaweedFS, per hour", "own count"], rows),
         f"shoal/Litestream, all requests: {ratio(*totals)}; $/month: 730 h at AWS S3 "
         "Standard request prices",
-        f"shoal's index, rewritten every round, at a segment a second: {'; '.join(sizes)}",
+        f"shoal's index at a segment a second, merged every {policy.compact_seconds:.0f} s "
+        f"and written every {policy.index_seconds:.0f} s: {'; '.join(sizes)}",
     ]
 
 
@@ -720,7 +736,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before each")
     parser.add_argument("--clients", default="1,8", help="writer threads (1,8)")
     parser.add_argument("--restore-gb", type=float, default=1.0, help="the big database (1)")
-    parser.add_argument("--bill-seconds", type=float, default=60.0, help="steady workload")
+    parser.add_argument("--bill-seconds", type=float, default=180.0, help="steady workload")
     parser.add_argument("--bill-rate", type=float, default=10.0, help="its writes/s (10)")
     parser.add_argument("--parts", default="writes,restore,bill", help="which to run (all)")
     parser.add_argument("--dir", type=Path, default=None, help="where the files go")

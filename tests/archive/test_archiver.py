@@ -1,9 +1,11 @@
-"""The archiver and restore, on a folder store: every restore point gives back exactly
-the database as it was then, damaged objects are refused by name, an outage leaves
-no gap, and retention keeps what restore needs."""
+"""The archiver and restore, on a folder store (and S3 for a snapshot bigger than a
+part): every restore point gives back exactly the database as it was then, damaged
+objects are refused by name, an outage leaves no gap, retention keeps what restore
+needs, and the index is written on its schedule without hiding anything."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Iterator
@@ -12,23 +14,31 @@ from pathlib import Path
 import pytest
 
 from shoal.archive.archiver import ArchivePolicy, Archiver
+from shoal.archive.catalog import read_index
 from shoal.archive.local import FolderStore
 from shoal.archive.objects import index_key
-from shoal.archive.restore import plan_restore, read_index, restore
+from shoal.archive.restore import plan_restore, restore
+from shoal.archive.s3 import S3Store
 from shoal.engine import Database
 from shoal.errors import ArchiveError, CorruptObject, OperationalError, StoreUnavailable
 from shoal.record import decode
+from tests.services import S3Endpoint, make_bucket
 
 SMALL = ArchivePolicy(segment_bytes=2000, snapshot_log_bytes=6000, snapshot_seconds=3600)
+COMPACTING = ArchivePolicy(
+    segment_bytes=2000, snapshot_log_bytes=6000, compact_seconds=0, index_seconds=0
+)
 
 
 class History:
     """A database under a random workload, with its checksum and commit time at
     every version, archived every few transactions."""
 
-    def __init__(self, directory: Path, store: FolderStore, seed: int = 7) -> None:
+    def __init__(
+        self, directory: Path, store: FolderStore, seed: int = 7, policy: ArchivePolicy = SMALL
+    ) -> None:
         self.db = Database(directory / "app.db", name="app")
-        self.archiver = Archiver(self.db, store, SMALL)
+        self.archiver = Archiver(self.db, store, policy)
         self.random = random.Random(seed)
         self.checksums = {0: self.db.checksum()}
         self.times: dict[int, int] = {}
@@ -72,15 +82,21 @@ def restored_checksum(store: FolderStore, path: Path, **target: int) -> tuple[in
         return version, db.checksum()
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize(
+    ("seed", "policy"),
+    [(1, SMALL), (2, SMALL), (3, COMPACTING), (4, COMPACTING), (5, SMALL)],
+    ids=["1", "2", "3-compacting", "4-compacting", "5"],
+)
 def test_every_tenth_version_and_chosen_times_restore_exactly(
-    store: FolderStore, tmp_path: Path, seed: int
+    store: FolderStore, tmp_path: Path, seed: int, policy: ArchivePolicy
 ) -> None:
-    history = History(tmp_path, store, seed)
+    history = History(tmp_path, store, seed, policy)
     history.write(120)
     history.archiver.step()
     index = read_index(store, "app")
     assert index.snapshots and index.segments, "the policy made both kinds of object"
+    levels = {s.level for s in index.segments}
+    assert levels == ({1} if policy is COMPACTING else {0})
     assert index.head == history.db.version
     for version in [*range(0, history.db.version + 1, 10), history.db.version]:
         out = tmp_path / f"v{version}.db"
@@ -98,10 +114,14 @@ def test_the_local_log_is_truncated_only_below_what_the_archive_holds(
 ) -> None:
     history = History(tmp_path, store)
     history.write(30)
+    history.archiver.step(final=True)
+    level0 = [s for s in read_index(store, "app").segments if s.level == 0]
+    assert history.db.log_range(1)[0] == history.db.log_range(level0[0].first)[0]
+    assert decode(history.db.log_range(1)[0]).version <= level0[0].first  # kept to compact
+    history.archiver.policy = COMPACTING
     history.archiver.step()
     archived = read_index(store, "app").head
-    assert history.db.log_range(1)[0] == history.db.log_range(archived)[0]
-    assert len(history.db.log_range(1)) == 1  # only the newest stays
+    assert [decode(r).version for r in history.db.log_range(1)] == [archived]
 
 
 def test_a_restored_database_carries_on_at_the_next_version(
@@ -153,6 +173,11 @@ class FlakyStore(FolderStore):
             raise StoreUnavailable("the store is down (test fault)")
         return super().put(key, data, **conditions)  # type: ignore[arg-type]
 
+    def put_file(self, key: str, path: Path) -> None:
+        if self.down:
+            raise StoreUnavailable("the store is down (test fault)")
+        super().put_file(key, path)
+
 
 def test_an_outage_leaves_no_gap(tmp_path: Path) -> None:
     store = FlakyStore(tmp_path / "archive")
@@ -166,7 +191,7 @@ def test_an_outage_leaves_no_gap(tmp_path: Path) -> None:
         with pytest.raises(StoreUnavailable):
             history.archiver.step()
     assert history.archiver.lag == 5
-    assert len(history.db.log_range(1)) == 6  # nothing archived was dropped locally
+    assert len(history.db.log_range(history.db.version - 4)) == 5  # nothing unarchived dropped
     store.down = False
     history.archiver.step()
     assert history.archiver.lag == 0
@@ -232,7 +257,7 @@ class LostAnswerStore(FolderStore):
 
 def test_an_index_write_whose_answer_was_lost_is_not_a_conflict(tmp_path: Path) -> None:
     store = LostAnswerStore(tmp_path / "archive")
-    history = History(tmp_path, store)
+    history = History(tmp_path, store, policy=ArchivePolicy(index_seconds=0))
     history.archiver.step()
 
     def insert() -> None:
@@ -295,11 +320,104 @@ class NoIndexStore(FolderStore):
         return super().put(key, data, **conditions)  # type: ignore[arg-type]
 
 
-def test_lag_counts_only_what_a_stored_index_names(tmp_path: Path) -> None:
+def test_segments_no_index_names_yet_are_archived_all_the_same(tmp_path: Path) -> None:
+    store = NoIndexStore(tmp_path / "archive")
     db = Database(tmp_path / "app.db", name="app")
-    archiver = Archiver(db, NoIndexStore(tmp_path / "archive"))
+    archiver = Archiver(db, store)
     db.execute("CREATE TABLE t(a)")
+    db.execute("INSERT INTO t VALUES (1)")
     with pytest.raises(StoreUnavailable):
         archiver.step()
-    assert archiver.lag == 1  # segments went up, but no index names them yet
+    assert archiver.lag == 0  # the segment is up; a listing finds it
+    assert not list(store.list("databases/app/index"))
+    restore(store, plan_restore(read_index(store, "app")), tmp_path / "restored.db")
+    with Database(tmp_path / "restored.db") as copy:
+        assert (copy.version, copy.checksum()) == (db.version, db.checksum())
+    again = Archiver(db, store)  # a restart finds it too, and goes on after it
+    assert again.lag == db.version and again.index().head == db.version and again.lag == 0
+    db.close()
+
+
+class CountingStore(FolderStore):
+    """Counts index writes: the requests a steady workload costs."""
+
+    index_writes = 0
+
+    def put(self, key: str, data: bytes, **conditions: object) -> str:
+        self.index_writes += key.endswith("/index")
+        return super().put(key, data, **conditions)  # type: ignore[arg-type]
+
+
+def test_the_index_is_written_on_its_schedule_and_restore_still_sees_everything(
+    tmp_path: Path,
+) -> None:
+    now = [1000.0]
+    store = CountingStore(tmp_path / "archive")
+    db = Database(tmp_path / "app.db", name="app")
+    archiver = Archiver(db, store, ArchivePolicy(index_seconds=60), clock=lambda: now[0])
+    db.execute("CREATE TABLE t(a)")
+    for second in range(150):
+        db.execute("INSERT INTO t VALUES (?)", (second,))
+        archiver.step()
+        now[0] += 1
+    assert store.index_writes == 3  # the first round, then at 60 s and 120 s
+    assert read_index(store, "app").head == db.version
+    restore(store, plan_restore(read_index(store, "app")), tmp_path / "restored.db")
+    with Database(tmp_path / "restored.db") as copy:
+        assert (copy.version, copy.checksum()) == (db.version, db.checksum())
+    archiver.step(final=True)
+    assert store.index_writes == 4
+    db.close()
+
+
+def test_compaction_merges_a_run_of_segments_and_deletes_them(
+    store: FolderStore, tmp_path: Path
+) -> None:
+    now = [time.time()]
+    db = Database(tmp_path / "app.db", name="app")
+    policy = ArchivePolicy(compact_seconds=600, segment_bytes=5000)
+    archiver = Archiver(db, store, policy, clock=lambda: now[0])
+    db.execute("CREATE TABLE t(a)")
+    for second in range(700):
+        db.execute("INSERT INTO t VALUES (?)", ("x" * 20,))
+        archiver.step()
+        now[0] += 1 if second != 650 else 1000  # a pause: what follows compacts at once
+    index = read_index(store, "app")
+    merged = [s for s in index.segments if s.level == 1]
+    assert merged and all(s.size > 0 for s in merged)
+    assert [s.first for s in index.segments] == sorted(s.first for s in index.segments)
+    assert all(a.last + 1 == b.first for a, b in itertools.pairwise(index.segments))
+    keys = {info.key for info in store.list("databases/app/segments/")}
+    assert keys == {s.key for s in index.segments}  # the merged-away objects are gone
+    restore(store, plan_restore(read_index(store, "app")), tmp_path / "restored.db")
+    with Database(tmp_path / "restored.db") as copy:
+        assert (copy.version, copy.checksum()) == (db.version, db.checksum())
+    db.close()
+
+
+def test_a_snapshot_bigger_than_a_part_goes_up_in_parts_and_restores(
+    s3_server: S3Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    make_bucket(s3_server, "snapshots")
+    store = S3Store("snapshots", "big", endpoint_url=s3_server.url, part_size=5 * 1024 * 1024)
+    db = Database(tmp_path / "app.db", name="app")
+    db.execute("CREATE TABLE t(v BLOB)")
+    for _ in range(12):
+        db.execute("INSERT INTO t VALUES (randomblob(1000000))")  # incompressible
+    archiver = Archiver(db, store, ArchivePolicy(snapshot_log_bytes=1))
+    archiver.step()
+    snapshot = read_index(store, "app").snapshots[-1]
+    assert snapshot.size > 12_000_000
+    client = s3_server.client()
+    etag = client.head_object(Bucket="snapshots", Key=f"big/{snapshot.key}")["ETag"]
+    client.close()
+    assert etag.strip('"').endswith("-3")  # three parts of 5 MiB
+    out = tmp_path / "restored.db"
+    plan = plan_restore(read_index(store, "app"))
+    assert plan.snapshot == snapshot and restore(store, plan, out) == db.version
+    with Database(out) as copy:
+        assert copy.checksum() == db.checksum()
+    store.close()
     db.close()

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError, ReadTimeoutError
+from botocore.stub import Stubber
 
 from shoal.archive.base import BlobInfo, BlobStore
 from shoal.archive.local import FolderStore
-from shoal.archive.s3 import S3Store
+from shoal.archive.s3 import DELETE_BATCH, S3Store
 from shoal.archive.stores import open_store
 from shoal.errors import (
     ArchiveError,
@@ -34,6 +36,7 @@ from shoal.errors import (
 from tests.services import S3Endpoint, free_port, make_bucket
 
 BUCKET = "contract"
+MIB = 1024 * 1024
 
 
 @pytest.fixture
@@ -61,6 +64,14 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]
 
 
 # --- the contract: every backend --------------------------------------------------
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    """A folder for local files, apart from the folder store's own."""
+    folder = tmp_path / "files"
+    folder.mkdir()
+    return folder
 
 
 @pytest.mark.parametrize(
@@ -151,6 +162,82 @@ def test_list_gives_matching_keys_in_key_order_with_sizes_and_tags(store: BlobSt
         assert info == BlobInfo(info.key, len(data), tag)
 
 
+def test_list_after_a_key_gives_only_the_keys_after_it(store: BlobStore) -> None:
+    for key in KEYS:
+        store.put(key, b"x")
+
+    def after(prefix: str, start_after: str) -> list[str]:
+        return [info.key for info in store.list(prefix, start_after=start_after)]
+
+    assert after("db/", "db/a") == ["db/b-x", "db/b/c", "db/b/d/e"]
+    assert after("db/", "db/aa") == ["db/b-x", "db/b/c", "db/b/d/e"]  # not a key
+    assert after("db/", "db/b-x") == ["db/b/c", "db/b/d/e"]  # SeaweedFS lists 'db/b/' first
+    assert after("db/", "db/b") == ["db/b-x", "db/b/c", "db/b/d/e"]  # a folder, not a key
+    assert after("db", "db/b/c") == ["db/b/d/e", "dbx"]
+    assert after("db/", "db/b/d/e") == []
+    assert after("", "") == KEYS
+    assert after("db/", "a") == after("db/", "db/") == KEYS[:5]
+    assert after("db/", "z") == []
+    # Every prefix of a key, and each followed by '/' or '-', as start_after.
+    starts = {key[:n] + end for key in KEYS for n in range(len(key) + 1) for end in ("", "/", "-")}
+    for prefix in ["", "db", "db/", "db/b", "db/b/"]:
+        for start in sorted(starts):
+            expected = [key for key in KEYS if key.startswith(prefix) and key > start]
+            assert after(prefix, start) == expected, (prefix, start)
+
+
+@pytest.mark.parametrize("size", [0, 3 * 256, 12 * MIB + 7], ids=["empty", "small", "12MiB"])
+def test_put_file_then_get_file_round_trips(store: BlobStore, files: Path, size: int) -> None:
+    data = os.urandom(size)
+    source, target = files / "source", files / "target"
+    source.write_bytes(data)
+    store.put_file("db/snap", source)
+    assert store.get("db/snap")[0] == data
+    store.get_file("db/snap", target)
+    assert target.read_bytes() == data
+    assert [info.size for info in store.list("db/")] == [size]
+
+
+def test_get_file_replaces_the_file_there(store: BlobStore, files: Path) -> None:
+    store.put("k", b"new")
+    target = files / "target"
+    target.write_bytes(b"old and longer")
+    store.get_file("k", target)
+    assert target.read_bytes() == b"new"
+    assert sorted(files.iterdir()) == [target]
+
+
+def test_get_file_of_a_missing_key_is_blob_not_found_and_makes_no_file(
+    store: BlobStore, files: Path
+) -> None:
+    with pytest.raises(BlobNotFound) as caught:
+        store.get_file("no/such/key", files / "target")
+    assert caught.value.key == "no/such/key"
+    assert list(files.iterdir()) == []
+
+
+def test_faults_of_the_local_file_are_os_errors(store: BlobStore, files: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        store.put_file("k", files / "missing")
+    with pytest.raises(BlobNotFound):
+        store.get("k")
+    store.put("k", b"x")
+    with pytest.raises(FileNotFoundError):
+        store.get_file("k", files / "no-such-folder" / "target")
+    assert list(files.iterdir()) == []
+
+
+def test_delete_removes_exactly_the_keys_given(store: BlobStore) -> None:
+    for key in KEYS:
+        store.put(key, b"x")
+    store.delete("db/a", "db/b/c", "never/was", "dbx", "db/a")
+    assert [info.key for info in store.list("")] == ["db/0", "db/b-x", "db/b/d/e", "other/z"]
+    store.delete()
+    with pytest.raises(InvalidRequest):
+        store.delete("db/0", "../x")  # every key is checked before any is deleted
+    assert store.get("db/0")[0] == b"x"
+
+
 def test_delete_is_idempotent(store: BlobStore) -> None:
     store.put("a/b", b"data")
     store.delete("a/b")
@@ -162,11 +249,15 @@ def test_delete_is_idempotent(store: BlobStore) -> None:
 
 
 @pytest.mark.parametrize("key", ["../x", "/abs", "a//b", "a/./b", "a/../../b", "a/", ""])
-def test_keys_that_leave_the_root_are_refused(store: BlobStore, key: str) -> None:
+def test_keys_that_leave_the_root_are_refused(store: BlobStore, files: Path, key: str) -> None:
     with pytest.raises(InvalidRequest):
         store.put(key, b"x")
     with pytest.raises(InvalidRequest):
+        store.put_file(key, files / "any")
+    with pytest.raises(InvalidRequest):
         store.get(key)
+    with pytest.raises(InvalidRequest):
+        store.get_file(key, files / "any")
     with pytest.raises(InvalidRequest):
         store.delete(key)
 
@@ -249,15 +340,19 @@ def test_open_store_s3_url_reaches_the_server(s3_env: S3Endpoint) -> None:
 
 
 def test_s3_unreachable_endpoint_is_unavailable_within_seconds(
-    s3_env: S3Endpoint,
+    s3_env: S3Endpoint, tmp_path: Path
 ) -> None:
     endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    store = S3Store(BUCKET, "p", endpoint_url=endpoint)
+    store = S3Store(BUCKET, "p", endpoint_url=endpoint, part_size=5 * MIB)
+    source = tmp_path / "source"
+    source.write_bytes(os.urandom(6 * MIB))  # a multipart upload
     calls: list[Callable[[], object]] = [
         lambda: store.put("k", b"x"),
+        lambda: store.put_file("k", source),
         lambda: store.get("k"),
+        lambda: store.get_file("k", tmp_path / "target"),
         lambda: list(store.list("")),
-        lambda: store.delete("k"),
+        lambda: store.delete("k", "l"),
     ]
     for call in calls:
         started = time.monotonic()
@@ -266,6 +361,7 @@ def test_s3_unreachable_endpoint_is_unavailable_within_seconds(
         assert time.monotonic() - started < 10
         assert endpoint in str(caught.value)
         assert repr(BUCKET) in str(caught.value)
+    assert list(tmp_path.iterdir()) == [source]  # no partial download left
     store.close()
 
 
@@ -318,6 +414,121 @@ def test_s3_conditional_put_retried_after_a_lost_response_is_ours(s3_env: S3Endp
     assert store.get("seg") == (b"segment v2", replaced)
     with pytest.raises(PreconditionFailed):  # a real conflict is still one
         store.put("seg", b"other", if_none_match=True)
+
+
+def test_s3_a_file_past_the_part_size_moves_in_parts(s3_env: S3Endpoint, tmp_path: Path) -> None:
+    store = s3_store(s3_env, part_size=5 * MIB)
+    data = os.urandom(12 * MIB)
+    source, target = tmp_path / "source", tmp_path / "target"
+    source.write_bytes(data)
+    store.put_file("snap", source)
+    raw = s3_env.client()
+    head = raw.head_object(Bucket=BUCKET, Key=f"{store.prefix}snap")
+    raw.close()
+    assert head["ETag"].strip('"').endswith("-3")  # a multipart upload of three parts
+    gets = []
+    store._client.meta.events.register("before-call.s3.GetObject", lambda **_: gets.append(1))
+    store.get_file("snap", target)
+    assert target.read_bytes() == data
+    assert len(gets) == 3  # ranged GETs
+
+
+def test_s3_part_size_below_s3s_minimum_is_refused() -> None:
+    with pytest.raises(InvalidRequest, match="5 MiB"):
+        S3Store(BUCKET, part_size=5 * MIB - 1)
+
+
+def test_s3_a_failed_multipart_upload_is_aborted_and_the_old_object_stays(
+    s3_env: S3Endpoint, tmp_path: Path
+) -> None:
+    store = s3_store(s3_env, part_size=5 * MIB)
+    old = store.put("snap", b"old")
+    source = tmp_path / "source"
+    source.write_bytes(os.urandom(12 * MIB))
+    parts = iter(range(100))
+
+    def fail_the_second_part(**_: Any) -> None:
+        if next(parts) == 1:
+            raise ClientError({"Error": {"Code": "InternalError"}}, "UploadPart")
+
+    store._client.meta.events.register("before-call.s3.UploadPart", fail_the_second_part)
+    with pytest.raises(StoreUnavailable, match="InternalError"):
+        store.put_file("snap", source)
+    assert store.get("snap") == (b"old", old)
+    raw = s3_env.client()
+    uploads = raw.list_multipart_uploads(Bucket=BUCKET, Prefix=store.prefix)
+    raw.close()
+    assert uploads.get("Uploads", []) == []
+
+
+def test_s3_a_download_cut_off_leaves_the_file_there_as_it_was(
+    s3_env: S3Endpoint, tmp_path: Path
+) -> None:
+    """The transfer manager retries a cut-off GET (5 attempts), then gives up."""
+    store = s3_store(s3_env, part_size=5 * MIB)
+    store.put("snap", os.urandom(12 * MIB))
+    target = tmp_path / "target"
+    target.write_bytes(b"old")
+    gets = iter(range(100))
+
+    def cut_off_all_but_the_first(**_: Any) -> None:
+        if next(gets) > 0:
+            raise ReadTimeoutError(endpoint_url=s3_env.url)
+
+    store._client.meta.events.register("before-call.s3.GetObject", cut_off_all_but_the_first)
+    with pytest.raises(StoreUnavailable, match="Read timeout"):
+        store.get_file("snap", target)
+    assert target.read_bytes() == b"old"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_s3_delete_goes_in_batches_of_a_thousand(s3_env: S3Endpoint) -> None:
+    """SeaweedFS, like AWS, refuses a DeleteObjects of more than 1,000 keys. Most
+    of these do not exist (a missing key is deleted all the same), so that the
+    test writes 31 objects, not 1,006."""
+    store = s3_store(s3_env)
+    doomed = [f"seg/{n:04d}" for n in range(DELETE_BATCH + 5)]
+    existing = [*doomed[::40], *doomed[-3:]]  # both batches hold some
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda key: store.put(key, b"x"), [*existing, "kept/a", "seg/kept"]))
+    requests = []
+    store._client.meta.events.register(
+        "before-call.s3.DeleteObjects", lambda **_: requests.append(1)
+    )
+    store.delete(*doomed)
+    assert len(requests) == 2
+    assert [info.key for info in store.list("")] == ["kept/a", "seg/kept"]
+
+
+def test_s3_delete_names_a_key_the_server_did_not_delete() -> None:
+    store = S3Store(BUCKET, "p", endpoint_url=f"http://127.0.0.1:{free_port()}")
+    with Stubber(store._client) as stub:
+        stub.add_response(
+            "delete_objects",
+            {"Errors": [{"Key": "p/b", "Code": "AccessDenied", "Message": "Access Denied"}]},
+            {
+                "Bucket": BUCKET,
+                "Delete": {"Objects": [{"Key": "p/a"}, {"Key": "p/b"}], "Quiet": True},
+            },
+        )
+        with pytest.raises(StoreUnavailable, match=r"'b'.*AccessDenied: Access Denied"):
+            store.delete("a", "b")
+    store.close()
+
+
+def test_s3_start_after_lets_the_server_skip_older_segments(s3_env: S3Endpoint) -> None:
+    """What restore relies on to list only the newest segments of a long history."""
+    store = s3_store(s3_env)
+    keys = [f"segments/{n:020d}-{n:020d}.seg" for n in range(1, 31)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda key: store.put(key, b"x"), keys))
+    returned = []
+    store._client.meta.events.register(
+        "after-call.s3.ListObjectsV2",
+        lambda parsed, **_: returned.extend(parsed.get("Contents", [])),
+    )
+    assert [info.key for info in store.list("segments/", start_after=keys[24])] == keys[25:]
+    assert len(returned) <= 11  # segments 20 to 30: the server skipped the older ones
 
 
 # --- folder only ------------------------------------------------------------------

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import shoal
 from shoal.archive.archiver import ArchivePolicy
+from shoal.archive.catalog import read_index
 from shoal.archive.local import FolderStore
-from shoal.archive.restore import plan_restore, read_index, restore
+from shoal.archive.restore import plan_restore, restore
 from shoal.engine import Database
 from shoal.errors import StoreUnavailable
 from tests.services import wait_until

@@ -124,3 +124,22 @@ def test_promoted_follower_continues_the_version_line(pair: Pair) -> None:
     pair.follower.demote()
     with pytest.raises(ReadOnly):
         pair.follower.execute("INSERT INTO t(v) VALUES ('no')")
+
+
+def test_a_run_applies_in_one_transaction(pair: Pair) -> None:
+    records = seeded(pair, 50)
+    assert pair.follower.apply_many(records[:30]) == 30
+    assert pair.follower.apply_many(iter(records[30:])) == 51
+    assert pair.follower.checksum() == pair.leader.checksum()
+    assert pair.follower.apply_many([]) == 51
+
+
+def test_a_run_with_one_bad_record_changes_nothing(pair: Pair) -> None:
+    records = seeded(pair, 10)
+    pair.follower.apply(records[0])
+    checksum = pair.follower.checksum()
+    with pytest.raises(OutOfOrder, match="gap: expected 6"):
+        pair.follower.apply_many(records[1:5] + records[6:])
+    assert_unchanged(pair, 1, checksum)
+    assert pair.follower.log_range(2) == []
+    assert pair.follower.apply_many(records[1:]) == 11

@@ -2,19 +2,26 @@
 
 One `step()` does a round of work and is safe to repeat after any failure:
 
-1. seal the records not yet archived into segments (at most `segment_bytes` each)
-   and upload them;
+1. seal the records not yet archived into level-0 segments (at most
+   `segment_bytes` each) and upload them;
 2. take and upload a snapshot when one is due (none yet and the log no longer
    starts at version 1; `snapshot_seconds` since the last; `snapshot_log_bytes` of
-   log since; or a VACUUM barrier, which replay cannot cross);
-3. write the index (compare-and-set on its tag), then delete what retention lets
-   go, then truncate the local log below what the index holds.
+   log since; or a VACUUM barrier, which replay cannot cross), streamed from a
+   file, so a snapshot may be far larger than memory;
+3. every `compact_seconds`, merge the level-0 segments into level-1 segments of
+   up to `segment_bytes`, so that a week of one-second segments is hundreds of
+   objects, not hundreds of thousands (for the index, the bill and restores);
+4. apply retention to the index;
+5. write the index (compare-and-set on its tag) when a snapshot was taken, or
+   `index_seconds` after the last write, or on the last round; then delete what
+   it no longer names and truncate the local log below what it holds.
 
 Objects are uploaded before the index names them, so an index never points at a
-missing object; a crash in between leaves an unnamed object that the next round
-writes again or retention ignores. If the store is unreachable, `step()` raises
-StoreUnavailable and nothing local changes: the records stay in the local log
-until a later round archives them, so an outage leaves no gap.
+missing object; segments not yet named are found by listing after the newest
+the index names (catalog.py). A crash leaves at worst unnamed objects. If the
+store is unreachable, `step()` raises StoreUnavailable and nothing local changes:
+the records stay in the local log until a later round archives them, so an
+outage leaves no gap.
 
 Concurrency rules: one Archiver per database, and only on the node that leads it;
 the index's compare-and-set makes a second writer fail instead of losing entries.
@@ -22,6 +29,7 @@ the index's compare-and-set makes a second writer fail instead of losing entries
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,17 +37,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shoal.archive.base import BlobStore
+from shoal.archive.catalog import Index, fetch_index
 from shoal.archive.objects import (
-    Index,
     Kind,
+    SegmentEntry,
     SnapshotEntry,
     index_key,
-    pack,
+    open_segment,
+    pack_file,
     seal_segment,
     snapshot_key,
 )
 from shoal.engine import Database
-from shoal.errors import BlobNotFound, PreconditionFailed
+from shoal.errors import PreconditionFailed
 from shoal.record import Vacuum, decode
 
 __all__ = ["ArchivePolicy", "Archiver"]
@@ -52,6 +62,8 @@ READ_BATCH = 10_000  # records read from the local log at a time
 class ArchivePolicy:
     segment_seconds: float = 1.0  # how often a round runs, so at most this much is unsealed
     segment_bytes: int = 16 * MiB  # a segment holds at most about this many record bytes
+    index_seconds: float = 60.0  # the index is rewritten at least this often while writes go on
+    compact_seconds: float = 600.0  # level-0 segments are merged when the oldest is this old
     snapshot_seconds: float = 3600.0
     snapshot_log_bytes: int = 256 * MiB
     retention_seconds: float = 7 * 24 * 3600.0
@@ -74,35 +86,36 @@ class Archiver:
         self._index: Index | None = None
         self._index_tag: str | None = None
         self._written: bytes | None = None  # the index as last written
+        self._written_at = 0.0  # ... when (by `clock`)
         self._stored_head = 0  # the newest version the stored index names
         self._attempted: bytes | None = None  # ... or tried, when the answer was lost
+        self._garbage: list[str] = []  # objects to delete once the stored index drops them
         self._log_bytes_since_snapshot = 0
         self.uploads = 0  # objects written, for the S3 bill and metrics
 
     # -- state ---------------------------------------------------------------
 
     def index(self) -> Index:
-        """The index, read from the store once, then kept up to date here."""
+        """The index (with the segments it does not name yet), read from the store
+        once, then kept up to date here."""
         if self._index is None:
-            key = index_key(self.db.name)
-            try:
-                data, self._index_tag = self.store.get(key)
-                self._index = Index.from_bytes(key, data)
+            self._index, self._index_tag = fetch_index(self.store, self.db.name)
+            if self._index_tag is not None:
                 self._stored_head = self._index.head
-            except BlobNotFound:
-                self._index, self._index_tag = Index(self.db.name), None
         return self._index
 
     @property
     def lag(self) -> int:
         """Versions committed locally and not yet in the archive (never asks the store:
         before the first round it counts everything)."""
-        return max(0, self.db.version - self._stored_head)
+        archived = self._index.head if self._index is not None else 0
+        return max(0, self.db.version - archived)
 
     # -- one round -------------------------------------------------------------
 
-    def step(self) -> int:
-        """One round (see the module's docstring); returns how many records it archived."""
+    def step(self, *, final: bool = False) -> int:
+        """One round (see the module's docstring); returns how many records it
+        archived. `final` writes the index whatever its schedule (a last round)."""
         index = self.index()
         archived, barrier, gap = 0, False, False
         while True:  # in batches: after a long outage the backlog may be large
@@ -117,11 +130,17 @@ class Archiver:
             archived, barrier = archived + count, barrier or saw_barrier
             if len(records) < READ_BATCH:
                 break
-        if self._snapshot_due(index, gap, barrier):
+        snapshot = self._snapshot_due(index, gap, barrier)
+        if snapshot:
             self._upload_snapshot(index)
-        if self._put_index(index):
-            self._apply_retention(index)
-            self.db.truncate_log(below=index.head)
+        self._compact(index)
+        self._apply_retention(index)
+        overdue = self.clock() - self._written_at >= self.policy.index_seconds
+        if (snapshot or final or overdue or self._index_tag is None) and self._put_index(index):
+            garbage, self._garbage = self._garbage, []
+            self.store.delete(*garbage)
+            level0 = [s.first for s in index.segments if s.level == 0]
+            self.db.truncate_log(below=min([self._stored_head, *level0]))
         return archived
 
     def _upload_segments(self, index: Index, records: list[bytes]) -> tuple[int, bool]:
@@ -162,15 +181,55 @@ class Archiver:
 
     def _upload_snapshot(self, index: Index) -> None:
         with tempfile.TemporaryDirectory(prefix="shoal-snapshot-", dir=self.db.path.parent) as tmp:
-            path = Path(tmp) / "snapshot.db"
-            version = self.db.snapshot(path)
-            data = pack(Kind.SNAPSHOT, path.read_bytes())
-        key = snapshot_key(self.db.name, version)
-        self.store.put(key, data)
+            copy, packed = Path(tmp) / "snapshot.db", Path(tmp) / "snapshot.shar"
+            version = self.db.snapshot(copy)
+            size = pack_file(Kind.SNAPSHOT, copy, packed)
+            copy.unlink()  # the disk holds one copy at a time
+            key = snapshot_key(self.db.name, version)
+            self.store.put_file(key, packed)
         self.uploads += 1
-        index.snapshots.append(SnapshotEntry(version, self._commit_time(version), key, len(data)))
+        index.snapshots.append(SnapshotEntry(version, self._commit_time(version), key, size))
         index.snapshots.sort(key=lambda s: s.version)
         self._log_bytes_since_snapshot = 0
+
+    def _compact(self, index: Index) -> None:
+        """Merges the level-0 segments into level-1 ones once the oldest is
+        `compact_seconds` old; the old objects go when the index no longer names them."""
+        level0 = [s for s in index.segments if s.level == 0]
+        cutoff_ns = (self.clock() - self.policy.compact_seconds) * 1e9
+        if not level0 or level0[0].first_time_ns > cutoff_ns:
+            return
+        merged: list[SegmentEntry] = []
+        run: list[SegmentEntry] = []
+        records: list[bytes] = []
+        size = 0
+        for entry, after in zip(level0, [*level0[1:], None], strict=True):
+            run.append(entry)
+            chunk = self._records_of(entry)
+            records += chunk
+            size += sum(len(r) for r in chunk)
+            if after is None or after.first != entry.last + 1 or size >= self.policy.segment_bytes:
+                merged.append(self._merge(run, records))
+                run, records, size = [], [], 0
+        kept = [s for s in index.segments if s.level != 0]
+        index.segments = sorted(kept + merged, key=lambda s: s.first)
+
+    def _records_of(self, entry: SegmentEntry) -> list[bytes]:
+        """A segment's records: from the local log, which keeps them until compaction,
+        or from the archive (a database restored or taken over from another node)."""
+        records = self.db.log_range(entry.first, entry.last)
+        if len(records) == entry.last - entry.first + 1:
+            return records
+        return open_segment(entry.key, self.store.get(entry.key)[0])[1]
+
+    def _merge(self, run: list[SegmentEntry], records: list[bytes]) -> SegmentEntry:
+        if len(run) == 1:
+            return dataclasses.replace(run[0], level=1)  # big enough as it is
+        data, entry = seal_segment(self.db.name, run[0].first, records, level=1)
+        self.store.put(entry.key, data)
+        self.uploads += 1
+        self._garbage += [s.key for s in run]
+        return entry
 
     def _commit_time(self, version: int) -> int:
         """When `version` was committed (now, if its record is no longer at hand)."""
@@ -202,31 +261,28 @@ class Archiver:
                     break
             finally:
                 self._attempted = data
-        self._written = data
+        self._written, self._written_at = data, self.clock()
         self._stored_head = index.head
         self.uploads += 1
         return True
 
     def _apply_retention(self, index: Index) -> None:
-        """Deletes snapshots older than the window (never the newest), and segments
-        older than the window that only lead up to the oldest snapshot kept."""
+        """Drops from the index snapshots older than the window (never the newest),
+        and segments older than the window that only lead up to the oldest
+        snapshot kept; their objects go once the stored index no longer names them."""
         if not index.snapshots:
             return
         cutoff_ns = int((self.clock() - self.policy.retention_seconds) * 1e9)
         kept = [s for s in index.snapshots[:-1] if s.time_ns >= cutoff_ns]
         kept.append(index.snapshots[-1])
         oldest = kept[0].version
-        dropped_snapshots = [s for s in index.snapshots if s not in kept]
         dropped_segments = [
             s for s in index.segments if s.last <= oldest and s.last_time_ns < cutoff_ns
         ]
-        if not dropped_snapshots and not dropped_segments:
-            return
+        self._garbage += [s.key for s in index.snapshots if s not in kept]
+        self._garbage += [s.key for s in dropped_segments]
         index.snapshots = kept
         index.segments = [s for s in index.segments if s not in dropped_segments]
-        self._put_index(index)  # name nothing that is about to go
-        for key in [e.key for e in dropped_snapshots] + [e.key for e in dropped_segments]:
-            self.store.delete(key)
 
 
 def _batches(records: list[bytes], limit: int) -> list[list[bytes]]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 __all__ = ["BlobInfo", "BlobStore"]
@@ -38,17 +39,35 @@ class BlobStore(Protocol):
         PreconditionFailed and writes nothing. Idempotent without conditions."""
         ...
 
+    def put_file(self, key: str, path: Path) -> None:
+        """Writes the object from the local file at `path`, of any size, without
+        reading it whole into memory (snapshots outgrow memory). Unconditional and
+        idempotent; a reader sees the old object or the whole new one, never a
+        part. OSError if `path` cannot be read."""
+        ...
+
     def get(self, key: str) -> tuple[bytes, str]:
         """The object's bytes and tag; BlobNotFound if there is none."""
         ...
 
-    def list(self, prefix: str) -> Iterator[BlobInfo]:
-        """Objects whose keys start with `prefix`, in key order. Costs requests on
-        S3: the archiver lists only to recover, never in normal operation."""
+    def get_file(self, key: str, path: Path) -> None:
+        """Copies the object into a new file at `path`, replacing any file there,
+        without holding it in memory. On failure `path` is as it was: a partial
+        copy never shows there. Not necessarily fsynced: a caller that needs the
+        file to survive a crash fsyncs it. BlobNotFound if there is no object;
+        OSError if `path` cannot be written (no such folder, a full disk)."""
         ...
 
-    def delete(self, key: str) -> None:
-        """Removes the object; a missing one is not an error (idempotent)."""
+    def list(self, prefix: str, start_after: str | None = None) -> Iterator[BlobInfo]:
+        """Objects whose keys start with `prefix` and, with `start_after`, sort
+        after it (it need not be a key), in key order: byte order of the UTF-8
+        keys, as S3 lists. Costs requests on S3, one per 1,000 keys: restore lists
+        only the newest segments, after the last one the index names."""
+        ...
+
+    def delete(self, *keys: str) -> None:
+        """Removes the objects; missing ones are not an error (idempotent). Not
+        atomic: on failure, some may be gone."""
         ...
 
     def close(self) -> None:

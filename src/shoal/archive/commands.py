@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from shoal.archive.base import BlobStore
-from shoal.archive.objects import Index, Kind, open_segment, unpack
-from shoal.archive.restore import RestorePlan, plan_restore, read_index, restore
+from shoal.archive.catalog import Index, read_index
+from shoal.archive.objects import Kind, open_segment, unpack_file
+from shoal.archive.restore import RestorePlan, plan_restore, restore
 from shoal.errors import ArchiveError, CorruptObject, InvalidRequest
 
 __all__ = ["add_archive_commands", "parse_time"]
@@ -133,10 +136,13 @@ def verify(store: BlobStore, index: Index) -> list[tuple[str, str]]:
     """Downloads every object the index names and checks it; (key, problem) pairs."""
     problems = []
     for entry in index.snapshots:
-        try:
-            unpack(entry.key, Kind.SNAPSHOT, store.get(entry.key)[0])
-        except (CorruptObject, ArchiveError) as exc:
-            problems.append((entry.key, str(exc)))
+        with tempfile.TemporaryDirectory(prefix="shoal-verify-") as tmp:
+            download = Path(tmp) / "snapshot"
+            try:
+                store.get_file(entry.key, download)
+                unpack_file(entry.key, Kind.SNAPSHOT, download, Path(os.devnull))
+            except (CorruptObject, ArchiveError) as exc:
+                problems.append((entry.key, str(exc)))
     for segment in index.segments:
         try:
             first, records = open_segment(segment.key, store.get(segment.key)[0])

@@ -1,35 +1,37 @@
 """Point-in-time restore: the nearest snapshot at or before the target, then replay.
 
-The plan comes from the index alone (no listing). Objects are downloaded in
-parallel and each is verified before use; replay applies records through the
-engine's own `apply`, so the result is checked record by record, and it ends with
-`PRAGMA integrity_check`. The output is written beside its final name and renamed
-into place only when all of that passed: a failed restore leaves nothing behind.
+The plan comes from the index (and one listing for the newest segments, which
+it may not name yet). Segments are downloaded in parallel, a few ahead of replay,
+and the snapshot streams to disk, so memory stays bounded whatever the sizes.
+Each object is verified before use; replay applies each segment's records in
+one transaction through the engine's own `apply_many`, so the result is checked
+record by record, and it ends with `PRAGMA integrity_check`. The output is
+written beside its final name and renamed into place only when all of that
+passed: a failed restore leaves nothing behind.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import takewhile
 from pathlib import Path
+from typing import TypeVar
 
 from shoal.archive.base import BlobStore
-from shoal.archive.objects import (
-    Index,
-    Kind,
-    SegmentEntry,
-    SnapshotEntry,
-    index_key,
-    open_segment,
-    unpack,
-)
+from shoal.archive.catalog import Index
+from shoal.archive.local import durable_replace
+from shoal.archive.objects import Kind, SegmentEntry, SnapshotEntry, open_segment, unpack_file
 from shoal.engine import Database, Role
 from shoal.errors import ArchiveError, CorruptObject, OperationalError
 from shoal.record import decode
 
 __all__ = ["Progress", "RestorePlan", "plan_restore", "restore"]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 Progress = Callable[[int, int], None]
 """Called with (bytes done, bytes in all) as objects arrive."""
@@ -46,12 +48,6 @@ class RestorePlan:
     @property
     def download_bytes(self) -> int:
         return (self.snapshot.size if self.snapshot else 0) + sum(s.size for s in self.segments)
-
-
-def read_index(store: BlobStore, database: str) -> Index:
-    key = index_key(database)
-    data, _ = store.get(key)
-    return Index.from_bytes(key, data)
 
 
 def plan_restore(
@@ -119,18 +115,34 @@ def restore(
 
     try:
         with ThreadPoolExecutor(workers) as pool:
-            segments = pool.map(lambda s: store.get(s.key)[0], plan.segments)
+            segments = _ahead(pool, lambda s: store.get(s.key)[0], plan.segments, 2 * workers)
             if plan.snapshot is not None:
-                data, _ = store.get(plan.snapshot.key)
-                partial.write_bytes(unpack(plan.snapshot.key, Kind.SNAPSHOT, data))
+                download = Path(f"{partial}.download")
+                store.get_file(plan.snapshot.key, download)
+                unpack_file(plan.snapshot.key, Kind.SNAPSHOT, download, partial)
+                download.unlink()
                 advance(plan.snapshot.size)
             version = _replay(plan, partial, zip(plan.segments, segments, strict=True), advance)
         _check_integrity(partial)
-        os.replace(partial, output)
+        durable_replace(partial, output)  # the snapshot was a plain copy: sync it
     finally:
         for leftover in _sidecars(partial):
             leftover.unlink(missing_ok=True)
     return version
+
+
+def _ahead(
+    pool: ThreadPoolExecutor, fetch: Callable[[T], R], items: Iterable[T], window: int
+) -> Iterator[R]:
+    """`fetch` of each item in order, at most `window` running ahead of the consumer
+    (Executor.map would download everything at once, into memory)."""
+    pending: deque[Future[R]] = deque()
+    for item in items:
+        pending.append(pool.submit(fetch, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _replay(
@@ -142,15 +154,21 @@ def _replay(
     with Database(path, name=plan.database, role=Role.FOLLOWER) as db:
         for entry, data in downloads:
             first, records = open_segment(entry.key, data)
-            for raw in records[max(0, db.version + 1 - first) :]:
-                record = decode(raw)
-                if plan.version is not None and record.version > plan.version:
-                    break
-                if plan.time_ns is not None and record.time_ns > plan.time_ns:
-                    break
-                db.apply(raw)
+            start = max(0, db.version + 1 - first)  # segments may overlap what is applied
+            end = len(records) if plan.version is None else max(0, plan.version + 1 - first)
+            wanted = records[start:end]
+            if plan.time_ns is not None and entry.last_time_ns > plan.time_ns:
+                wanted = _committed_by(wanted, plan.time_ns)
+            db.apply_many(wanted)
             advance(entry.size)
+            if start + len(wanted) < len(records):
+                break  # the target is reached: what follows is after it
         return db.version
+
+
+def _committed_by(records: list[bytes], time_ns: int) -> list[bytes]:
+    """The records up to the first committed after `time_ns`."""
+    return list(takewhile(lambda raw: decode(raw).time_ns <= time_ns, records))
 
 
 def _check_integrity(path: Path) -> None:
@@ -161,4 +179,4 @@ def _check_integrity(path: Path) -> None:
 
 
 def _sidecars(path: Path) -> list[Path]:
-    return [Path(f"{path}{suffix}") for suffix in ("", "-wal", "-shm")]
+    return [Path(f"{path}{suffix}") for suffix in ("", "-wal", "-shm", ".download")]

@@ -34,11 +34,12 @@ class ArchiveRounds:
     def due(self) -> bool:
         return time.monotonic() >= self.next_try
 
-    def run(self) -> bool:
-        """One round (blocking); False if it failed and was put off."""
+    def run(self, *, final: bool = False) -> bool:
+        """One round (blocking; `final`: the last, which writes the index whatever its
+        schedule); False if it failed and was put off."""
         name = self.archiver.db.name
         try:
-            self.archiver.step()
+            self.archiver.step(final=final)
         except Error as exc:
             self.failures += 1
             delay = min(
@@ -76,4 +77,4 @@ class BackgroundArchiver:
         with its archive)."""
         self._stop.set()
         self._thread.join()
-        return self.rounds.run()
+        return self.rounds.run(final=True)

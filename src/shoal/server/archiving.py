@@ -10,13 +10,15 @@ opened again.
 from __future__ import annotations
 
 import asyncio
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from shoal.archive.archiver import ArchivePolicy, Archiver
 from shoal.archive.base import BlobStore
+from shoal.archive.catalog import read_index
 from shoal.archive.objects import DATABASES
-from shoal.archive.restore import plan_restore, read_index, restore
+from shoal.archive.restore import plan_restore, restore
 from shoal.archive.rounds import ArchiveRounds
 from shoal.archive.stores import open_store
 from shoal.engine import Database
@@ -57,7 +59,8 @@ class ArchiveService:
         if not force and not state.due():
             return
         async with self._lock:
-            await asyncio.get_running_loop().run_in_executor(self._thread, state.run)
+            run = functools.partial(state.run, final=force)
+            await asyncio.get_running_loop().run_in_executor(self._thread, run)
 
     async def loop(self) -> None:
         """Rounds forever, `segment_seconds` apart (cancelled when the node stops)."""
@@ -79,6 +82,9 @@ def archive_service(settings: Settings) -> ArchiveService | None:
         return None
     policy = ArchivePolicy(
         segment_seconds=settings.archive_seconds,
+        segment_bytes=settings.archive_segment_bytes,
+        index_seconds=settings.archive_index_seconds,
+        compact_seconds=settings.archive_compact_seconds,
         snapshot_seconds=settings.snapshot_seconds,
         snapshot_log_bytes=settings.snapshot_log_bytes,
         retention_seconds=settings.retention_seconds,

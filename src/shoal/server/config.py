@@ -65,6 +65,11 @@ class Settings:
         "", "s3://bucket/prefix, file:///path or a path; default DATA_DIR/archive; 'off': none"
     )
     archive_seconds: float = _setting(1.0, "seal and upload new log records this often")
+    archive_segment_bytes: int = _setting(
+        16 * MiB, "a segment holds at most about this many bytes of log"
+    )
+    archive_index_seconds: float = _setting(60.0, "rewrite each archive index at most this often")
+    archive_compact_seconds: float = _setting(600.0, "merge one-round segments this often")
     snapshot_seconds: float = _setting(3600.0, "take a snapshot at least this often")
     snapshot_log_bytes: int = _setting(256 * MiB, "... and after this many bytes of log")
     retention_seconds: float = _setting(7 * 86400.0, "keep archived history this long")
@@ -92,6 +97,7 @@ class Settings:
             "max_statements",
             "max_result_rows",
             "max_result_bytes",
+            "archive_segment_bytes",
             "snapshot_log_bytes",
         ):
             if getattr(self, name) < 1:
@@ -106,6 +112,9 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be more than 0")
+        for name in ("archive_index_seconds", "archive_compact_seconds"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 (every round) or more")
         if self.threads < 1:
             raise ConfigError("threads must be at least 1")
 
