@@ -20,6 +20,7 @@ from shoal.errors import ArchiveError, CorruptObject, InvalidRequest
 __all__ = ["add_archive_commands", "parse_time"]
 
 DEFAULT_ARCHIVE = "shoal-data/archive"
+_SEGMENT_KINDS = {0: "segment", 1: "merged"}  # a round's segment; compaction's
 
 
 def _store(url: str) -> BlobStore:
@@ -123,7 +124,7 @@ def _ls(args: argparse.Namespace) -> int:
         for s in index.snapshots
     ]
     rows += [
-        ("segment", s.first, s.last, _when(s.last_time_ns), _size(s.size), s.key)
+        (_SEGMENT_KINDS[s.level], s.first, s.last, _when(s.last_time_ns), _size(s.size), s.key)
         for s in index.segments
     ]
     rows.sort(key=lambda row: (row[1], row[0]))
