@@ -1,0 +1,1 @@
+"""The cluster: membership, placement, leases, the follower loop, routing, handoff."""
