@@ -1,0 +1,209 @@
+"""The control plane in PostgreSQL, through psycopg 3.
+
+For a cluster whose operators already run PostgreSQL (and its backups and
+failover). The tables, prefixed `shoal_`, are created if missing, under an
+advisory lock so that nodes starting together do not collide. `shoal_now()` is
+a SQL function over `clock_timestamp()`: expiry runs on the server's clock,
+the one clock every node shares.
+
+Connections: one for statements, used under a lock (each call is a few short
+round trips); another, on its own thread, LISTENs on CHANNEL. An append
+notifies inside its transaction, so the notification goes out when it commits,
+and followers of that log wake within milliseconds. While the listener is
+reconnecting, followers poll every FALLBACK_POLL_SECONDS.
+
+Failures: an OperationalError from psycopg (the server is down or restarting,
+the connection was cut) drops the connection and becomes ControlPlaneUnavailable;
+the next call connects again. A call on a connection left from before, which
+may have died while idle (a server restart), is tried once more on a new one,
+unless it failed while committing: then whether it took effect is unknown, and
+the caller is told.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import psycopg
+
+from shoal.controlplane.base import ControlPlaneError, ControlPlaneUnavailable
+from shoal.controlplane.sql import POSTGRES, Cursor, SQLControlPlane, Wait
+from shoal.errors import InterfaceError
+
+__all__ = ["PostgresControlPlane"]
+
+T = TypeVar("T")
+CHANNEL = "shoal_log"
+CONNECT_TIMEOUT = 3  # seconds; a server that is up answers in milliseconds
+FALLBACK_POLL_SECONDS = 0.5  # how late a follower can be while the listener is away
+LISTEN_TICK_SECONDS = 0.25  # how often the listener looks up to see if it should stop
+RECONNECT_SECONDS = 0.5  # between the listener's attempts to connect
+SCHEMA_LOCK = 0x73686F616C  # pg_advisory_xact_lock key for creating the tables ('shoal')
+
+CREATE_CLOCK = """CREATE OR REPLACE FUNCTION shoal_now() RETURNS DOUBLE PRECISION
+    LANGUAGE SQL VOLATILE AS 'SELECT extract(epoch FROM clock_timestamp())::float8'"""
+
+
+def _topic(database: str) -> str:
+    """A log's NOTIFY payload: a digest, since payloads stop at 8,000 bytes and names do not."""
+    return hashlib.blake2b(database.encode(), digest_size=16).hexdigest()
+
+
+class _Cursor:
+    def __init__(self, cursor: psycopg.Cursor[tuple[Any, ...]]) -> None:
+        self._cursor = cursor
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self._cursor.execute(sql, params or None)
+        return self._cursor.fetchall()
+
+    def count(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self._cursor.execute(sql, params or None)
+        return self._cursor.rowcount
+
+
+class _Listener:
+    """A thread with its own connection that LISTENs and wakes the followers of a log."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._lock = threading.Lock()
+        self._waiting: dict[str, set[threading.Event]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name="shoal-listen", daemon=True)
+        self._thread.start()
+
+    @contextmanager
+    def watch(self, topic: str) -> Iterator[Wait]:
+        event = threading.Event()
+        with self._lock:
+            self._waiting.setdefault(topic, set()).add(event)
+
+        def wait(seconds: float) -> None:
+            event.wait(min(seconds, FALLBACK_POLL_SECONDS))
+            event.clear()
+
+        try:
+            yield wait
+        finally:
+            with self._lock:
+                events = self._waiting[topic]
+                events.discard(event)
+                if not events:
+                    del self._waiting[topic]
+
+    def _wake(self, topic: str | None) -> None:
+        """Wakes the followers of `topic`, or all of them (None)."""
+        with self._lock:
+            groups = self._waiting.values() if topic is None else [self._waiting.get(topic, set())]
+            for events in groups:
+                for event in events:
+                    event.set()
+
+    def _listen(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(
+                    self._dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT
+                ) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._wake(None)  # what was notified while we were away is lost
+                    while not self._stop.is_set():
+                        for notify in conn.notifies(timeout=LISTEN_TICK_SECONDS):
+                            self._wake(notify.payload)
+            except psycopg.Error:
+                self._stop.wait(RECONNECT_SECONDS)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(CONNECT_TIMEOUT + 1)
+
+
+class PostgresControlPlane(SQLControlPlane):
+    """The control plane in the PostgreSQL database that `dsn` names (a libpq URL or
+    key=value string; a password is best left to PGPASSWORD or ~/.pgpass).
+    Connects at once: ControlPlaneUnavailable if the server cannot be reached."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__(POSTGRES)
+        self._dsn = dsn
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._listener: _Listener | None = None
+        self._closed = False
+        self._write(self._create)
+
+    def _create(self, cursor: Cursor) -> None:
+        cursor.rows("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        cursor.count(CREATE_CLOCK)
+        for statement in self._sql.create:
+            cursor.count(statement)
+
+    def _read(self, work: Callable[[Cursor], T]) -> T:
+        return self._run(work, write=False)
+
+    def _write(self, work: Callable[[Cursor], T]) -> T:
+        return self._run(work, write=True)
+
+    def _run(self, work: Callable[[Cursor], T], *, write: bool) -> T:
+        with self._lock:
+            retry = self._conn is not None  # left from before: it may have died idle
+            while True:
+                committing = False
+                try:
+                    conn = self._connection()
+                    if not write:
+                        return work(_Cursor(conn.cursor()))
+                    with conn.transaction():
+                        result = work(_Cursor(conn.cursor()))
+                        committing = True
+                    return result
+                except psycopg.OperationalError as exc:
+                    self._disconnect()
+                    if not retry or committing:
+                        raise ControlPlaneUnavailable(
+                            f"the PostgreSQL control plane cannot be reached: {exc}"
+                        ) from exc
+                    retry = False
+                except psycopg.Error as exc:
+                    raise ControlPlaneError(f"the PostgreSQL control plane failed: {exc}") from exc
+
+    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
+        if self._closed:
+            raise InterfaceError("the control plane is closed")
+        if self._conn is None:
+            self._conn = psycopg.connect(
+                self._dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT
+            )
+        return self._conn
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _appended(self, cursor: Cursor, database: str) -> None:
+        cursor.rows("SELECT pg_notify(%s, %s)", (CHANNEL, _topic(database)))
+
+    @contextmanager
+    def _watch(self, database: str) -> Iterator[Wait]:
+        with self._lock:
+            if self._closed:
+                raise InterfaceError("the control plane is closed")
+            if self._listener is None:
+                self._listener = _Listener(self._dsn)
+            listener = self._listener
+        with listener.watch(_topic(database)) as wait:
+            yield wait
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._disconnect()
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()

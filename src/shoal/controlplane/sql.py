@@ -1,0 +1,297 @@
+"""The control plane over SQL, written once for SQLite and PostgreSQL.
+
+The statements below are the whole data model; `Dialect` holds the few
+differences (the placeholder, the bytes type, a byte-order collation for keys).
+`SQLControlPlane` runs them: a backend only supplies a transaction (`_read`,
+`_write`), a way to wait for appends (`_watch`) and `shoal_now()`, the SQL
+function that is the control plane's clock (a registered Python callable on
+SQLite, the server's `clock_timestamp()` on PostgreSQL).
+
+Concurrency: an append is one conditional write of its log's head (insert if
+absent at version 1, else update where the head is the expected one), which
+both engines make atomic against a racing append: the loser matches no row.
+Every key-value write first bumps the table's one revision counter, whose row
+lock serialises key-value writes, so a compare-then-write cannot interleave.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from shoal.controlplane.base import ABSENT, AppendConflict, Entry, KeyConflict
+from shoal.errors import InvalidRequest
+
+__all__ = ["POSTGRES", "SQLITE", "Cursor", "Dialect", "SQLControlPlane", "Wait"]
+
+T = TypeVar("T")
+Wait = Callable[[float], None]
+"""Blocks until a watched log may have grown, or for at most that many seconds."""
+
+INSERT_BATCH = 500  # records per INSERT: 1,500 parameters, far below either engine's limit
+
+
+@dataclass(frozen=True)
+class Dialect:
+    placeholder: str
+    blob: str
+    text: str  # keys sort by code point: byte order of UTF-8
+
+
+SQLITE = Dialect(placeholder="?", blob="BLOB", text="TEXT")
+POSTGRES = Dialect(placeholder="%s", blob="BYTEA", text='TEXT COLLATE "C"')
+
+
+class Cursor(Protocol):
+    """Runs one statement inside a backend's transaction (or alone, for reads)."""
+
+    def rows(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """The statement's result rows."""
+        ...
+
+    def count(self, sql: str, params: Sequence[object] = ()) -> int:
+        """How many rows the statement changed."""
+        ...
+
+
+class Statements:
+    """Every statement, in the dialect's placeholders and types."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._placeholder = dialect.placeholder
+        self.create = [
+            f"""CREATE TABLE IF NOT EXISTS shoal_heads (
+                database_name {dialect.text} PRIMARY KEY,
+                head BIGINT NOT NULL)""",
+            f"""CREATE TABLE IF NOT EXISTS shoal_log (
+                database_name {dialect.text} NOT NULL,
+                version BIGINT NOT NULL,
+                record {dialect.blob} NOT NULL,
+                PRIMARY KEY (database_name, version))""",
+            f"""CREATE TABLE IF NOT EXISTS shoal_kv (
+                key {dialect.text} PRIMARY KEY,
+                value {dialect.blob} NOT NULL,
+                revision BIGINT NOT NULL,
+                expires_at DOUBLE PRECISION)""",
+            "CREATE INDEX IF NOT EXISTS shoal_kv_expiry ON shoal_kv (expires_at)",
+            """CREATE TABLE IF NOT EXISTS shoal_kv_revision (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                revision BIGINT NOT NULL)""",
+            "INSERT INTO shoal_kv_revision (id, revision) VALUES (1, 0) "
+            "ON CONFLICT (id) DO NOTHING",
+        ]
+        self.head = self._sql("SELECT head FROM shoal_heads WHERE database_name = ?")
+        self.start_head = self._sql(
+            "INSERT INTO shoal_heads (database_name, head) VALUES (?, ?) "
+            "ON CONFLICT (database_name) DO NOTHING RETURNING head"
+        )
+        self.advance_head = self._sql(
+            "UPDATE shoal_heads SET head = ? WHERE database_name = ? AND head = ? RETURNING head"
+        )
+        self.read = self._sql(
+            "SELECT version, record FROM shoal_log "
+            "WHERE database_name = ? AND version >= ? AND version <= ? "
+            "ORDER BY version LIMIT ?"
+        )
+        self.truncate = self._sql("DELETE FROM shoal_log WHERE database_name = ? AND version < ?")
+        self.drop_log = self._sql("DELETE FROM shoal_log WHERE database_name = ?")
+        self.drop_head = self._sql("DELETE FROM shoal_heads WHERE database_name = ?")
+        self.now = "SELECT shoal_now()"
+        live = "(expires_at IS NULL OR expires_at > shoal_now())"
+        self.get = self._sql(
+            f"SELECT value, revision, expires_at FROM shoal_kv WHERE key = ? AND {live}"
+        )
+        self.next_revision = (
+            "UPDATE shoal_kv_revision SET revision = revision + 1 WHERE id = 1 RETURNING revision"
+        )
+        self.purge = "DELETE FROM shoal_kv WHERE expires_at <= shoal_now()"
+        # shoal_now() + NULL is NULL: no ttl, no expiry.
+        self.put = self._sql(
+            "INSERT INTO shoal_kv (key, value, revision, expires_at) "
+            "VALUES (?, ?, ?, shoal_now() + ?) ON CONFLICT (key) DO UPDATE SET "
+            "value = excluded.value, revision = excluded.revision, "
+            "expires_at = excluded.expires_at"
+        )
+        self.delete = self._sql("DELETE FROM shoal_kv WHERE key = ?")
+        # substr, not LIKE: '%' and '_' in a prefix are data, and SQLite's LIKE ignores case.
+        self.scan = self._sql(
+            "SELECT key, value, revision, expires_at FROM shoal_kv "
+            f"WHERE substr(key, 1, ?) = ? AND {live} ORDER BY key"
+        )
+
+    def insert_records(self, count: int) -> str:
+        """An INSERT of `count` log records: (database, version, record) each."""
+        rows = ", ".join(["(?, ?, ?)"] * count)
+        return self._sql(f"INSERT INTO shoal_log (database_name, version, record) VALUES {rows}")
+
+    def _sql(self, text: str) -> str:
+        return text.replace("?", self._placeholder)
+
+
+class SQLControlPlane(ABC):
+    """The ControlPlane operations, for a backend that supplies transactions."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._sql = Statements(dialect)
+
+    # --- what a backend supplies ---------------------------------------------------
+
+    @abstractmethod
+    def _read(self, work: Callable[[Cursor], T]) -> T:
+        """Runs `work`, whose statements only read; each sees every committed write."""
+
+    @abstractmethod
+    def _write(self, work: Callable[[Cursor], T]) -> T:
+        """Runs `work` in one transaction that commits if it returns and rolls back
+        if it raises; write transactions on one store run one at a time where
+        they touch the same rows."""
+
+    @abstractmethod
+    def _watch(self, database: str) -> AbstractContextManager[Wait]:
+        """While open, a Wait that returns early when `database`'s log may have grown."""
+
+    @abstractmethod
+    def _appended(self, cursor: Cursor, database: str) -> None:
+        """Called inside an append's transaction, to tell followers once it commits."""
+
+    # --- logs ------------------------------------------------------------------------
+
+    def append(self, database: str, version: int, records: Sequence[bytes]) -> None:
+        _check_name("database", database)
+        if version < 1:
+            raise InvalidRequest(f"log versions start at 1, not {version}")
+        if not records:
+            raise InvalidRequest("an append needs at least one record")
+        last = version + len(records) - 1
+
+        def append(cursor: Cursor) -> None:
+            if version == 1:
+                moved = cursor.rows(self._sql.start_head, (database, last))
+            else:
+                moved = cursor.rows(self._sql.advance_head, (last, database, version - 1))
+            if not moved:
+                raise AppendConflict(database, version, self._head(cursor, database))
+            numbered = list(enumerate(records, start=version))
+            for first in range(0, len(numbered), INSERT_BATCH):
+                batch = numbered[first : first + INSERT_BATCH]
+                params = [value for v, record in batch for value in (database, v, record)]
+                cursor.count(self._sql.insert_records(len(batch)), params)
+            self._appended(cursor, database)
+
+        self._write(append)
+
+    def head(self, database: str) -> int:
+        _check_name("database", database)
+        return self._read(lambda cursor: self._head(cursor, database))
+
+    def read(
+        self, database: str, start: int, end: int | None = None, limit: int = 1000
+    ) -> list[tuple[int, bytes]]:
+        _check_name("database", database)
+        if limit < 1:
+            raise InvalidRequest(f"a read's limit is at least 1, not {limit}")
+        last = end if end is not None else 2**63 - 1
+        params = (database, start, last, limit)
+        return self._read(
+            lambda cursor: [(v, bytes(r)) for v, r in cursor.rows(self._sql.read, params)]
+        )
+
+    def follow(self, database: str, after: int, timeout: float) -> list[tuple[int, bytes]]:
+        deadline = time.monotonic() + timeout
+        with self._watch(database) as wait:
+            while True:
+                records = self.read(database, after + 1)
+                remaining = deadline - time.monotonic()
+                if records or remaining <= 0:
+                    return records
+                wait(remaining)
+
+    def truncate(self, database: str, below: int) -> int:
+        _check_name("database", database)
+        return self._write(lambda cursor: cursor.count(self._sql.truncate, (database, below)))
+
+    def drop(self, database: str) -> None:
+        _check_name("database", database)
+
+        def drop(cursor: Cursor) -> None:
+            # The head first: its row lock holds off appends until the records are gone.
+            cursor.count(self._sql.drop_head, (database,))
+            cursor.count(self._sql.drop_log, (database,))
+
+        self._write(drop)
+
+    def _head(self, cursor: Cursor, database: str) -> int:
+        rows = cursor.rows(self._sql.head, (database,))
+        return int(rows[0][0]) if rows else 0
+
+    # --- key-value -------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self._read(lambda cursor: float(cursor.rows(self._sql.now)[0][0]))
+
+    def get(self, key: str) -> Entry | None:
+        _check_name("key", key)
+        return self._read(lambda cursor: self._get(cursor, key))
+
+    def put(
+        self, key: str, value: bytes, *, expect: int | None = None, ttl: float | None = None
+    ) -> int:
+        _check_name("key", key)
+        if ttl is not None and not ttl > 0:
+            raise InvalidRequest(f"a ttl is a number of seconds above 0, not {ttl}")
+
+        def put(cursor: Cursor) -> int:
+            revision = self._compare(cursor, key, expect)
+            ttl_seconds = None if ttl is None else float(ttl)
+            cursor.count(self._sql.put, (key, value, revision, ttl_seconds))
+            return revision
+
+        return self._write(put)
+
+    def delete(self, key: str, *, expect: int | None = None) -> bool:
+        _check_name("key", key)
+
+        def delete(cursor: Cursor) -> bool:
+            self._compare(cursor, key, expect)
+            return cursor.count(self._sql.delete, (key,)) > 0
+
+        return self._write(delete)
+
+    def scan(self, prefix: str) -> list[tuple[str, Entry]]:
+        _check_name("prefix", prefix)
+
+        def scan(cursor: Cursor) -> list[tuple[str, Entry]]:
+            rows = cursor.rows(self._sql.scan, (len(prefix), prefix))
+            return [(key, _entry(rest)) for key, *rest in rows]
+
+        return self._read(scan)
+
+    def _get(self, cursor: Cursor, key: str) -> Entry | None:
+        rows = cursor.rows(self._sql.get, (key,))
+        return _entry(rows[0]) if rows else None
+
+    def _compare(self, cursor: Cursor, key: str, expect: int | None) -> int:
+        """Takes the key-value write lock, drops expired entries and checks `expect`;
+        returns the revision this write gives the key."""
+        revision = int(cursor.rows(self._sql.next_revision)[0][0])
+        cursor.count(self._sql.purge)
+        if expect is not None:
+            current = self._get(cursor, key)
+            if (current.revision if current else ABSENT) != expect:
+                raise KeyConflict(key, expect, current)
+        return revision
+
+
+def _entry(row: Sequence[Any]) -> Entry:
+    value, revision, expires_at = row
+    return Entry(bytes(value), int(revision), None if expires_at is None else float(expires_at))
+
+
+def _check_name(kind: str, name: str) -> None:
+    """Any string is a name, but PostgreSQL's TEXT cannot hold NUL: refused on both."""
+    if "\x00" in name:
+        raise InvalidRequest(f"a {kind} cannot contain NUL characters: {name!r}")
