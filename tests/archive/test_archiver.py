@@ -338,6 +338,48 @@ def test_segments_no_index_names_yet_are_archived_all_the_same(tmp_path: Path) -
     db.close()
 
 
+class LostSegmentAnswerStore(FolderStore):
+    """A store whose next segment write lands but whose answer is lost."""
+
+    lose_next = False
+
+    def put(self, key: str, data: bytes, **conditions: object) -> str:
+        tag = super().put(key, data, **conditions)  # type: ignore[arg-type]
+        if self.lose_next and key.endswith(".seg"):
+            self.lose_next = False
+            raise StoreUnavailable("timed out waiting for the answer (test fault)")
+        return tag
+
+
+def test_overlapping_segments_found_by_listing_restore_and_compact(tmp_path: Path) -> None:
+    store = LostSegmentAnswerStore(tmp_path / "archive")
+    db = Database(tmp_path / "app.db", name="app")
+    archiver = Archiver(db, store, ArchivePolicy(compact_seconds=3600))
+    db.execute("CREATE TABLE t(a)")
+    archiver.step()  # the first round writes the index
+    db.execute("INSERT INTO t VALUES (1)")
+    store.lose_next = True
+    with pytest.raises(StoreUnavailable):
+        archiver.step()  # segment [2..2] landed, unknown to the archiver
+    db.execute("INSERT INTO t VALUES (2)")
+    archiver.step()  # seals [2..3] again; the index is not due
+    db.execute("INSERT INTO t VALUES (3)")
+    archiver.step()
+    restarted = Archiver(db, store, ArchivePolicy(compact_seconds=0, index_seconds=0))
+    firsts = [(s.first, s.last) for s in restarted.index().segments]
+    assert firsts == [(1, 1), (2, 2), (2, 3), (4, 4)]  # the listing found both
+    restore(store, plan_restore(read_index(store, "app")), tmp_path / "before.db")
+    restarted.step()  # merges them, taking each version once
+    index = read_index(store, "app")
+    assert [(s.first, s.last, s.level) for s in index.segments] == [(1, 4, 1)]
+    assert {info.key for info in store.list("databases/app/segments/")} == {index.segments[0].key}
+    restore(store, plan_restore(index), tmp_path / "after.db")
+    for name in ("before.db", "after.db"):
+        with Database(tmp_path / name) as copy:
+            assert (copy.version, copy.checksum()) == (db.version, db.checksum())
+    db.close()
+
+
 class CountingStore(FolderStore):
     """Counts index writes: the requests a steady workload costs."""
 

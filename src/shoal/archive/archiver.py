@@ -202,17 +202,29 @@ class Archiver:
         merged: list[SegmentEntry] = []
         run: list[SegmentEntry] = []
         records: list[bytes] = []
-        size = 0
+        merged_up_to = max((s.last for s in index.segments if s.level), default=0)
+        first, size = max(level0[0].first, merged_up_to + 1), 0
         for entry, after in zip(level0, [*level0[1:], None], strict=True):
-            run.append(entry)
-            chunk = self._records_of(entry)
-            records += chunk
-            size += sum(len(r) for r in chunk)
-            if after is None or after.first != entry.last + 1 or size >= self.policy.segment_bytes:
-                merged.append(self._merge(run, records))
+            # Segments found by listing may overlap (a round retried after a lost
+            # answer sealed some records again): take each version once.
+            if entry.last >= first + len(records):
+                run.append(entry)
+                chunk = self._records_of(entry)[first + len(records) - entry.first :]
+                records += chunk
+                size += sum(len(r) for r in chunk)
+            gap = after is not None and after.first > first + len(records)
+            if records and (after is None or gap or size >= self.policy.segment_bytes):
+                merged.append(self._merge(run, first, records))
+                first += len(records)
                 run, records, size = [], [], 0
+            if gap and after is not None:
+                first = after.first
         kept = [s for s in index.segments if s.level != 0]
         index.segments = sorted(kept + merged, key=lambda s: s.first)
+        # Only now that the index names the merged segments instead: a round that
+        # fails half-way must not delete objects the index still needs.
+        named = {s.key for s in merged}  # a segment kept as it was keeps its key
+        self._garbage += [s.key for s in level0 if s.key not in named]
 
     def _records_of(self, entry: SegmentEntry) -> list[bytes]:
         """A segment's records: from the local log, which keeps them until compaction,
@@ -222,13 +234,12 @@ class Archiver:
             return records
         return open_segment(entry.key, self.store.get(entry.key)[0])[1]
 
-    def _merge(self, run: list[SegmentEntry], records: list[bytes]) -> SegmentEntry:
-        if len(run) == 1:
+    def _merge(self, run: list[SegmentEntry], first: int, records: list[bytes]) -> SegmentEntry:
+        if len(run) == 1 and run[0].first == first:
             return dataclasses.replace(run[0], level=1)  # big enough as it is
-        data, entry = seal_segment(self.db.name, run[0].first, records, level=1)
+        data, entry = seal_segment(self.db.name, first, records, level=1)
         self.store.put(entry.key, data)
         self.uploads += 1
-        self._garbage += [s.key for s in run]
         return entry
 
     def _commit_time(self, version: int) -> int:
