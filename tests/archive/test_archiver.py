@@ -463,3 +463,19 @@ def test_a_snapshot_bigger_than_a_part_goes_up_in_parts_and_restores(
         assert copy.checksum() == db.checksum()
     store.close()
     db.close()
+
+
+def test_downloads_start_at_once_and_run_at_most_a_window_ahead() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shoal.archive.restore import _ahead
+
+    fetched: list[int] = []
+    with ThreadPoolExecutor(4) as pool:
+        results = _ahead(pool, lambda n: fetched.append(n) or n * n, range(20), 3)
+        time.sleep(0.2)  # nothing consumed yet
+        assert sorted(fetched) == [0, 1, 2]
+        assert next(results) == 0
+        time.sleep(0.2)
+        assert sorted(fetched) == [0, 1, 2, 3]
+        assert list(results) == [n * n for n in range(1, 20)]

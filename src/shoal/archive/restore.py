@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import takewhile
+from itertools import islice, takewhile
 from pathlib import Path
 from typing import TypeVar
 
@@ -135,14 +135,18 @@ def _ahead(
     pool: ThreadPoolExecutor, fetch: Callable[[T], R], items: Iterable[T], window: int
 ) -> Iterator[R]:
     """`fetch` of each item in order, at most `window` running ahead of the consumer
-    (Executor.map would download everything at once, into memory)."""
-    pending: deque[Future[R]] = deque()
-    for item in items:
-        pending.append(pool.submit(fetch, item))
-        if len(pending) >= window:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
+    (Executor.map would download everything at once, into memory). The first
+    window starts now, so segments download while the snapshot does."""
+    waiting = iter(items)
+    pending = deque(pool.submit(fetch, item) for item in islice(waiting, window))
+
+    def results() -> Iterator[R]:
+        while pending:
+            done = pending.popleft().result()
+            pending.extend(pool.submit(fetch, item) for item in islice(waiting, 1))
+            yield done
+
+    return results()
 
 
 def _replay(
