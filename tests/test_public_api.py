@@ -47,6 +47,7 @@ def test_top_level_names() -> None:
 
 def test_engine_names() -> None:
     assert sorted(shoal.engine.__all__) == [
+        "CommitHook",
         "Database",
         "Limits",
         "Options",

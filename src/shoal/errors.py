@@ -18,6 +18,7 @@ with shoal's own errors as named leaves that carry their context::
         │   │   └── QueryWrites        a statement sent as a read tries to write
         │   ├── VersionNotReached      min_version not reached within the wait
         │   └── Unavailable            the node cannot serve now (starting, stopping)
+        │       └── NotLeader              this node does not lead the database now
         ├── IntegrityError             a constraint failed
         ├── InternalError
         ├── ProgrammingError
@@ -64,6 +65,7 @@ __all__ = [
     "InterfaceError",
     "InternalError",
     "InvalidRequest",
+    "NotLeader",
     "NotSupportedError",
     "OperationalError",
     "OutOfOrder",
@@ -187,6 +189,15 @@ class VersionNotReached(OperationalError):
 
 class Unavailable(OperationalError):
     """The node cannot serve the request now (it is starting or stopping); retry."""
+
+
+class NotLeader(Unavailable):
+    """A write reached a node that does not lead the database now (its lease is
+    gone, or it is being handed over); retry, on `leader` when it is known."""
+
+    def __init__(self, message: str, leader: str | None = None) -> None:
+        super().__init__(message)
+        self.leader = leader
 
 
 class InvalidRequest(ProgrammingError):

@@ -433,6 +433,9 @@ def drops(c: Contract) -> None:
     status = c.call("get", "/v1/status", 200, auth=basic(READER)).json()
     assert status["ready"] is True and {d["name"] for d in status["databases"]} >= {"default"}
     c.call("get", "/v1/status", 401, auth={})
+    alone = c.call("get", "/v1/cluster", 200, auth=basic(READER)).json()
+    assert alone["clustered"] is False and alone["node"]
+    c.call("get", "/v1/cluster", 401, auth={})
 
 
 def test_every_operation_answers_as_documented(contract: Contract) -> None:

@@ -6,8 +6,9 @@ advisory lock so that nodes starting together do not collide. `shoal_now()` is
 a SQL function over `clock_timestamp()`: expiry runs on the server's clock,
 the one clock every node shares.
 
-Connections: one for statements, used under a lock (each call is a few short
-round trips); another, on its own thread, LISTENs on CHANNEL. An append
+Connections: up to POOL_SIZE for statements, each call taking one for its few
+short round trips (so appends to different logs, from different threads, do
+not wait on each other); another, on its own thread, LISTENs on CHANNEL. An append
 notifies inside its transaction, so the notification goes out when it commits,
 and followers of that log wake within milliseconds. While the listener is
 reconnecting, followers poll every FALLBACK_POLL_SECONDS.
@@ -42,6 +43,7 @@ CONNECT_TIMEOUT = 3  # seconds; a server that is up answers in milliseconds
 FALLBACK_POLL_SECONDS = 0.5  # how late a follower can be while the listener is away
 LISTEN_TICK_SECONDS = 0.25  # how often the listener looks up to see if it should stop
 RECONNECT_SECONDS = 0.5  # between the listener's attempts to connect
+POOL_SIZE = 4  # connections for statements: appends of different logs run side by side
 SCHEMA_LOCK = 0x73686F616C  # pg_advisory_xact_lock key for creating the tables ('shoal')
 
 CREATE_CLOCK = """CREATE OR REPLACE FUNCTION shoal_now() RETURNS DOUBLE PRECISION
@@ -128,11 +130,12 @@ class PostgresControlPlane(SQLControlPlane):
     key=value string; a password is best left to PGPASSWORD or ~/.pgpass).
     Connects at once: ControlPlaneUnavailable if the server cannot be reached."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, connections: int = POOL_SIZE) -> None:
         super().__init__(POSTGRES)
         self._dsn = dsn
-        self._lock = threading.Lock()
-        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._lock = threading.Lock()  # guards the idle list, the listener and closing
+        self._slots = threading.BoundedSemaphore(connections)
+        self._idle: list[psycopg.Connection[tuple[Any, ...]]] = []
         self._listener: _Listener | None = None
         self._closed = False
         self._write(self._create)
@@ -150,41 +153,54 @@ class PostgresControlPlane(SQLControlPlane):
         return self._run(work, write=True)
 
     def _run(self, work: Callable[[Cursor], T], *, write: bool) -> T:
-        with self._lock:
-            retry = self._conn is not None  # left from before: it may have died idle
+        with self._slots:
+            conn, reused = self._take()
             while True:
                 committing = False
                 try:
-                    conn = self._connection()
                     if not write:
-                        return work(_Cursor(conn.cursor()))
-                    with conn.transaction():
                         result = work(_Cursor(conn.cursor()))
-                        committing = True
+                    else:
+                        with conn.transaction():
+                            result = work(_Cursor(conn.cursor()))
+                            committing = True
+                    self._give_back(conn)
                     return result
                 except psycopg.OperationalError as exc:
-                    self._disconnect()
-                    if not retry or committing:
+                    conn.close()
+                    if not reused or committing:
                         raise ControlPlaneUnavailable(
                             f"the PostgreSQL control plane cannot be reached: {exc}"
                         ) from exc
-                    retry = False
+                    conn, reused = self._take(fresh=True)
                 except psycopg.Error as exc:
+                    self._give_back(conn)
                     raise ControlPlaneError(f"the PostgreSQL control plane failed: {exc}") from exc
+                except BaseException:
+                    conn.close()
+                    raise
 
-    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
-        if self._closed:
-            raise InterfaceError("the control plane is closed")
-        if self._conn is None:
-            self._conn = psycopg.connect(
-                self._dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT
-            )
-        return self._conn
+    def _take(self, fresh: bool = False) -> tuple[psycopg.Connection[tuple[Any, ...]], bool]:
+        """An idle connection (True: left from before, it may have died idle), or a new one."""
+        with self._lock:
+            if self._closed:
+                raise InterfaceError("the control plane is closed")
+            if self._idle and not fresh:
+                return self._idle.pop(), True
+        try:
+            conn = psycopg.connect(self._dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+        except psycopg.OperationalError as exc:
+            raise ControlPlaneUnavailable(
+                f"the PostgreSQL control plane cannot be reached: {exc}"
+            ) from exc
+        return conn, False
 
-    def _disconnect(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+    def _give_back(self, conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+        with self._lock:
+            if self._closed or conn.closed:
+                conn.close()
+            else:
+                self._idle.append(conn)
 
     def _appended(self, cursor: Cursor, database: str) -> None:
         cursor.rows("SELECT pg_notify(%s, %s)", (CHANNEL, _topic(database)))
@@ -203,7 +219,9 @@ class PostgresControlPlane(SQLControlPlane):
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            self._disconnect()
+            idle, self._idle = self._idle, []
             listener, self._listener = self._listener, None
+        for conn in idle:
+            conn.close()
         if listener is not None:
             listener.close()

@@ -1,6 +1,15 @@
 """The engine: one SQLite database whose every write is captured, logged and replayable."""
 
-from shoal.engine.database import Database, Options, Outcome, Role, Transaction
+from shoal.engine.database import CommitHook, Database, Options, Outcome, Role, Transaction
 from shoal.engine.execute import Limits, Result
 
-__all__ = ["Database", "Limits", "Options", "Outcome", "Result", "Role", "Transaction"]
+__all__ = [
+    "CommitHook",
+    "Database",
+    "Limits",
+    "Options",
+    "Outcome",
+    "Result",
+    "Role",
+    "Transaction",
+]

@@ -17,12 +17,13 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import apsw
 
@@ -46,7 +47,7 @@ from shoal.errors import (
 )
 from shoal.record import Record, Vacuum, decode, encode
 
-__all__ = ["Database", "Options", "Outcome", "Role", "Transaction"]
+__all__ = ["CommitHook", "Database", "Options", "Outcome", "Role", "Transaction"]
 
 Statements = Iterable[tuple[str, Params]]
 
@@ -64,6 +65,22 @@ class Options:
     foreign_keys: bool = False  # SQLite's default; enforced on the leader only
     busy_timeout_ms: int = 5000
     limits: Limits = field(default_factory=Limits)
+
+
+class CommitHook(Protocol):
+    """Where a leader's records go besides its own log: a cluster's control plane.
+
+    Both calls run with the writer held, so records arrive one at a time, in order.
+    """
+
+    def before_commit(self, version: int, record: bytes) -> None:
+        """Called after the record is logged locally and before COMMIT; raising
+        rolls the transaction back (a `sync` database appends here)."""
+        ...
+
+    def after_commit(self, version: int, record: bytes) -> None:
+        """Called once the transaction is committed (an `async` database queues here)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -100,6 +117,7 @@ class Database:
         self._writer = self._connect(readonly=False, policy=self._policy, deadline=self._deadline)
         self.name, self.epoch = self._init_meta(name or self.path.stem)
         self.role = role
+        self.commit_hook: CommitHook | None = None
         self._configure_writer()
         with self._policy.trusted():
             self._version = log.head(self._writer)
@@ -367,9 +385,22 @@ class Database:
             self._writer.execute("COMMIT")
         return dropped
 
-    def promote(self) -> None:
-        """Makes this copy the leader: triggers and foreign keys back on."""
+    @contextmanager
+    def writer_held(self) -> Iterator[None]:
+        """Holds the writer for the block: no write transaction runs or starts."""
         with self._write_lock:
+            yield
+
+    def promote(self, epoch: int | None = None) -> None:
+        """Makes this copy the leader: triggers and foreign keys back on; its
+        records from now on carry `epoch`, when given (a new leadership)."""
+        with self._write_lock:
+            if epoch is not None and epoch != self.epoch:
+                with self._policy.trusted(), self._writer:
+                    self._writer.execute(
+                        "UPDATE _shoal_meta SET value = ? WHERE key = 'epoch'", (epoch,)
+                    )
+                self.epoch = epoch
             self.role = Role.LEADER
             self._configure_writer()
 
@@ -488,6 +519,8 @@ class Transaction:
         try:
             if db._closed:
                 raise OperationalError(f"database {db.name!r} is closed")
+            if db.role is not Role.LEADER:  # demoted while this one waited for the writer
+                raise ReadOnly(f"database {db.name!r} is a follower here; writes go to its leader")
             conn = db._writer
             with db._policy.trusted():
                 conn.execute("BEGIN IMMEDIATE")
@@ -567,19 +600,26 @@ class Transaction:
                 ops, sequence = self._capture.finish()
                 if self._barrier:
                     ops.append(Vacuum())
-                version = self._base
+                version, raw = self._base, b""
                 if ops:
                     version += 1
                     record = Record(db.name, version, db.epoch, time.time_ns(), tuple(ops))
-                    log.append(conn, version, encode(record))
+                    raw = encode(record)
+                    log.append(conn, version, raw)
+                    if db.commit_hook is not None:
+                        db.commit_hook.before_commit(version, raw)
                 conn.execute("COMMIT")
         except BaseException as exc:
             self.rollback()
             if isinstance(exc, apsw.Error):
                 raise from_apsw(exc) from None
             raise
-        self._end()
         db._version, db._sequence, self.version = version, sequence, version
+        try:
+            if raw and db.commit_hook is not None:
+                db.commit_hook.after_commit(version, raw)
+        finally:
+            self._end()
         return version
 
     def rollback(self) -> None:

@@ -15,6 +15,8 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Send
+from starlette.types import Scope as ASGIScope
 
 from shoal.errors import Error
 from shoal.server import native, rqlite, transactions
@@ -86,6 +88,31 @@ async def openapi(request: Request) -> Response:
     return json_response(document())
 
 
+class NodeHeader:
+    """ASGI middleware: every response names the node that served it (`Shoal-Node`),
+    unless it already does (an answer forwarded from another node)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope["app"].state
+
+        async def named(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                node = getattr(state, "node", None)
+                if node is not None and not any(k == b"shoal-node" for k, _ in headers):
+                    headers.append((b"shoal-node", node.node_id.encode()))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, named)
+
+
 def create_app(settings: Settings, on_start: Callable[[Node], None] | None = None) -> Starlette:
     """The node's HTTP application; its lifespan starts and stops the node, and
     calls `on_start` once the node is ready."""
@@ -116,7 +143,7 @@ def create_app(settings: Settings, on_start: Callable[[Node], None] | None = Non
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(RequestMetrics, metrics=counters)],
+        middleware=[Middleware(RequestMetrics, metrics=counters), Middleware(NodeHeader)],
         exception_handlers={
             Error: handle_error,
             HTTPException: handle_http,

@@ -68,8 +68,35 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _db_create(args: argparse.Namespace) -> int:
-    info = _client(args).call("POST", "/v1/databases", {"name": args.name})
+    body = {"name": args.name}
+    if args.durability:
+        body["durability"] = args.durability
+    info = _client(args).call("POST", "/v1/databases", body)
     print(f"created {info['name']} (version {info['version']})")
+    return 0
+
+
+def _cluster_status(args: argparse.Namespace) -> int:
+    state = _client(args).call("GET", "/v1/cluster")
+    if not state["clustered"]:
+        print(f"{args.url} is a single node (no --control-plane): see `shoal status`")
+        return 0
+    nodes = [
+        (n["id"], n["url"], "leaving" if n["leaving"] else "live", n["databases"], n["leading"])
+        for n in state["nodes"]
+    ]
+    _table(["node", "url", "state", "databases", "leading"], nodes)
+    print()
+    rows = []
+    for d in state["databases"]:
+        copies = ", ".join(
+            f"{r['node']}@{r['version']}" + (f" (lag {r['lag']})" if r["lag"] else "")
+            for r in d["replicas"]
+        )
+        rows.append(
+            (d["name"], d["durability"], d["leader"] or "-", d["epoch"] or "-", d["head"], copies)
+        )
+    _table(["database", "durability", "leader", "epoch", "log head", "copies (version, lag)"], rows)
     return 0
 
 
@@ -195,6 +222,13 @@ def _add_db(commands: Any) -> None:
         action.add_argument("name", help="the database's name")
         if name == "drop":
             action.add_argument("--yes", action="store_true", help="confirm: the data is deleted")
+        if name == "create":
+            action.add_argument(
+                "--durability",
+                choices=("sync", "async"),
+                help="in a cluster: sync (the default) logs each write in the control plane "
+                "before answering; async ships writes within a short window",
+            )
         action.set_defaults(run=run)
     for action in actions.choices.values():
         _remote_options(action)
@@ -255,9 +289,27 @@ def _add_status(commands: Any) -> None:
     status.set_defaults(run=_status)
 
 
+def _add_cluster(commands: Any) -> None:
+    cluster = commands.add_parser(
+        "cluster",
+        help="show a cluster's nodes, databases, leaders, versions and lag",
+        description="Inspect the cluster that a node belongs to.",
+    )
+    actions = cluster.add_subparsers(dest="action", required=True, metavar="ACTION", help="status")
+    status = actions.add_parser(
+        "status",
+        help="nodes, and each database's leader, log head and copies",
+        description="Show the live nodes, and for each database its durability, leader, "
+        "epoch, the version its log ends at, and each copy's version and lag.",
+    )
+    _remote_options(status)
+    status.set_defaults(run=_cluster_status)
+
+
 def add_server_commands(commands: Any) -> None:
-    """Registers `serve`, `status`, `db` and `token` on the `shoal` parser's subcommands."""
+    """Registers `serve`, `status`, `cluster`, `db` and `token` on the `shoal` parser."""
     _add_serve(commands)
     _add_status(commands)
+    _add_cluster(commands)
     _add_db(commands)
     _add_token(commands)

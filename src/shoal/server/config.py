@@ -9,6 +9,7 @@ error naming where it came from, never a silent default.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from shoal.errors import InvalidRequest
 __all__ = ["ConfigError", "Settings", "TokenSpec", "env_name", "load_settings"]
 
 MiB = 1024 * 1024
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 class ConfigError(InvalidRequest):
@@ -73,6 +75,19 @@ class Settings:
     snapshot_seconds: float = _setting(3600.0, "take a snapshot at least this often")
     snapshot_log_bytes: int = _setting(256 * MiB, "... and after this many bytes of log")
     retention_seconds: float = _setting(7 * 86400.0, "keep archived history this long")
+    control_plane: str = _setting(
+        "", "postgresql://... or sqlite:///path: join a cluster; default: one node on its own"
+    )
+    node_id: str = _setting(
+        "", "this node's name in the cluster (default: kept in DATA_DIR/node-id)"
+    )
+    advertise: str = _setting("", "the URL other nodes reach this one at (default http://ADDRESS)")
+    replication_factor: int = _setting(3, "copies of each database in a cluster (fewer nodes: all)")
+    lease_seconds: float = _setting(1.0, "a leader's lease; a dead leader is replaced after it")
+    async_window_seconds: float = _setting(
+        0.1, "an async database ships its records to the control plane this often"
+    )
+    durability: str = _setting("sync", "durability of databases created without one: sync or async")
     restore_missing: bool = _setting(
         False, "restore databases the archive has and the data dir lacks, before serving"
     )
@@ -86,6 +101,12 @@ class Settings:
     def port(self) -> int:
         return int(self.address.rpartition(":")[2])
 
+    @property
+    def url(self) -> str:
+        """Where other nodes reach this one."""
+        scheme = "https" if self.tls_cert else "http"
+        return self.advertise.rstrip("/") or f"{scheme}://{self.address}"
+
     def __post_init__(self) -> None:
         host, _, port = self.address.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -98,6 +119,7 @@ class Settings:
             "max_result_rows",
             "max_result_bytes",
             "archive_segment_bytes",
+            "replication_factor",
             "snapshot_log_bytes",
         ):
             if getattr(self, name) < 1:
@@ -109,12 +131,20 @@ class Settings:
             "archive_seconds",
             "snapshot_seconds",
             "retention_seconds",
+            "lease_seconds",
+            "async_window_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be more than 0")
         for name in ("archive_index_seconds", "archive_compact_seconds"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be 0 (every round) or more")
+        if self.durability not in ("sync", "async"):
+            raise ConfigError(f"durability must be 'sync' or 'async', not {self.durability!r}")
+        if self.node_id and not _NODE_ID.fullmatch(self.node_id):
+            raise ConfigError(
+                f"node_id {self.node_id!r}: use 1 to 64 letters, digits, '_', '-' or '.'"
+            )
         if self.threads < 1:
             raise ConfigError("threads must be at least 1")
 

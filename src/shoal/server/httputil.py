@@ -126,7 +126,9 @@ async def read_body(request: Request) -> bytes:
         if size > limit:
             raise RequestTooLarge(f"request body is over the limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = b"".join(chunks)
+    request.state.body = body  # kept, should the request be forwarded to another node
+    return body
 
 
 async def read_json(request: Request) -> Any:

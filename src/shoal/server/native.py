@@ -20,7 +20,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import shoal
-from shoal.engine import Result
+from shoal.cluster.status import cluster_summary
+from shoal.cluster.view import DURABILITIES
+from shoal.engine import Database, Result
 from shoal.engine.execute import Params
 from shoal.errors import Error, InvalidRequest, RequestTooLarge
 from shoal.server import backup
@@ -35,7 +37,8 @@ from shoal.server.httputil import (
     read_json,
     status_of,
 )
-from shoal.server.node import DatabaseInfo
+from shoal.server.node import DatabaseInfo, check_name
+from shoal.server.routing import Need, dispatch, level_of
 from shoal.server.statements import (
     Batch,
     Statement,
@@ -123,9 +126,14 @@ def _flag(body: Mapping[str, Any], name: str, default: bool) -> bool:
     return value
 
 
-def _wait(body: Mapping[str, Any]) -> tuple[int | None, float]:
-    """min_version and how long to wait for it."""
+def _wait(request: Request, body: Mapping[str, Any]) -> tuple[int | None, float]:
+    """min_version (or the Shoal-Version request header) and how long to wait for it."""
     wanted, timeout = body.get("min_version"), body.get("timeout", DEFAULT_WAIT_SECONDS)
+    header = request.headers.get("shoal-version")
+    if wanted is None and header is not None:
+        if not header.strip().isdigit():
+            raise InvalidRequest("the Shoal-Version header must be a version number")
+        wanted = int(header)
     if wanted is not None and (not isinstance(wanted, int) or isinstance(wanted, bool)):
         raise InvalidRequest("'min_version' must be an integer")
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:
@@ -177,7 +185,7 @@ def _info_json(info: DatabaseInfo) -> dict[str, Any]:
 
 # -- handlers -----------------------------------------------------------------
 
-_QUERY_FIELDS = frozenset({"sql", "params", "statements", "min_version", "timeout"})
+_QUERY_FIELDS = frozenset({"sql", "params", "statements", "min_version", "timeout", "level"})
 _EXECUTE_FIELDS = frozenset({"sql", "params", "statements", "transaction"})
 _REQUEST_FIELDS = _QUERY_FIELDS | _EXECUTE_FIELDS
 
@@ -194,11 +202,14 @@ async def create_database(request: Request) -> Response:
     body = await read_json(request)
     if not isinstance(body, dict) or not isinstance(body.get("name"), str):
         raise InvalidRequest('the body must be {"name": "<database name>"}')
-    unknown = body.keys() - {"name"}
+    unknown = body.keys() - {"name", "durability"}
     if unknown:
         raise InvalidRequest(f"unknown field(s) in the request: {', '.join(sorted(unknown))}")
+    durability = body.get("durability")
+    if durability is not None and durability not in DURABILITIES:
+        raise InvalidRequest('\'durability\' must be "sync" or "async"')
     grant.check(Scope.ADMIN, body["name"])
-    info = await node_of(request).create(body["name"])
+    info = await node_of(request).create(check_name(body["name"]), durability)
     headers = {"Shoal-Version": str(info.version), "Location": f"/v1/databases/{info.name}"}
     return json_response(_info_json(info), 201, headers)
 
@@ -206,8 +217,34 @@ async def create_database(request: Request) -> Response:
 async def database_info(request: Request) -> Response:
     name = request.path_params["name"]
     authorize(request, Scope.READ, name)
-    info = await node_of(request).info(name)
-    return json_response(_info_json(info), headers={"Shoal-Version": str(info.version)})
+
+    checksum = request.query_params.get("checksum", "").lower() in ("1", "true", "yes")
+
+    async def here() -> Response:
+        node = node_of(request)
+        info = _info_json(await node.info(name))
+        if checksum:  # of this copy, at the version it reports
+            info["version"], info["checksum"] = await node.run_on(
+                name, _versioned_checksum, write=True
+            )
+        return json_response(info, headers={"Shoal-Version": str(info["version"])})
+
+    return await dispatch(request, name, Need(write=False, level="none"), here)
+
+
+def _versioned_checksum(db: Database) -> tuple[int, str]:
+    """The copy's version and logical checksum, with the writer held so they match."""
+    with db.writer_held():
+        return db.version, db.checksum()
+
+
+async def cluster_state(request: Request) -> Response:
+    """Nodes, and per database its leader, log head and copies (`shoal cluster status`)."""
+    grant = authorize(request, Scope.READ, None)
+    cluster = node_of(request).cluster
+    if cluster is None:
+        return json_response({"clustered": False, "node": node_of(request).node_id})
+    return json_response(await cluster_summary(cluster, grant.covers))
 
 
 async def drop_database(request: Request) -> Response:
@@ -250,11 +287,16 @@ async def query(request: Request) -> Response:
     node = node_of(request)
     body = await read_json(request)
     statements = statements_from(body, _QUERY_FIELDS, node.settings.max_statements)
-    wanted, timeout = _wait(body)
-    batch = await node.run_on(
-        name, run_query, statements, write=False, min_version=wanted, wait=timeout
-    )
-    return batch_response(batch)
+    wanted, timeout = _wait(request, body)
+    need = Need(write=False, level=level_of(body.get("level")), min_version=wanted)
+
+    async def here() -> Response:
+        batch = await node.run_on(
+            name, run_query, statements, write=False, min_version=wanted, wait=timeout
+        )
+        return batch_response(batch)
+
+    return await dispatch(request, name, need, here)
 
 
 async def execute(request: Request) -> Response:
@@ -264,8 +306,14 @@ async def execute(request: Request) -> Response:
     body = await read_json(request)
     statements = statements_from(body, _EXECUTE_FIELDS, node.settings.max_statements)
     transaction = _flag(body, "transaction", True)
-    batch = await node.run_on(name, run_execute, statements, write=True, transaction=transaction)
-    return batch_response(batch)
+
+    async def here() -> Response:
+        batch = await node.run_on(
+            name, run_execute, statements, write=True, transaction=transaction
+        )
+        return batch_response(batch)
+
+    return await dispatch(request, name, Need(write=True), here)
 
 
 async def mixed_request(request: Request) -> Response:
@@ -277,32 +325,46 @@ async def mixed_request(request: Request) -> Response:
     reads_only = is_read_only(statements)
     grant.check(Scope.READ if reads_only else Scope.WRITE, name)
     transaction = _flag(body, "transaction", True)
-    wanted, timeout = _wait(body)
-    batch = await node.run_on(
-        name,
-        run_request,
-        statements,
-        write=not reads_only,
-        min_version=wanted,
-        wait=timeout,
-        transaction=transaction,
-    )
-    return batch_response(batch)
+    wanted, timeout = _wait(request, body)
+    need = Need(write=not reads_only, level=level_of(body.get("level")), min_version=wanted)
+
+    async def here() -> Response:
+        batch = await node.run_on(
+            name,
+            run_request,
+            statements,
+            write=not reads_only,
+            min_version=wanted,
+            wait=timeout,
+            transaction=transaction,
+        )
+        return batch_response(batch)
+
+    return await dispatch(request, name, need, here)
 
 
 async def backup_database(request: Request) -> Response:
     name = request.path_params["name"]
     authorize(request, Scope.READ, name)
     fmt = request.query_params.get("format", "sqlite")
-    return await backup.respond(node_of(request), name, fmt)
+    level = "none" if "noleader" in request.query_params else "weak"
+
+    async def here() -> Response:
+        return await backup.respond(node_of(request), name, fmt)
+
+    return await dispatch(request, name, Need(write=False, level=level), here)
 
 
 async def load_database(request: Request) -> Response:
     name = request.path_params["name"]
     authorize(request, Scope.ADMIN, name)
     body = await read_body(request)
-    batch = await node_of(request).run_on(name, backup.load, body, write=True)
-    return batch_response(batch)
+
+    async def here() -> Response:
+        batch = await node_of(request).run_on(name, backup.load, body, write=True)
+        return batch_response(batch)
+
+    return await dispatch(request, name, Need(write=True), here)
 
 
 BASE = "/v1/databases/{name}"
@@ -315,6 +377,7 @@ def routes() -> list[Route]:
         Route(f"{base}/execute", execute, methods=["POST"]),
         Route(f"{base}/request", mixed_request, methods=["POST"]),
         Route("/v1/status", node_status, methods=["GET"]),
+        Route("/v1/cluster", cluster_state, methods=["GET"]),
         Route("/v1/databases", list_databases, methods=["GET"]),
         Route("/v1/databases", create_database, methods=["POST"]),
         Route(base, database_info, methods=["GET"]),

@@ -19,6 +19,8 @@ import functools
 import logging
 import os
 import re
+import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +31,9 @@ from typing import Any, TypeVar
 
 import apsw
 
+from shoal.cluster.coordinator import Cluster
+from shoal.cluster.replica import Timing
+from shoal.controlplane import open_control_plane
 from shoal.engine import Database, Limits, Options, Role
 from shoal.engine import log as engine_log
 from shoal.errors import (
@@ -71,6 +76,8 @@ class DatabaseInfo:
     open: bool
     epoch: int | None = None
     role: str | None = None
+    durability: str | None = None
+    leader: str | None = None
 
 
 @dataclass(eq=False)
@@ -79,6 +86,7 @@ class _Entry:
     users: int = 0
     last_used: float = field(default_factory=time.monotonic)
     dropping: bool = False
+    swapping: bool = False  # its file is being replaced (a re-seed): wait
 
 
 class Node:
@@ -109,6 +117,13 @@ class Node:
         self.started = time.time()
         self.ready = False
         self.closing = False
+        self.node_id = settings.node_id or (
+            _node_id(settings.data_dir) if settings.control_plane else settings.address
+        )
+        self.cluster: Cluster | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # In a cluster every copy opens as a follower; its replica promotes it.
+        self._role = Role.FOLLOWER if settings.control_plane else Role.LEADER
 
     # -- threads -------------------------------------------------------------
 
@@ -150,11 +165,14 @@ class Node:
 
     async def start(self) -> None:
         """Restores missing databases if asked, makes sure the default database
-        exists, then starts housekeeping and archiving."""
+        exists (or joins the cluster), then starts housekeeping and archiving."""
+        self._loop = asyncio.get_running_loop()
         if self.archive is not None and self.settings.restore_missing:
             for name in await self.write(restore_missing, self.archive.store, self.directory):
                 logger.info("restored %s from the archive", name)
-        if not await self.write(self.path(DEFAULT_DATABASE).exists):
+        if self.settings.control_plane:
+            await self._join()
+        elif not await self.write(self.path(DEFAULT_DATABASE).exists):
             await self.create(DEFAULT_DATABASE)
         loop = asyncio.get_running_loop()
         self._housekeeper = loop.create_task(self._housekeeping())
@@ -162,8 +180,32 @@ class Node:
             self._archiving = loop.create_task(self.archive.loop())
         self.ready = True
 
+    async def _join(self) -> None:
+        settings = self.settings
+        cp = await self.write(open_control_plane, settings.control_plane, settings.data_dir)
+        self.cluster = Cluster(
+            self,
+            cp,
+            node_id=self.node_id,
+            url=settings.url,
+            factor=settings.replication_factor,
+            timing=Timing(settings.lease_seconds, settings.async_window_seconds),
+            scratch=settings.data_dir / "tmp",
+            archive=self.archive.store if self.archive is not None else None,
+        )
+        await self.cluster.start()
+        logger.info("node %s joined the cluster as %s", self.node_id, settings.url)
+
+    async def leave(self) -> None:
+        """Hands this node's leases over and leaves its cluster (before the HTTP
+        server stops, so that requests meanwhile are forwarded, not refused)."""
+        if self.cluster is not None:
+            await self.cluster.close()
+            self.cluster = None
+
     async def close(self) -> None:
         """Waits for background work, then closes every database and the pools."""
+        await self.leave()
         self.ready = False
         self.closing = True
         for task in (self._housekeeper, self._archiving):
@@ -240,6 +282,8 @@ class Node:
                 task = asyncio.get_running_loop().create_task(self._open_file(name))
                 self._opening[name] = task
             await asyncio.shield(task)
+        while entry.swapping:
+            await asyncio.sleep(0.01)
         if entry.dropping:
             raise DatabaseNotFound(name)
         entry.users += 1
@@ -257,12 +301,69 @@ class Node:
         path = self.path(name)
         if not path.exists():
             raise DatabaseNotFound(name)
-        return Database(path, name=name, options=self.options)
+        return Database(path, name=name, options=self.options, role=self._role)
 
-    async def create(self, name: str) -> DatabaseInfo:
+    # -- a cluster's copies (cluster.coordinator.Databases) ---------------------
+
+    async def hold(self, name: str) -> Database:
+        """Opens `name`, creating an empty copy if there is none, and keeps it open
+        until `release`; it counts as a user, so idle closing leaves it."""
+        if name not in self._open and not await self.write(self.path(name).exists):
+            await self.write(self._create_copy, name)
+        entry = await self._acquire(name)
+        return entry.db
+
+    def _create_copy(self, name: str) -> None:
+        Database(self.path(name), name=name, options=self.options, role=self._role).close()
+
+    async def release(self, name: str, *, remove: bool) -> None:
+        entry = self._open.get(name)
+        if entry is None:
+            return
+        entry.users -= 1
+        if remove:
+            await self._remove(name, entry, wait=30.0)
+
+    async def replace_file(self, name: str, snapshot: Path) -> Database:
+        """Swaps a held copy's file for `snapshot`, once the requests using it are done."""
+        entry = self._open[name]
+        entry.swapping = True  # new requests wait in _acquire meanwhile
+        try:
+            while entry.users > 1:
+                await asyncio.sleep(0.01)
+            await self.write(entry.db.close)
+            path = self.path(name)
+            await self.write(_remove_files, path)
+            await self.write(os.replace, snapshot, path)
+            entry.db = await self.write(self._open_existing, name)
+        finally:
+            entry.swapping = False
+        return entry.db
+
+    def led(self, db: Database, leading: bool) -> None:
+        """Archiving follows leadership: only a database's leader archives it."""
+        if self.archive is None:
+            return
+        archive = self.archive
+
+        def switch() -> None:
+            if leading:
+                archive.track(db)
+            else:
+                archive.states.pop(db.name, None)
+
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(switch)
+
+    async def create(self, name: str, durability: str | None = None) -> DatabaseInfo:
         """Creates an empty database; DatabaseExists if the name is taken."""
         path = self.path(name)
         self._check_serving()
+        if self.cluster is not None:
+            await self.cluster.create(name, durability or self.settings.durability)
+            return DatabaseInfo(name=name, version=0, size_bytes=0, open=False)
+        if durability is not None and durability not in ("sync", "async"):
+            raise InvalidRequest(f"durability must be 'sync' or 'async', not {durability!r}")
         async with self._admin:
             if name in self._open or await self.write(path.exists):
                 raise DatabaseExists(name)
@@ -275,24 +376,33 @@ class Node:
         """Deletes a database and its files, once the requests using it are done."""
         if name == DEFAULT_DATABASE:
             raise InvalidRequest("the default database always exists; it cannot be dropped")
+        check_name(name)
+        if self.cluster is not None:
+            await self.cluster.drop(name)
+            return
         async with self._admin:
             entry = await self._acquire(name)
             entry.users -= 1
-            entry.dropping = True
-            deadline = time.monotonic() + wait
-            while entry.users > 0:
-                if time.monotonic() > deadline:
-                    entry.dropping = False
-                    raise Busy(f"database {name!r} is still in use after {wait:g} s; not dropped")
-                await asyncio.sleep(0.01)
-            del self._open[name]
-            if self.archive is not None:
-                self.archive.states.pop(name, None)  # its archive stays, for restores
-            await self.write(entry.db.close)
-            await self.write(_remove_files, self.path(name))
+            await self._remove(name, entry, wait)
+
+    async def _remove(self, name: str, entry: _Entry, wait: float) -> None:
+        entry.dropping = True
+        deadline = time.monotonic() + wait
+        while entry.users > 0:
+            if time.monotonic() > deadline:
+                entry.dropping = False
+                raise Busy(f"database {name!r} is still in use after {wait:g} s; not dropped")
+            await asyncio.sleep(0.01)
+        del self._open[name]
+        if self.archive is not None:
+            self.archive.states.pop(name, None)  # its archive stays, for restores
+        await self.write(entry.db.close)
+        await self.write(_remove_files, self.path(name))
 
     async def info(self, name: str) -> DatabaseInfo:
         async with self.database(name) as db:
+            spec = self.cluster.view.catalog.get(name) if self.cluster else None
+            lease = self.cluster.view.leases.get(name) if self.cluster else None
             return DatabaseInfo(
                 name=name,
                 version=db.version,
@@ -300,11 +410,37 @@ class Node:
                 open=True,
                 epoch=db.epoch,
                 role=db.role.value,
+                durability=spec.durability if spec else None,
+                leader=lease.holder if lease else None,
             )
 
     async def list_databases(self) -> list[DatabaseInfo]:
-        """Every database, by name; versions of closed ones are read from their files."""
-        return await self.read(self._list_files, self.versions())
+        """Every database, by name; versions of closed ones are read from their files.
+        In a cluster: every database in the catalog, with this node's copy's version
+        where it holds one, else its log's head."""
+        if self.cluster is None:
+            return await self.read(self._list_files, self.versions())
+        cluster, infos = self.cluster, []
+        for name, spec in sorted(cluster.view.catalog.items()):
+            replica = cluster.replicas.get(name)
+            if replica is None:
+                version = await cluster.blocking(cluster.cp.head, name)
+            else:
+                version = replica.db.version
+            lease = cluster.view.leases.get(name)
+            infos.append(
+                DatabaseInfo(
+                    name=name,
+                    version=version,
+                    size_bytes=0 if replica is None else await self.read(_size, replica.db.path),
+                    open=replica is not None,
+                    epoch=lease.epoch if lease else None,
+                    role=None if replica is None else replica.db.role.value,
+                    durability=spec.durability,
+                    leader=lease.holder if lease else None,
+                )
+            )
+        return infos
 
     def _list_files(self, open_versions: dict[str, int]) -> list[DatabaseInfo]:
         infos = []
@@ -340,6 +476,18 @@ class Node:
                 raise VersionNotReached(wanted, db.version, timeout)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+
+def _node_id(data_dir: Path) -> str:
+    """This data directory's node id: made up once, then kept in DATA_DIR/node-id."""
+    path = data_dir / "node-id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        made = f"{socket.gethostname().split('.')[0]}-{secrets.token_hex(3)}"
+        path.write_text(made + "\n")
+        return made
 
 
 def _size(path: Path) -> int:

@@ -47,7 +47,13 @@ Parameters take the same forms, and `true`/`false`, which bind as 1 and 0.
 
 **Versions.** A database's version counts its committed write transactions.
 Database responses carry it in the `Shoal-Version` header; send it back as
-`min_version` of a query to read your own writes on any copy.
+`min_version` of a query (or as the `Shoal-Version` request header) to read your
+own writes on any copy.
+
+**A cluster.** Any node answers for any database: writes, and reads at the
+`weak` (default) or `linearizable` level, are forwarded to the database's
+leader; reads at `none` are served by the receiving node's own copy. Every
+response names the node that served it in the `Shoal-Node` header.
 
 **Errors.** Every error is `{"error": {"type", "message", "retryable"}}`, where
 `type` is the name of a shoal error and `retryable` is true exactly for 503.
@@ -177,6 +183,13 @@ def statement_schemas() -> Json:
             "then 503 VersionNotReached.",
         },
     }
+    wait["level"] = {
+        "enum": ["none", "weak", "linearizable", "strong", "auto"],
+        "default": "weak",
+        "description": "In a cluster: `none` reads the receiving node's copy; `weak` the "
+        "leader's; `linearizable` (or `strong`) the leader's once it has confirmed its lease "
+        "and that it is at the log's head. `auto` is `weak`. `min_version` overrides it.",
+    }
     transaction: dict[str, Json] = {
         "transaction": {
             "type": "boolean",
@@ -202,7 +215,10 @@ def statement_schemas() -> Json:
         "ExecuteRequest": statements_body("Statements that write.", **transaction),
         "MixedRequest": statements_body("Statements that read and write.", **wait, **transaction),
         "TransactionRequest": statements_body("Statements to run in an open transaction."),
-        "CreateDatabase": closed({"name": ref("DatabaseName")}),
+        "CreateDatabase": closed(
+            {"name": ref("DatabaseName"), "durability": ref("Durability")},
+            optional=("durability",),
+        ),
     }
 
 
@@ -223,10 +239,61 @@ def result_schemas() -> Json:
                 "open": {"type": "boolean", "description": "Open on this node now."},
                 "epoch": {"type": "integer"},
                 "role": {"enum": [role.value for role in Role]},
+                "durability": ref("Durability"),
+                "leader": {"type": "string", "description": "In a cluster: the leading node."},
+                "checksum": {
+                    "type": "string",
+                    "description": "With `?checksum=1`: this copy's logical checksum at `version`.",
+                },
             },
-            optional=("epoch", "role"),
+            optional=("epoch", "role", "durability", "leader", "checksum"),
             description="`epoch` and `role` are given for one database, not in lists.",
         ),
+        "Durability": {
+            "enum": ["sync", "async"],
+            "description": "In a cluster: `sync` answers a write once its record is in the "
+            "control plane; `async` once committed here, shipping records in batches.",
+        },
+        "ClusterState": {
+            "type": "object",
+            "required": ["clustered", "node"],
+            "description": "For a node on its own, only `clustered` (false) and `node`.",
+            "properties": {
+                "clustered": {"type": "boolean"},
+                "node": {"type": "string", "description": "The node that answered."},
+                "nodes": array(
+                    closed(
+                        {
+                            "id": {"type": "string"},
+                            "url": {"type": "string"},
+                            "leaving": {"type": "boolean"},
+                            "databases": count("Copies it holds."),
+                            "leading": count("Databases it leads."),
+                        }
+                    )
+                ),
+                "databases": array(
+                    closed(
+                        {
+                            "name": ref("DatabaseName"),
+                            "durability": ref("Durability"),
+                            "leader": {"type": ["string", "null"]},
+                            "epoch": {"type": ["integer", "null"]},
+                            "head": count("The version its log ends at."),
+                            "replicas": array(
+                                closed(
+                                    {
+                                        "node": {"type": "string"},
+                                        "version": count("As of its node's last heartbeat."),
+                                        "lag": count("Versions behind the log's head."),
+                                    }
+                                )
+                            ),
+                        }
+                    )
+                ),
+            },
+        },
         "DatabaseList": closed({"databases": array(ref("DatabaseInfo"))}),
         "NodeStatus": closed(
             {
@@ -505,6 +572,15 @@ def database_paths() -> Json:
                 scope="read",
             )
         },
+        "/v1/cluster": {
+            "get": operation(
+                "clusterState",
+                "operations",
+                "The cluster's nodes, and each database's leader, log head and copies.",
+                responses(ok("ClusterState", "The cluster.", versioned=False), 401, 500),
+                scope="read",
+            )
+        },
         "/v1/databases": {
             "get": operation(
                 "listDatabases",
@@ -538,6 +614,16 @@ def database_paths() -> Json:
                 "Describes one database.",
                 responses(ok("DatabaseInfo", "The database."), 400, 401, 403, 404, 500, 503),
                 scope="read",
+                parameters=[
+                    {
+                        "name": "checksum",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["1", "true"]},
+                        "description": "Add this node's copy's logical checksum (it reads "
+                        "every row).",
+                    }
+                ],
             ),
             "delete": operation(
                 "dropDatabase",
@@ -632,7 +718,16 @@ def copy_paths() -> Json:
                 "Downloads the database.",
                 responses({"200": backup}, 400, 401, 403, 404, 500, 503),
                 scope="read",
-                parameters=[ref("BackupFormat", "parameters")],
+                parameters=[
+                    ref("BackupFormat", "parameters"),
+                    {
+                        "name": "noleader",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "In a cluster: this node's own copy, not the leader's.",
+                    },
+                ],
             ),
         },
         f"{base}/load": {

@@ -15,6 +15,7 @@ import base64
 import logging
 import re
 import time
+from dataclasses import replace
 from typing import Any
 
 import apsw
@@ -29,6 +30,7 @@ from shoal.server import backup
 from shoal.server.auth import Scope
 from shoal.server.httputil import authorize, finite, json_response, node_of, read_body, read_json
 from shoal.server.node import DEFAULT_DATABASE, Node
+from shoal.server.routing import Need, dispatch, level_of
 from shoal.server.statements import (
     Batch,
     Statement,
@@ -42,7 +44,6 @@ __all__ = ["QueuedWrites", "go_duration", "routes", "statements_from"]
 
 logger = logging.getLogger("shoal.rqlite")
 
-LEVELS = frozenset({"none", "weak", "strong", "linearizable", "auto"})
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _SQL_TYPES = {int: "integer", float: "real", str: "text", bytes: "blob"}
@@ -66,13 +67,13 @@ def _database(request: Request) -> str:
     return request.query_params.get("db") or DEFAULT_DATABASE
 
 
-def _check_read_flags(request: Request) -> None:
-    level = request.query_params.get("level")
-    if level is not None and level.lower() not in LEVELS:
-        raise InvalidRequest(f"level={level!r} is not one of {', '.join(sorted(LEVELS))}")
+def _read_need(request: Request, *, write: bool = False) -> Need:
+    """What a read asks of the copy that serves it: rqlite's level, and its flags checked."""
+    level = level_of(request.query_params.get("level"))
     for name in ("freshness", "timeout", "db_timeout"):
         if name in request.query_params:
             go_duration(request.query_params[name], name)
+    return Need(write=write, level=level, redirect=_flag(request, "redirect"))
 
 
 # -- bodies -------------------------------------------------------------------
@@ -235,8 +236,15 @@ async def db_execute(request: Request) -> Response:
     started = time.perf_counter()
     name = _database(request)
     authorize(request, Scope.WRITE, name)
-    node = node_of(request)
     statements = await _statements(request)
+    need = Need(write=True, redirect=_flag(request, "redirect"))
+    return await dispatch(request, name, need, lambda: _execute(request, name, statements, started))
+
+
+async def _execute(
+    request: Request, name: str, statements: list[Statement], started: float
+) -> Response:
+    node = node_of(request)
     if _flag(request, "queue"):
         async with node.database(name):
             pass  # a database that does not exist is a 404 now, not a failure later
@@ -258,41 +266,55 @@ async def db_query(request: Request) -> Response:
     started = time.perf_counter()
     name = _database(request)
     authorize(request, Scope.READ, name)
-    _check_read_flags(request)
+    need = _read_need(request)
     statements = await _statements(request)
-    batch = await node_of(request).run_on(name, run_query, statements, write=False)
-    return _respond(request, batch, started, rows_shape=True)
+
+    async def here() -> Response:
+        batch = await node_of(request).run_on(name, run_query, statements, write=False)
+        return _respond(request, batch, started, rows_shape=True)
+
+    return await dispatch(request, name, need, here)
 
 
 async def db_request(request: Request) -> Response:
     started = time.perf_counter()
     name = _database(request)
     grant = authorize(request, Scope.READ, name)  # before reading a body
-    _check_read_flags(request)
+    need = _read_need(request)
     statements = await _statements(request)
     reads_only = is_read_only(statements)
     grant.check(Scope.READ if reads_only else Scope.WRITE, name)
-    batch = await node_of(request).run_on(
-        name,
-        run_request,
-        statements,
-        write=not reads_only,
-        transaction=_flag(request, "transaction"),
-    )
-    return _respond(request, batch, started, rows_shape=False)
+
+    async def here() -> Response:
+        batch = await node_of(request).run_on(
+            name,
+            run_request,
+            statements,
+            write=not reads_only,
+            transaction=_flag(request, "transaction"),
+        )
+        return _respond(request, batch, started, rows_shape=False)
+
+    return await dispatch(request, name, replace(need, write=not reads_only), here)
 
 
 async def db_backup(request: Request) -> Response:
     name = _database(request)
     authorize(request, Scope.READ, name)
     fmt = request.query_params.get("fmt", "sqlite")
-    return await backup.respond(
-        node_of(request),
-        name,
-        fmt,
-        vacuum=_flag(request, "vacuum"),
-        gz=_flag(request, "compress"),
-    )
+    level = "none" if _flag(request, "noleader") else "weak"
+
+    async def here() -> Response:
+        return await backup.respond(
+            node_of(request),
+            name,
+            fmt,
+            vacuum=_flag(request, "vacuum"),
+            gz=_flag(request, "compress"),
+        )
+
+    need = Need(write=False, level=level, redirect=_flag(request, "redirect"))
+    return await dispatch(request, name, need, here)
 
 
 async def db_load(request: Request) -> Response:
@@ -300,15 +322,19 @@ async def db_load(request: Request) -> Response:
     name = _database(request)
     authorize(request, Scope.ADMIN, name)
     body = await read_body(request)
-    batch = await node_of(request).run_on(name, backup.load, body, write=True)
-    return _respond(request, batch, started, rows_shape=False)
+
+    async def here() -> Response:
+        batch = await node_of(request).run_on(name, backup.load, body, write=True)
+        return _respond(request, batch, started, rows_shape=False)
+
+    return await dispatch(request, name, Need(write=True), here)
 
 
 def _node_entry(request: Request) -> dict[str, Any]:
     node = node_of(request)
     url = f"{request.url.scheme}://{request.url.netloc}"
     return {
-        "id": node.settings.address,
+        "id": node.node_id,
         "api_addr": url,
         "addr": node.settings.address,
         "voter": True,
@@ -318,22 +344,43 @@ def _node_entry(request: Request) -> dict[str, Any]:
     }
 
 
+def _member_entries(request: Request) -> list[dict[str, Any]]:
+    """The cluster's live nodes, the leader of `?db=` (default `default`) marked."""
+    cluster = node_of(request).cluster
+    if cluster is None:
+        return [_node_entry(request)]
+    lease = cluster.view.leases.get(_database(request))
+    return [
+        {
+            "id": member.id,
+            "api_addr": member.url,
+            "addr": member.url.partition("://")[2],
+            "voter": True,
+            "reachable": True,
+            "leader": lease is not None and lease.holder == member.id,
+            "time": 0.0,
+        }
+        for member in sorted(cluster.view.members.values(), key=lambda m: m.id)
+    ]
+
+
 async def nodes(request: Request) -> Response:
     authorize(request, Scope.READ, None)
-    entry = _node_entry(request)
+    entries = _member_entries(request)
     if request.query_params.get("ver") == "2":
-        return json_response({"nodes": [entry]}, pretty=_flag(request, "pretty"))
-    return json_response({entry["id"]: entry}, pretty=_flag(request, "pretty"))
+        return json_response({"nodes": entries}, pretty=_flag(request, "pretty"))
+    by_id = {entry["id"]: entry for entry in entries}
+    return json_response(by_id, pretty=_flag(request, "pretty"))
 
 
 async def status(request: Request) -> Response:
     authorize(request, Scope.READ, None)
     node = node_of(request)
-    entry = _node_entry(request)
+    leader = next((e for e in _member_entries(request) if e["leader"]), None)
     body = {
         "build": {"version": f"shoal-{shoal.__version__}", "compatibility": "rqlite"},
         "node": {
-            "id": entry["id"],
+            "id": node.node_id,
             "start_time": node.started,
             "uptime": f"{time.time() - node.started:.3f}s",
         },
@@ -342,10 +389,13 @@ async def status(request: Request) -> Response:
             "auth": "loopback only" if node.auth.open else "tokens",
         },
         "store": {
-            "node_id": entry["id"],
+            "node_id": node.node_id,
             "dir": str(node.settings.data_dir),
-            "leader": {"node_id": entry["id"], "addr": entry["addr"]},
-            "raft": {"state": "Leader", "voters": 1},
+            "leader": {"node_id": leader["id"], "addr": leader["addr"]} if leader else {},
+            "raft": {
+                "state": "Leader" if leader and leader["id"] == node.node_id else "Follower",
+                "voters": len(node.cluster.view.members) if node.cluster else 1,
+            },
             "sqlite3": {"version": apsw.sqlite_lib_version()},
             "databases_open": len(node.names()),
         },

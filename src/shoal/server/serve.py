@@ -3,14 +3,18 @@
 uvicorn owns the signals: on SIGTERM or SIGINT it stops accepting connections,
 lets in-flight requests finish (up to `GRACE_SECONDS`), then runs the app's
 lifespan end, which finishes queued writes, rolls back interactive transactions
-and closes every database file.
+and closes every database file. A node in a cluster first hands its leases over
+and leaves the cluster while it still serves, so that requests that reach it
+meanwhile are forwarded to the new leaders rather than refused.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import sys
+from types import FrameType
 
 import uvicorn
 
@@ -32,12 +36,41 @@ with `shoal token create NAME --scope admin` to serve anyone else.
 **********************************************************************"""
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, but a cluster node leaves its cluster before it stops serving."""
+
+    node: Node | None = None
+    leaving: asyncio.Task[None] | None = None
+    _asked = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        node = self.node
+        if self._asked or node is None or node.cluster is None:
+            super().handle_exit(sig, frame)  # a second signal stops at once
+            return
+        self._asked = True
+        loop = asyncio.get_event_loop()
+
+        async def leave_then_stop() -> None:
+            try:
+                await node.leave()
+            finally:
+                super(_Server, self).handle_exit(sig, frame)
+
+        def start_leaving() -> None:
+            self.leaving = loop.create_task(leave_then_stop())
+
+        loop.call_soon_threadsafe(start_leaving)
+
+
 def serve(settings: Settings) -> int:
     """Serves until SIGTERM or SIGINT; returns the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per forwarded request
     scheme = "https" if settings.tls_cert else "http"
 
     def announce(node: Node) -> None:
+        server.node = node
         print(
             f"shoal {shoal.__version__} serving {scheme}://{settings.address} "
             f"with data in {settings.data_dir}",
@@ -54,6 +87,7 @@ def serve(settings: Settings) -> int:
                     flush=True,
                 )
 
+    server: _Server
     config = uvicorn.Config(
         create_app(settings, announce),
         host=settings.host,
@@ -67,7 +101,7 @@ def serve(settings: Settings) -> int:
         proxy_headers=False,  # the peer's own address decides loopback-only access
         backlog=4096,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     # uvicorn handles SIGTERM and SIGINT itself, then raises the signal again once it
     # has shut down; with these handlers in place that second raise is a no-op, so a
     # clean stop exits 0 after saying so, rather than dying of the signal.

@@ -32,6 +32,7 @@ from shoal.server.auth import Scope
 from shoal.server.httputil import authorize, json_response, node_of, read_json
 from shoal.server.native import batch_response, statements_from
 from shoal.server.node import Node, check_name
+from shoal.server.routing import Need, dispatch
 from shoal.server.statements import Batch, Statement
 
 __all__ = ["InteractiveTransactions", "routes"]
@@ -163,6 +164,7 @@ def _run(tx: Transaction, statements: list[Statement]) -> Batch:
 # -- handlers -----------------------------------------------------------------
 
 _FIELDS = frozenset({"sql", "params", "statements"})
+LEADER = Need(write=True)  # an interactive transaction lives on the leader
 
 
 def _registry(request: Request) -> InteractiveTransactions:
@@ -173,10 +175,14 @@ def _registry(request: Request) -> InteractiveTransactions:
 async def begin(request: Request) -> Response:
     name = request.path_params["name"]
     grant = authorize(request, Scope.WRITE, name)
-    tx_id, version = await _registry(request).begin(name, grant.name)
-    seconds = node_of(request).settings.transaction_seconds
-    body = {"id": tx_id, "version": version, "idle_timeout": seconds}
-    return json_response(body, 201, {"Shoal-Version": str(version)})
+
+    async def here() -> Response:
+        tx_id, version = await _registry(request).begin(name, grant.name)
+        seconds = node_of(request).settings.transaction_seconds
+        body = {"id": tx_id, "version": version, "idle_timeout": seconds}
+        return json_response(body, 201, {"Shoal-Version": str(version)})
+
+    return await dispatch(request, name, LEADER, here)
 
 
 async def run_in(request: Request) -> Response:
@@ -184,22 +190,34 @@ async def run_in(request: Request) -> Response:
     grant = authorize(request, Scope.WRITE, name)
     node = node_of(request)
     statements = statements_from(await read_json(request), _FIELDS, node.settings.max_statements)
-    batch = await _registry(request).execute(tx_id, name, grant.name, statements)
-    return batch_response(batch)
+
+    async def here() -> Response:
+        batch = await _registry(request).execute(tx_id, name, grant.name, statements)
+        return batch_response(batch)
+
+    return await dispatch(request, name, LEADER, here)
 
 
 async def commit(request: Request) -> Response:
     name, tx_id = check_name(request.path_params["name"]), request.path_params["tx"]
     grant = authorize(request, Scope.WRITE, name)
-    version = await _registry(request).commit(tx_id, name, grant.name)
-    return json_response({"version": version}, headers={"Shoal-Version": str(version)})
+
+    async def here() -> Response:
+        version = await _registry(request).commit(tx_id, name, grant.name)
+        return json_response({"version": version}, headers={"Shoal-Version": str(version)})
+
+    return await dispatch(request, name, LEADER, here)
 
 
 async def rollback(request: Request) -> Response:
     name, tx_id = check_name(request.path_params["name"]), request.path_params["tx"]
     grant = authorize(request, Scope.WRITE, name)
-    await _registry(request).rollback(tx_id, name, grant.name)
-    return json_response({"rolled_back": True})
+
+    async def here() -> Response:
+        await _registry(request).rollback(tx_id, name, grant.name)
+        return json_response({"rolled_back": True})
+
+    return await dispatch(request, name, LEADER, here)
 
 
 def routes(base: str) -> list[Route]:

@@ -1,0 +1,383 @@
+"""A node's part in a cluster: membership, placement, one Replica per database it holds.
+
+Three loops, each on the event loop, each doing its control-plane calls on the
+cluster's own threads (a blocking call never stalls a request):
+
+- heartbeat: writes `node/ID` with a TTL, with the version of every database
+  held here, every HEARTBEAT_SECONDS;
+- view: reads members, leases and the catalog every VIEW_SECONDS, and starts
+  or stops a Replica for each database this node should (or should no longer)
+  hold, by rendezvous hashing over the live members;
+- the replicas' own tasks (replica.py).
+
+Stopping (SIGTERM) hands every lease this node holds to a live replica before
+the databases close (DESIGN.md decision 9), then leaves the membership at once,
+so the others re-place its databases without waiting for the TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import apsw
+import httpx
+
+from shoal.archive.base import BlobStore
+from shoal.archive.catalog import read_index
+from shoal.archive.restore import plan_restore, restore
+from shoal.cluster.replica import Replica, Timing
+from shoal.cluster.view import (
+    DURABILITIES,
+    Member,
+    Spec,
+    View,
+    catalog_key,
+    member_key,
+    read_view,
+)
+from shoal.controlplane import ABSENT, ControlPlane, KeyConflict
+from shoal.engine import Database
+from shoal.engine import log as engine_log
+from shoal.errors import (
+    ArchiveError,
+    BlobNotFound,
+    DatabaseExists,
+    DatabaseNotFound,
+    InvalidRequest,
+    NotLeader,
+    Unavailable,
+)
+
+__all__ = ["Cluster", "Databases"]
+
+T = TypeVar("T")
+logger = logging.getLogger("shoal.cluster")
+
+HEARTBEAT_SECONDS = 0.5
+MEMBER_TTL_SECONDS = 3.0  # a node that stops heartbeating is gone after this long
+VIEW_SECONDS = 0.1
+SNAPSHOT_TIMEOUT = 300.0
+
+
+class Databases(Protocol):
+    """What the cluster needs of the node's database registry (server.node.Node)."""
+
+    async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
+
+    async def hold(self, name: str) -> Database:
+        """Opens (creating an empty follower copy if missing) and keeps `name` open."""
+        ...
+
+    async def release(self, name: str, *, remove: bool) -> None:
+        """Lets go of what `hold` kept open; with `remove`, deletes the local copy."""
+        ...
+
+    async def replace_file(self, name: str, snapshot: Path) -> Database:
+        """Puts the file `snapshot` in place of the local copy of a held database."""
+        ...
+
+    def led(self, db: Database, leading: bool) -> None:
+        """This node starts or stops leading `db`."""
+        ...
+
+
+class Cluster:
+    """This node's membership and replicas; also the `Host` its replicas run on."""
+
+    def __init__(
+        self,
+        databases: Databases,
+        cp: ControlPlane,
+        *,
+        node_id: str,
+        url: str,
+        factor: int,
+        timing: Timing,
+        scratch: Path,
+        archive: BlobStore | None = None,
+    ) -> None:
+        self.databases = databases
+        self.cp = cp
+        self.node_id = node_id
+        self.url = url
+        self.factor = factor
+        self.timing = timing
+        self.scratch = scratch
+        self.archive = archive
+        self.view = View({}, {}, {})
+        self.replicas: dict[str, Replica] = {}
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=2.0))
+        self._threads = ThreadPoolExecutor(64, thread_name_prefix="shoal-cluster")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._changing: dict[str, asyncio.Task[None]] = {}
+        self._leaving = False
+        self._viewed = asyncio.Event()
+
+    # -- Host, for the replicas -------------------------------------------------------
+
+    def cluster_view(self) -> View:
+        return self.view
+
+    def control_plane(self) -> ControlPlane:
+        return self.cp
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        call = functools.partial(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, call)
+
+    async def on_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        return await self.databases.write(fn, *args)
+
+    async def fetch_snapshot(self, database: str) -> Path:
+        """A copy of `database` the log goes on from: restored from the archive when
+        it has one, else the leader's, downloaded into the scratch directory."""
+        if self.archive is not None:
+            restored = await self.blocking(self._from_archive, database)
+            if restored is not None:
+                return restored
+        deadline = time.monotonic() + SNAPSHOT_TIMEOUT
+        while True:
+            leader = self.view.leader(database)
+            if leader is not None and leader.id != self.node_id:
+                try:
+                    return await self._download(leader.url, database)
+                except (httpx.HTTPError, OSError) as exc:
+                    logger.warning("%s: snapshot from %s failed: %s", database, leader.id, exc)
+            if time.monotonic() > deadline:
+                raise Unavailable(f"no leader of {database!r} to seed a copy from")
+            await asyncio.sleep(0.2)
+
+    def _from_archive(self, database: str) -> Path | None:
+        """The archive's newest state of `database`, if the log still holds what
+        follows it (else None: the leader's copy it is)."""
+        assert self.archive is not None
+        target = self._scratch_file(database)
+        target.unlink()  # restore makes the file itself, and never overwrites one
+        try:
+            version = restore(
+                self.archive, plan_restore(read_index(self.archive, database)), target
+            )
+            head = self.cp.head(database)
+            if version == head or self.cp.read(database, version + 1, version + 1):
+                logger.info("%s: hydrated from the archive at version %d", database, version)
+                return target
+        except BlobNotFound:
+            pass
+        except ArchiveError as exc:
+            logger.warning("%s: cannot hydrate from the archive: %s", database, exc)
+        target.unlink(missing_ok=True)
+        return None
+
+    def _scratch_file(self, database: str) -> Path:
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f"{database}.", suffix=".seed", dir=self.scratch)
+        os.close(handle)
+        return Path(name)
+
+    async def _download(self, url: str, database: str) -> Path:
+        path = self._scratch_file(database)
+        try:
+            with path.open("wb") as out:
+                source = f"{url}/v1/databases/{database}/backup"
+                async with self.http.stream("GET", source, headers=_INTERNAL) as response:
+                    if response.status_code != 200:
+                        raise httpx.HTTPStatusError(
+                            f"{source}: {response.status_code}",
+                            request=response.request,
+                            response=response,
+                        )
+                    async for chunk in response.aiter_bytes(1 << 20):
+                        out.write(chunk)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path
+
+    def led(self, db: Database, leading: bool) -> None:
+        self.databases.led(db, leading)
+
+    async def replace_copy(self, database: str, snapshot: Path) -> Database:
+        try:
+            return await self.databases.replace_file(database, snapshot)
+        finally:
+            snapshot.unlink(missing_ok=True)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Joins: heartbeats, reads the view, makes sure `default` is in the catalog,
+        and starts holding this node's databases."""
+        await self._heartbeat()
+        with contextlib.suppress(KeyConflict):
+            spec = Spec("default", "sync")
+            await self.blocking(
+                lambda: self.cp.put(catalog_key("default"), spec.encode(), expect=ABSENT)
+            )
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._heartbeats(), name="heartbeats"),
+            loop.create_task(self._views(), name="views"),
+        ]
+        await self._viewed.wait()
+
+    async def close(self) -> None:
+        """Hands over every lease, leaves the membership, stops the replicas."""
+        self._leaving = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in list(self._changing.values()):
+            await asyncio.gather(task, return_exceptions=True)
+        with contextlib.suppress(Exception):  # tell the others first: they stop sending here
+            await self._heartbeat(leaving=True)
+        await asyncio.gather(*(r.stop(hand_over=True) for r in self.replicas.values()))
+        for name in list(self.replicas):
+            await self.databases.release(name, remove=False)
+        self.replicas.clear()
+        with contextlib.suppress(Exception):
+            await self.blocking(self.cp.delete, member_key(self.node_id))
+        await self.http.aclose()
+        await self.blocking(self.cp.close)
+        self._threads.shutdown(wait=False)
+
+    # -- loops ------------------------------------------------------------------------
+
+    async def _heartbeat(self, leaving: bool = False) -> None:
+        versions = {name: r.db.version for name, r in self.replicas.items()}
+        member = Member(self.node_id, self.url, versions, leaving)
+        await self.blocking(
+            lambda: self.cp.put(member_key(self.node_id), member.encode(), ttl=MEMBER_TTL_SECONDS)
+        )
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                await self._heartbeat()
+            except Unavailable as exc:
+                logger.warning("heartbeat failed: %s", exc)
+
+    async def _views(self) -> None:
+        while True:
+            try:
+                self.view = await self.blocking(read_view, self.cp)
+                self._place()
+                self._viewed.set()
+            except Unavailable as exc:
+                logger.warning("cannot read the cluster's state: %s", exc)
+                await asyncio.sleep(0.5)
+            except Exception:
+                logger.exception("reading the cluster's state failed")
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(VIEW_SECONDS)
+
+    def _place(self) -> None:
+        """Starts and stops replicas to match placement (never two changes of one
+        database at once)."""
+        if self._leaving:
+            return
+        wanted = {
+            name: spec
+            for name, spec in self.view.catalog.items()
+            if self.node_id in self.view.replicas(name, self.factor)
+        }
+        if self.node_id not in self.view.members:
+            return  # our heartbeat lapsed: hold what we hold until it is back
+        for name, spec in wanted.items():
+            if name not in self.replicas and name not in self._changing:
+                self._change(name, self._hold(spec))
+        for name, replica in list(self.replicas.items()):
+            if name in wanted or name in self._changing:
+                continue
+            if replica.lease is not None and name in self.view.catalog:
+                continue  # it hands its lease over itself, then goes
+            self._change(name, self._let_go(name, dropped=name not in self.view.catalog))
+
+    def _change(self, name: str, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._changing[name] = task
+        task.add_done_callback(lambda _: self._changing.pop(name, None))
+
+    async def _hold(self, spec: Spec) -> None:
+        try:
+            db = await self.databases.hold(spec.name)
+        except Exception:
+            logger.exception("%s: cannot open this node's copy", spec.name)
+            return
+        replica = Replica(self, db, spec.durability, self.factor, self.timing)
+        self.replicas[spec.name] = replica
+        replica.start()
+        logger.info("%s: holding a copy (version %d)", spec.name, db.version)
+
+    async def _let_go(self, name: str, *, dropped: bool) -> None:
+        replica = self.replicas.pop(name)
+        await replica.stop(hand_over=not dropped)
+        await self.databases.release(name, remove=True)
+        logger.info("%s: %s", name, "dropped" if dropped else "moved to other nodes")
+
+    # -- the catalog -------------------------------------------------------------------
+
+    async def create(self, name: str, durability: str, wait: float = 10.0) -> None:
+        """Adds `name` to the catalog and waits until it has a leader."""
+        if durability not in DURABILITIES:
+            raise InvalidRequest(f"durability must be 'sync' or 'async', not {durability!r}")
+        spec = Spec(name, durability)
+        try:
+            await self.blocking(
+                lambda: self.cp.put(catalog_key(name), spec.encode(), expect=ABSENT)
+            )
+        except KeyConflict:
+            raise DatabaseExists(name) from None
+        await self.leader(name, wait)
+
+    async def drop(self, name: str) -> None:
+        """Removes `name` from the catalog; its replicas drop their copies, then its log goes."""
+        if not await self.blocking(self.cp.delete, catalog_key(name)):
+            raise DatabaseNotFound(name)
+        deadline = time.monotonic() + 5.0
+        while name in self.view.leases and time.monotonic() < deadline:
+            await asyncio.sleep(VIEW_SECONDS)
+        await self.blocking(self.cp.drop, name)
+
+    def spec(self, name: str) -> Spec:
+        spec = self.view.catalog.get(name)
+        if spec is None:
+            raise DatabaseNotFound(name)
+        return spec
+
+    async def leader(self, name: str, wait: float) -> Member:
+        """The live member leading `name`, waiting up to `wait` s for one to appear."""
+        deadline = time.monotonic() + wait
+        while True:
+            if name not in self.view.catalog and name not in self.replicas:
+                # The catalog may be newer than our view: look once before saying no.
+                self.view = await self.blocking(read_view, self.cp)
+                if name not in self.view.catalog:
+                    raise DatabaseNotFound(name)
+            leader = self.view.leader(name)
+            if leader is not None and not leader.leaving:
+                return leader
+            if time.monotonic() >= deadline:
+                raise NotLeader(f"database {name!r} has no leader now; retry shortly")
+            await asyncio.sleep(0.02)
+
+
+_INTERNAL = {"Shoal-Hops": "1"}
+
+
+def _last_record(path: Path) -> bytes:
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    try:
+        return engine_log.read_range(conn, engine_log.head(conn))[0]
+    finally:
+        conn.close()

@@ -1,0 +1,276 @@
+"""A Replica's promises, in one process: a real SQLite control plane and real
+databases, with `LocalHost` standing in for the node (the system tests in
+tests/system/test_cluster.py run the same code in real `shoal serve` processes).
+
+What is pinned down here is what no acknowledged write may depend on by luck:
+a sync write is in the log before it is committed; a write that cannot be
+logged is not committed; a leader past its lease writes nothing; an async
+leader stops taking writes when its records cannot be shipped; a copy holding
+writes the log does not is replaced, loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from shoal.cluster.replica import Replica, Timing
+from shoal.cluster.view import Lease, Member, Spec, View, lease_key
+from shoal.controlplane import ABSENT, ControlPlane
+from shoal.controlplane.sqlite import SQLiteControlPlane
+from shoal.engine import Database, Role
+from shoal.errors import NotLeader, Unavailable
+from shoal.record import decode
+
+T = TypeVar("T")
+NAME = "app"
+
+
+class LocalHost:
+    """The node side of a Replica, with everything in this process: the control
+    plane is a real SQLite one; `source` is the copy re-seeds are taken from."""
+
+    def __init__(self, directory: Path, cp: ControlPlane, node_id: str = "n1") -> None:
+        self.directory = directory
+        self.cp = cp
+        self.node_id = node_id
+        self.view = View({node_id: Member(node_id, "http://here")}, {}, {})
+        self.source: Database | None = None
+        self.leading: list[bool] = []
+
+    def cluster_view(self) -> View:
+        return self.view
+
+    def control_plane(self) -> ControlPlane:
+        return self.cp
+
+    async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(fn, *args)
+
+    async def on_writer(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(fn, *args)
+
+    async def fetch_snapshot(self, database: str) -> Path:
+        assert self.source is not None
+        path = self.directory / f"seed-{time.monotonic_ns()}.db"
+        self.source.snapshot(path)
+        return path
+
+    async def replace_copy(self, database: str, snapshot: Path) -> Database:
+        target = self.directory / f"copy-{time.monotonic_ns()}.db"
+        snapshot.rename(target)
+        return Database(target, name=database, role=Role.FOLLOWER)
+
+    def led(self, db: Database, leading: bool) -> None:
+        self.leading.append(leading)
+
+
+@pytest.fixture
+def cp(tmp_path: Path) -> Iterator[SQLiteControlPlane]:
+    plane = SQLiteControlPlane(tmp_path / "control.db")
+    yield plane
+    plane.close()
+
+
+@pytest.fixture
+def host(tmp_path: Path, cp: SQLiteControlPlane) -> LocalHost:
+    return LocalHost(tmp_path, cp)
+
+
+def follower(tmp_path: Path, file: str = "copy.db") -> Database:
+    return Database(tmp_path / file, name=NAME, role=Role.FOLLOWER)
+
+
+async def lead(host: LocalHost, db: Database, durability: str = "sync", **timing: float) -> Replica:
+    """A replica of `db` that takes the (absent) lease and leads."""
+    replica = Replica(host, db, durability, 3, Timing(**timing))
+    await replica._maybe_lead()
+    assert replica.leading
+    return replica
+
+
+def test_a_sync_write_is_in_the_log_before_it_is_committed(
+    tmp_path: Path, host: LocalHost, cp: SQLiteControlPlane
+) -> None:
+    db = follower(tmp_path)
+    replica = asyncio.run(lead(host, db))
+    seen: list[int] = []
+    original = cp.append
+
+    def append(database: str, version: int, records: Any) -> None:
+        seen.append(db.query("SELECT count(*) FROM sqlite_schema WHERE name = 't'").version)
+        original(database, version, records)
+
+    cp.append = append  # type: ignore[method-assign]
+    db.execute("CREATE TABLE t(x)")
+    assert seen == [0]  # the append ran while the local copy was still at version 0
+    assert cp.head(NAME) == 1 == db.version
+    assert cp.read(NAME, 1) == [(1, db.log_range(1, 1)[0])]
+    assert decode(db.log_range(1, 1)[0]).epoch == replica.lease.epoch  # type: ignore[union-attr]
+    db.close()
+
+
+def test_a_write_the_log_refuses_is_not_committed_and_the_leader_catches_up(
+    tmp_path: Path, host: LocalHost, cp: SQLiteControlPlane
+) -> None:
+    """Another writer's record at the next version (a deposed leader's last append
+    that landed): the write fails retryably, changes nothing, and the leader then
+    applies that record and goes on leading."""
+    other = Database(tmp_path / "other.db", name=NAME)
+    db = follower(tmp_path)
+    replica = asyncio.run(lead(host, db))
+    other.execute("CREATE TABLE t(x)")
+    cp.append(NAME, 1, other.log_range(1, 1))
+
+    with pytest.raises(NotLeader, match="ahead of this leader"):
+        db.execute("CREATE TABLE mine(y)")
+    assert db.version == 0 and replica.behind
+    assert not db.query("SELECT name FROM sqlite_schema WHERE name = 'mine'").results[0].rows
+
+    asyncio.run(replica._rejoin_log())
+    assert replica.leading and db.version == 1
+    assert db.execute("INSERT INTO t VALUES (1)").version == 2
+    assert cp.head(NAME) == 2
+    other.close()
+    db.close()
+
+
+def test_a_leader_past_its_lease_writes_nothing(
+    tmp_path: Path, host: LocalHost, cp: SQLiteControlPlane
+) -> None:
+    db = follower(tmp_path)
+    replica = asyncio.run(lead(host, db, lease_seconds=0.2))
+    db.execute("CREATE TABLE t(x)")
+    time.sleep(0.2 * 0.8 + 0.05)  # past the local deadline, never renewed (paused)
+    assert not replica.leading
+    with pytest.raises(NotLeader):
+        db.execute("INSERT INTO t VALUES (1)")
+    assert db.version == 1 == cp.head(NAME)
+    db.close()
+
+
+def test_a_lease_taken_by_another_node_stops_the_leader(
+    tmp_path: Path, host: LocalHost, cp: SQLiteControlPlane
+) -> None:
+    db = follower(tmp_path)
+    replica = asyncio.run(lead(host, db, lease_seconds=0.3))
+    time.sleep(0.35)  # expired on the control plane's clock too
+    cp.put(lease_key(NAME), Lease(NAME, "n2", 9, 0).encode(), expect=ABSENT, ttl=5)
+    asyncio.run(replica._renew())
+    assert replica.lease is None and db.role is Role.FOLLOWER
+    assert host.leading == [True, False]
+    with pytest.raises(NotLeader):  # a request that was routed here meanwhile
+        replica.before_commit(1, b"")
+    db.close()
+
+
+def test_an_async_write_commits_first_and_ships_in_batches(
+    tmp_path: Path, host: LocalHost, cp: SQLiteControlPlane
+) -> None:
+    db = follower(tmp_path)
+    replica = asyncio.run(lead(host, db, "async"))
+    db.execute("CREATE TABLE t(x)")
+    for i in range(5):
+        db.execute("INSERT INTO t VALUES (?)", (i,))
+    assert db.version == 6 and cp.head(NAME) == 0  # acknowledged, not yet shipped
+    replica._ship()
+    assert cp.head(NAME) == 6
+    assert [raw for _, raw in cp.read(NAME, 1)] == db.log_range(1)
+    db.close()
+
+
+def test_an_async_leader_refuses_writes_once_it_cannot_ship_for_too_long(
+    tmp_path: Path, host: LocalHost, cp: SQLiteControlPlane
+) -> None:
+    """Bounds what a crash can lose: past the window, writes wait (503) for the
+    control plane rather than pile up unshipped."""
+    db = follower(tmp_path)
+    replica = asyncio.run(lead(host, db, "async", async_window=0.01, lease_seconds=10))
+    db.execute("CREATE TABLE t(x)")
+    replica.valid_until = time.monotonic() + 60  # leading is not what this is about
+    limit = replica._window_limit
+    replica._unshipped[0] = (*replica._unshipped[0][:2], time.monotonic() - limit - 1)
+    with pytest.raises(Unavailable, match="not taking this database's records"):
+        db.execute("INSERT INTO t VALUES (1)")
+    assert db.version == 1
+    replica._ship()
+    db.execute("INSERT INTO t VALUES (1)")
+    assert db.version == 2
+    db.close()
+
+
+def test_a_copy_with_writes_the_log_lacks_is_reseeded_loudly(
+    tmp_path: Path, host: LocalHost, cp: SQLiteControlPlane, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An async leader that crashed with unshipped records comes back: the log
+    decides, and its own versions are discarded, with an error in the log."""
+    source = Database(tmp_path / "source.db", name=NAME)
+    source.execute("CREATE TABLE t(x)")
+    cp.append(NAME, 1, source.log_range(1, 1))
+    host.source = source
+
+    deposed = Database(tmp_path / "deposed.db", name=NAME)
+    deposed.execute("CREATE TABLE t(x)")
+    deposed.execute("INSERT INTO t VALUES ('never logged')")
+    deposed.demote()
+    replica = Replica(host, deposed, "async", 3, Timing())
+    with caplog.at_level(logging.ERROR, logger="shoal.cluster"):
+        asyncio.run(replica._check_against_log())
+    assert "DISCARDING" in caplog.text and "never logged" in caplog.text
+    assert replica.db.version == 1
+    assert replica.db.checksum() == source.checksum()
+    replica.db.close()
+    deposed.close()
+    source.close()
+
+
+def test_a_follower_applies_the_log_and_takes_an_expired_lease(
+    tmp_path: Path, host: LocalHost, cp: SQLiteControlPlane
+) -> None:
+    source = Database(tmp_path / "source.db", name=NAME)
+    source.execute("CREATE TABLE t(x)")
+    source.execute("INSERT INTO t VALUES (1)")
+    cp.append(NAME, 1, source.log_range(1))
+    db = follower(tmp_path)
+    replica = Replica(host, db, "sync", 3, Timing())
+
+    asyncio.run(replica._follow())
+    assert db.version == 2 and db.checksum() == source.checksum()
+
+    host.view = View(host.view.members, {}, {NAME: Spec(NAME, "sync")})
+    asyncio.run(replica._maybe_lead())
+    assert replica.leading and db.role is Role.LEADER
+    assert db.execute("INSERT INTO t VALUES (2)").version == 3 == cp.head(NAME)
+    source.close()
+    db.close()
+
+
+def test_an_async_leader_deposed_with_unshipped_writes_takes_the_logs_instead(
+    tmp_path: Path, host: LocalHost, cp: SQLiteControlPlane
+) -> None:
+    db = follower(tmp_path)
+    replica = asyncio.run(lead(host, db, "async", lease_seconds=0.3))
+    db.execute("CREATE TABLE t(x)")
+    replica._ship()
+    db.execute("INSERT INTO t VALUES ('lost with the lease')")
+    time.sleep(0.35)  # paused past the lease; another node leads and writes version 2
+    source = Database(tmp_path / "source.db", name=NAME)
+    source.execute("CREATE TABLE t(x)")
+    source.execute("INSERT INTO t VALUES ('the new leader''s')")
+    cp.put(lease_key(NAME), Lease(NAME, "n2", 9, 0).encode(), expect=ABSENT, ttl=5)
+    cp.append(NAME, 2, source.log_range(2, 2))
+    host.source = source
+
+    asyncio.run(replica._renew())  # finds the lease gone: steps down
+    assert replica._diverged and not replica._unshipped
+    asyncio.run(replica._check_against_log())
+    assert replica.db.version == 2 and replica.db.checksum() == source.checksum()
+    replica.db.close()
+    db.close()
+    source.close()
