@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -473,6 +474,28 @@ def test_a_postgresql_url_opens_postgresql(postgres_dsn: str, tmp_path: Path) ->
     plane = open_control_plane(postgres_dsn, tmp_path)
     assert isinstance(plane, PostgresControlPlane)
     plane.close()
+
+
+def test_nodes_join_while_others_write_keys(postgres_dsn: str) -> None:
+    """Opening a plane on tables made before takes no table lock: one that did
+    deadlocked with the key-value writes of nodes already running."""
+    running = PostgresControlPlane(postgres_dsn)
+    stop = threading.Event()
+
+    def heartbeats() -> None:
+        while not stop.is_set():
+            running.put("node/running", b"{}", ttl=3)
+
+    writer = threading.Thread(target=heartbeats)
+    writer.start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            joined = list(pool.map(lambda _: PostgresControlPlane(postgres_dsn), range(12)))
+    finally:
+        stop.set()
+        writer.join()
+    for plane in [*joined, running]:
+        plane.close()
 
 
 @pytest.mark.parametrize(

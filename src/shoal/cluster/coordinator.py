@@ -230,20 +230,28 @@ class Cluster:
         ]
         await self._viewed.wait()
 
-    async def close(self) -> None:
-        """Hands over every lease, leaves the membership, stops the replicas."""
+    async def leave(self) -> None:
+        """Hands over every lease and lets go of every copy, while the view and
+        forwarding keep working: requests that still reach this node meanwhile
+        are forwarded to the new leaders. Idempotent."""
+        if self._leaving:
+            return
         self._leaving = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         for task in list(self._changing.values()):
             await asyncio.gather(task, return_exceptions=True)
         with contextlib.suppress(Exception):  # tell the others first: they stop sending here
-            await self._heartbeat(leaving=True)
+            await self._heartbeat()
         await asyncio.gather(*(r.stop(hand_over=True) for r in self.replicas.values()))
         for name in list(self.replicas):
             await self.databases.release(name, remove=False)
         self.replicas.clear()
+
+    async def close(self) -> None:
+        """Leaves, then stops the loops and leaves the membership at once."""
+        await self.leave()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self.blocking(self.cp.delete, member_key(self.node_id))
         await self.http.aclose()
@@ -252,9 +260,9 @@ class Cluster:
 
     # -- loops ------------------------------------------------------------------------
 
-    async def _heartbeat(self, leaving: bool = False) -> None:
+    async def _heartbeat(self) -> None:
         versions = {name: r.db.version for name, r in self.replicas.items()}
-        member = Member(self.node_id, self.url, versions, leaving)
+        member = Member(self.node_id, self.url, versions, self._leaving)
         await self.blocking(
             lambda: self.cp.put(member_key(self.node_id), member.encode(), ttl=MEMBER_TTL_SECONDS)
         )

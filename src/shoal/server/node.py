@@ -197,15 +197,16 @@ class Node:
         logger.info("node %s joined the cluster as %s", self.node_id, settings.url)
 
     async def leave(self) -> None:
-        """Hands this node's leases over and leaves its cluster (before the HTTP
-        server stops, so that requests meanwhile are forwarded, not refused)."""
+        """Hands this node's leases over (before the HTTP server stops, so that
+        requests meanwhile are forwarded to the new leaders, not refused)."""
         if self.cluster is not None:
-            await self.cluster.close()
-            self.cluster = None
+            self.ready = False  # /readyz: send new clients elsewhere
+            await self.cluster.leave()
 
     async def close(self) -> None:
         """Waits for background work, then closes every database and the pools."""
-        await self.leave()
+        if self.cluster is not None:
+            await self.cluster.close()
         self.ready = False
         self.closing = True
         for task in (self._housekeeper, self._archiving):
