@@ -4,8 +4,9 @@ so that rqlite's client libraries work unchanged. The database is `?db=NAME`
 (default `default`).
 
 SQL errors are reported per statement inside a 200, as rqlite does; a malformed
-body or flag is a 400. Consistency levels and freshness are accepted and checked:
-on one node every read is served by the leader at its newest version.
+body or flag is a 400. Consistency levels route reads in a cluster (routing.py);
+on one node every read is served at its newest version. `freshness` is checked
+and accepted.
 """
 
 from __future__ import annotations
