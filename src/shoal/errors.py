@@ -17,6 +17,7 @@ with shoal's own errors as named leaves that carry their context::
         │   ├── ReadOnly               this copy does not take writes (a follower)
         │   │   └── QueryWrites        a statement sent as a read tries to write
         │   ├── VersionNotReached      min_version not reached within the wait
+        │   ├── OutcomeUnknown         a write whose commit was cut off: check it
         │   └── Unavailable            the node cannot serve now (starting, stopping)
         │       └── NotLeader              this node does not lead the database now
         ├── IntegrityError             a constraint failed
@@ -66,6 +67,7 @@ __all__ = [
     "InternalError",
     "InvalidRequest",
     "NotLeader",
+    "OutcomeUnknown",
     "NotSupportedError",
     "OperationalError",
     "OutOfOrder",
@@ -185,6 +187,12 @@ class VersionNotReached(OperationalError):
         )
         self.wanted = wanted
         self.current = current
+
+
+class OutcomeUnknown(OperationalError):
+    """A write whose commit was cut off (the leader or the control plane went away
+    while committing it): it may or may not have taken effect. Not retryable as it
+    is: read what it would have written before sending it again."""
 
 
 class Unavailable(OperationalError):

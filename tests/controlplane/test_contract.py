@@ -35,7 +35,7 @@ from shoal.controlplane import (
 )
 from shoal.controlplane.postgres import PostgresControlPlane
 from shoal.controlplane.sqlite import SQLiteControlPlane
-from shoal.errors import DatabaseError, InterfaceError, InvalidRequest, Unavailable
+from shoal.errors import DatabaseError, InterfaceError, InvalidRequest, OutcomeUnknown, Unavailable
 from tests.services import POSTGRES_USER, free_port, postgres, postgres_bin
 
 HOSTILE = [
@@ -441,6 +441,7 @@ def test_the_exported_names_are_deliberate() -> None:
     assert sorted(shoal.controlplane.__all__) == [
         "ABSENT",
         "AppendConflict",
+        "CommitUnknown",
         "ControlPlane",
         "ControlPlaneError",
         "ControlPlaneUnavailable",
@@ -451,6 +452,8 @@ def test_the_exported_names_are_deliberate() -> None:
     assert issubclass(ControlPlaneUnavailable, ControlPlaneError)
     assert issubclass(ControlPlaneUnavailable, Unavailable)
     assert issubclass(ControlPlaneError, DatabaseError)
+    assert issubclass(shoal.controlplane.CommitUnknown, OutcomeUnknown)  # 502, not retried
+    assert not issubclass(shoal.controlplane.CommitUnknown, Unavailable)
 
 
 # --- choosing by URL ---------------------------------------------------------------------

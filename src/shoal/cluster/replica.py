@@ -34,7 +34,7 @@ from typing import Any, Protocol, TypeVar
 from shoal.cluster.view import Lease, View, lease_key
 from shoal.controlplane import ABSENT, AppendConflict, ControlPlane, KeyConflict
 from shoal.engine import Database, Role
-from shoal.errors import NotLeader, ReplicationError, ReseedRequired, Unavailable
+from shoal.errors import NotLeader, OutcomeUnknown, ReplicationError, ReseedRequired, Unavailable
 from shoal.record import decode
 
 __all__ = ["Host", "Replica", "Timing"]
@@ -434,6 +434,9 @@ class Replica:
             raise NotLeader(
                 f"{self.name!r}: the log is at version {exc.head}, ahead of this leader; retry"
             ) from None
+        except OutcomeUnknown:
+            self.behind = True  # the record may be in the log: take it from there
+            raise
 
     @property
     def _window_limit(self) -> float:
@@ -452,6 +455,8 @@ class Replica:
             try:
                 self.cp.append(self.name, batch[0][0], [raw for _, raw, _ in batch])
             except AppendConflict as exc:
+                if self._landed(batch, exc.head):
+                    return  # an earlier try committed and lost its answer
                 logger.error(
                     "%s: the log moved on (head %d) while versions %d-%d were unshipped: "
                     "this copy will be re-seeded",
@@ -465,3 +470,12 @@ class Replica:
                 return
             for _ in batch:
                 self._unshipped.popleft()
+
+    def _landed(self, batch: list[tuple[int, bytes, float]], head: int) -> bool:
+        """Whether the log holds `batch` as it is (and pops it if so)."""
+        logged = self.cp.read(self.name, batch[0][0], batch[-1][0])
+        if head != batch[-1][0] or logged != [(v, raw) for v, raw, _ in batch]:
+            return False
+        for _ in batch:
+            self._unshipped.popleft()
+        return True

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 from shoal.controlplane.base import (
     ABSENT,
     AppendConflict,
+    CommitUnknown,
     ControlPlane,
     ControlPlaneError,
     ControlPlaneUnavailable,
@@ -29,6 +30,7 @@ from shoal.errors import InvalidRequest
 __all__ = [
     "ABSENT",
     "AppendConflict",
+    "CommitUnknown",
     "ControlPlane",
     "ControlPlaneError",
     "ControlPlaneUnavailable",

@@ -13,7 +13,9 @@ Errors, added below shoal.errors' tree::
     └── ControlPlaneError              the control plane cannot do what was asked
         ├── AppendConflict             the log does not end where the append expected
         ├── KeyConflict                a key is not at the revision the write expected
-        └── ControlPlaneUnavailable    cannot be reached now; retry (also an Unavailable)
+        ├── ControlPlaneUnavailable    cannot be reached now; retry (also an Unavailable)
+        └── CommitUnknown              the connection broke while a write committed
+                                       (also an OutcomeUnknown)
 
 Every method may raise ControlPlaneUnavailable; InvalidRequest for arguments
 that are wrong whatever the data (a version below 1, a name with a NUL).
@@ -25,11 +27,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from shoal.errors import DatabaseError, Unavailable
+from shoal.errors import DatabaseError, OutcomeUnknown, Unavailable
 
 __all__ = [
     "ABSENT",
     "AppendConflict",
+    "CommitUnknown",
     "ControlPlane",
     "ControlPlaneError",
     "ControlPlaneUnavailable",
@@ -85,10 +88,12 @@ class KeyConflict(ControlPlaneError):
 
 class ControlPlaneUnavailable(ControlPlaneError, Unavailable):
     """The control plane cannot be reached or cannot serve now; retry with backoff.
+    The write that got this did not take effect."""
 
-    A write that fails so may or may not have taken effect (the connection broke
-    while committing): read the head or the key before trying it again.
-    """
+
+class CommitUnknown(ControlPlaneError, OutcomeUnknown):
+    """The connection broke while a write was committing: it may or may not have
+    taken effect. Read the head or the key before trying it again."""
 
 
 class ControlPlane(Protocol):

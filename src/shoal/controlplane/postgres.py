@@ -23,6 +23,7 @@ the caller is told.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -31,7 +32,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from shoal.controlplane.base import ControlPlaneError, ControlPlaneUnavailable
+from shoal.controlplane.base import CommitUnknown, ControlPlaneError, ControlPlaneUnavailable
 from shoal.controlplane.sql import POSTGRES, Cursor, SQLControlPlane, Wait
 from shoal.errors import InterfaceError
 
@@ -46,6 +47,7 @@ RECONNECT_SECONDS = 0.5  # between the listener's attempts to connect
 POOL_SIZE = 4  # connections for statements: appends of different logs run side by side
 SCHEMA_LOCK = 0x73686F616C  # pg_advisory_xact_lock key for creating the tables ('shoal')
 
+NOTIFY = "SELECT pg_notify(%s, %s)"
 CREATE_CLOCK = """CREATE OR REPLACE FUNCTION shoal_now() RETURNS DOUBLE PRECISION
     LANGUAGE SQL VOLATILE AS 'SELECT extract(epoch FROM clock_timestamp())::float8'"""
 
@@ -172,7 +174,11 @@ class PostgresControlPlane(SQLControlPlane):
                     return result
                 except psycopg.OperationalError as exc:
                     conn.close()
-                    if not reused or committing:
+                    if committing:
+                        raise CommitUnknown(
+                            f"the PostgreSQL control plane went away while committing: {exc}"
+                        ) from exc
+                    if not reused:
                         raise ControlPlaneUnavailable(
                             f"the PostgreSQL control plane cannot be reached: {exc}"
                         ) from exc
@@ -206,8 +212,15 @@ class PostgresControlPlane(SQLControlPlane):
             else:
                 self._idle.append(conn)
 
-    def _appended(self, cursor: Cursor, database: str) -> None:
-        cursor.rows("SELECT pg_notify(%s, %s)", (CHANNEL, _topic(database)))
+    def _appended(self, database: str) -> None:
+        # In a statement of its own, after the append's commit: a transaction that
+        # notifies holds a server-wide lock through its commit, and appends inside
+        # one would commit one at a time, each waiting for its own disk flush.
+        with contextlib.suppress(ControlPlaneError):
+            self._read(lambda cursor: cursor.rows(NOTIFY, (CHANNEL, _topic(database))))
+
+    def _expendable(self, cursor: Cursor) -> None:
+        cursor.count("SET LOCAL synchronous_commit TO OFF")
 
     @contextmanager
     def _watch(self, database: str) -> Iterator[Wait]:

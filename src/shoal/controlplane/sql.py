@@ -155,8 +155,15 @@ class SQLControlPlane(ABC):
         """While open, a Wait that returns early when `database`'s log may have grown."""
 
     @abstractmethod
-    def _appended(self, cursor: Cursor, database: str) -> None:
-        """Called inside an append's transaction, to tell followers once it commits."""
+    def _appended(self, database: str) -> None:
+        """Called once an append committed, to wake the log's followers at once.
+        Never raises: followers also poll, only more slowly."""
+
+    @abstractmethod
+    def _expendable(self, cursor: Cursor) -> None:
+        """Called first in the transaction of a write with a TTL: the store may
+        lose the last of these in a crash of its own, as if they had expired early
+        (leases and heartbeats), so it need not wait for its disk."""
 
     # --- logs ------------------------------------------------------------------------
 
@@ -180,9 +187,9 @@ class SQLControlPlane(ABC):
                 batch = numbered[first : first + INSERT_BATCH]
                 params = [value for v, record in batch for value in (database, v, record)]
                 cursor.count(self._sql.insert_records(len(batch)), params)
-            self._appended(cursor, database)
 
         self._write(append)
+        self._appended(database)
 
     def head(self, database: str) -> int:
         _check_name("database", database)
@@ -245,6 +252,8 @@ class SQLControlPlane(ABC):
             raise InvalidRequest(f"a ttl is a number of seconds above 0, not {ttl}")
 
         def put(cursor: Cursor) -> int:
+            if ttl is not None:
+                self._expendable(cursor)
             revision = self._compare(cursor, key, expect)
             ttl_seconds = None if ttl is None else float(ttl)
             cursor.count(self._sql.put, (key, value, revision, ttl_seconds))

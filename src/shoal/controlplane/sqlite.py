@@ -98,8 +98,11 @@ class SQLiteControlPlane(SQLControlPlane):
                     raise self._translate(exc) from exc
                 raise
 
-    def _appended(self, cursor: Cursor, database: str) -> None:
+    def _appended(self, database: str) -> None:
         """Nothing to tell: followers poll."""
+
+    def _expendable(self, cursor: Cursor) -> None:
+        """Every commit waits for the disk: one file, one setting."""
 
     def _watch(self, database: str) -> AbstractContextManager[Wait]:
         return nullcontext(_poll)

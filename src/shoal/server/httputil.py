@@ -22,6 +22,7 @@ from shoal.errors import (
     InternalError,
     InvalidRequest,
     OperationalError,
+    OutcomeUnknown,
     QueryWrites,
     RequestTooLarge,
     ResultTooLarge,
@@ -58,6 +59,7 @@ _STATUS: list[tuple[type[BaseException], int]] = [
     (StatementTimeout, 400),  # the request is over a limit of the node: not worth a retry
     (ResultTooLarge, 400),
     (InternalError, 500),
+    (OutcomeUnknown, 502),  # the node that was committing it went away: check, then retry
     (OperationalError, 503),  # Busy, ReadOnly, VersionNotReached, Unavailable: retry
     (Error, 400),  # bad SQL, a refused statement, a bad value, a statement limit
 ]

@@ -29,7 +29,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from shoal.cluster.coordinator import Cluster
-from shoal.errors import InvalidRequest, NotLeader, ReadOnly, Unavailable, VersionNotReached
+from shoal.errors import (
+    InvalidRequest,
+    NotLeader,
+    OutcomeUnknown,
+    ReadOnly,
+    Unavailable,
+    VersionNotReached,
+)
 from shoal.server.httputil import node_of
 
 __all__ = ["LEVELS", "Need", "dispatch", "level_of"]
@@ -101,7 +108,7 @@ async def dispatch(
                 location += "?" + request.url.query
             return Response(status_code=301, headers={"Location": location})
         try:
-            return await _forward(cluster, request, leader.url, hops + 1)
+            return await _forward(cluster, request, leader.url, hops + 1, write=need.write)
         except httpx.ConnectError:
             await asyncio.sleep(0.1)  # the leader is gone: wait for the next one
             continue
@@ -140,7 +147,9 @@ def _hops(request: Request) -> int:
     return int(raw) if raw.isdigit() else MAX_HOPS
 
 
-async def _forward(cluster: Cluster, request: Request, base: str, hops: int) -> Response:
+async def _forward(
+    cluster: Cluster, request: Request, base: str, hops: int, *, write: bool
+) -> Response:
     headers = {k: v for k, v in request.headers.items() if k.lower() in _PASSED_ON}
     headers[HOPS] = str(hops)
     body = getattr(request.state, "body", b"")
@@ -155,9 +164,11 @@ async def _forward(cluster: Cluster, request: Request, base: str, hops: int) -> 
     except httpx.ConnectError:
         raise
     except httpx.HTTPError as exc:
-        raise Unavailable(
-            f"the leader at {base} did not answer ({type(exc).__name__}); a write "
-            "may or may not have been applied: check before sending it again"
-        ) from None
+        if write:
+            raise OutcomeUnknown(
+                f"the leader at {base} went away before answering ({type(exc).__name__}): "
+                "the write may or may not have been applied; check before sending it again"
+            ) from None
+        raise Unavailable(f"the leader at {base} went away before answering; retry") from None
     passed = {k: v for k, v in answer.headers.items() if k.lower() in _PASSED_BACK}
     return Response(answer.content, answer.status_code, passed)
