@@ -17,8 +17,10 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,13 +28,20 @@ from typing import Any
 import httpx
 
 __all__ = [
+    "Cluster",
+    "CopyState",
     "Node",
+    "PostgresServer",
     "S3Endpoint",
+    "Writer",
+    "create_postgres_database",
     "free_port",
     "make_bucket",
     "postgres",
     "postgres_bin",
+    "postgres_server",
     "seaweedfs",
+    "shoal_cluster",
     "shoal_node",
     "wait_until",
     "weed_bin",
@@ -182,6 +191,106 @@ def _reachable_by_postgres(directory: Path) -> bool:
     return subprocess.run([*prefix, "test", "-x", str(directory)], check=False).returncode == 0
 
 
+class PostgresServer:
+    """A PostgreSQL cluster made by initdb, and its server: `stop()` and `start()` make
+    an outage, with the same port and data when it comes back.
+
+    The cluster lives in a new directory inside `directory`. When we are root,
+    initdb and the server run as the `postgres` OS user, which owns that new
+    directory; if that user cannot reach `directory` (pytest's `tmp_path` is
+    mode 0700 under root), the cluster goes in a new directory under the system
+    temporary directory instead, removed by `close()`.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.as_postgres = _as_postgres_user()
+        self.reachable = _reachable_by_postgres(directory)
+        self.cluster = Path(
+            tempfile.mkdtemp(prefix="postgres-", dir=directory if self.reachable else None)
+        )
+        if self.as_postgres:
+            os.chmod(self.cluster, 0o700)
+            user = pwd.getpwnam(POSTGRES_USER)
+            os.chown(self.cluster, user.pw_uid, user.pw_gid)
+        self.data, self.log_path = self.cluster / "data", self.cluster / "postgres.log"
+        self.port = free_port()
+        self.dsn = f"postgresql://{POSTGRES_USER}@127.0.0.1:{self.port}/postgres"
+        self.process: subprocess.Popen[bytes] | None = None
+        # --no-sync only skips flushing initdb's own files to disk; the server's fsync
+        # and synchronous_commit settings are untouched (both on, as shipped).
+        subprocess.run(
+            [
+                *self.as_postgres,
+                str(postgres_bin("initdb")),
+                *("-D", str(self.data), "-U", POSTGRES_USER, "--auth=trust"),
+                *("--encoding=UTF8", "--locale=C", "--no-sync"),
+            ],
+            cwd=self.cluster,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Starts the server on its port and waits until it accepts connections."""
+        log = self.log_path.open("ab")
+        process = subprocess.Popen(
+            [
+                *self.as_postgres,
+                str(postgres_bin("postgres")),
+                *("-D", str(self.data), "-p", str(self.port), "-k", str(self.cluster)),
+                *("-c", "listen_addresses=127.0.0.1"),
+            ],
+            cwd=self.cluster,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.process = process
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"postgres exited early:\n{self.log_path.read_text(errors='replace')}"
+                )
+            ping = [str(postgres_bin("pg_isready")), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
+            return subprocess.run(ping, check=False).returncode == 0
+
+        wait_until(ready, timeout, f"postgres on port {self.port}")
+
+    def stop(self) -> None:
+        """A fast shutdown (clients disconnected, nothing committed lost); waits for it."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        stop = [str(postgres_bin("pg_ctl")), "stop", "-D", str(self.data), "-m", "fast", "-w"]
+        subprocess.run(
+            [*self.as_postgres, *stop], cwd=self.cluster, check=False, capture_output=True
+        )
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+    def close(self) -> None:
+        """Stops the server; removes the cluster if it is not in the caller's directory."""
+        self.stop()
+        if not self.reachable:
+            shutil.rmtree(self.cluster, ignore_errors=True)
+
+
+@contextmanager
+def postgres_server(directory: Path) -> Iterator[PostgresServer]:
+    """A running PostgreSQL on a free 127.0.0.1 port (see `PostgresServer`), closed on exit."""
+    server = PostgresServer(directory)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
 @contextmanager
 def postgres(directory: Path) -> Iterator[str]:
     """A running PostgreSQL on a free 127.0.0.1 port; yields its DSN for psycopg.
@@ -196,61 +305,17 @@ def postgres(directory: Path) -> Iterator[str]:
     fsync, synchronous_commit and wal_sync_method stay at their defaults: the
     benchmarks compare against PostgreSQL durable as shipped.
     """
-    as_postgres = _as_postgres_user()
-    reachable = _reachable_by_postgres(directory)
-    cluster = Path(tempfile.mkdtemp(prefix="postgres-", dir=directory if reachable else None))
-    if as_postgres:
-        os.chmod(cluster, 0o700)
-        user = pwd.getpwnam(POSTGRES_USER)
-        os.chown(cluster, user.pw_uid, user.pw_gid)
-    data, log_path, port = cluster / "data", cluster / "postgres.log", free_port()
+    with postgres_server(directory) as server:
+        yield server.dsn
 
-    def run_as_postgres(*command: str) -> None:
-        subprocess.run(
-            [*as_postgres, *command], cwd=cluster, check=True, capture_output=True, text=True
-        )
 
-    # --no-sync only skips flushing initdb's own files to disk; the server's fsync
-    # and synchronous_commit settings are untouched (both on, as shipped).
-    run_as_postgres(
-        str(postgres_bin("initdb")),
-        *("-D", str(data), "-U", POSTGRES_USER, "--auth=trust", "--encoding=UTF8"),
-        *("--locale=C", "--no-sync"),
-    )
-    log = log_path.open("ab")
-    process = subprocess.Popen(
-        [
-            *as_postgres,
-            str(postgres_bin("postgres")),
-            *("-D", str(data), "-p", str(port), "-k", str(cluster)),
-            *("-c", "listen_addresses=127.0.0.1"),
-        ],
-        cwd=cluster,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
+def create_postgres_database(dsn: str, name: str) -> str:
+    """Creates database `name` in the PostgreSQL behind `dsn`; returns its DSN."""
+    import psycopg
 
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"postgres exited early:\n{log_path.read_text(errors='replace')}")
-        ping = [str(postgres_bin("pg_isready")), "-q", "-h", "127.0.0.1", "-p", str(port)]
-        return subprocess.run(ping, check=False).returncode == 0
-
-    try:
-        wait_until(ready, 30.0, f"postgres on port {port}")
-        yield f"postgresql://{POSTGRES_USER}@127.0.0.1:{port}/postgres"
-    finally:
-        if process.poll() is None:
-            stop = [str(postgres_bin("pg_ctl")), "stop", "-D", str(data), "-m", "fast", "-w"]
-            subprocess.run([*as_postgres, *stop], cwd=cluster, check=False, capture_output=True)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-        if not reachable:
-            shutil.rmtree(cluster, ignore_errors=True)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return dsn.rsplit("/", 1)[0] + "/" + name
 
 
 # --- S3: SeaweedFS ----------------------------------------------------------------
@@ -444,3 +509,356 @@ def seaweedfs(directory: Path) -> Iterator[S3Endpoint]:
         yield server
     finally:
         server.stop()
+
+
+# --- clusters: shoal nodes sharing one control plane -------------------------------
+
+CopyState = tuple[int, str]
+"""A copy of a database as its node reports it: (version, checksum)."""
+
+
+class Cluster:
+    """Nodes n1..nN of one cluster (`shoal serve --control-plane DSN --node-id nI`),
+    each with its data directory `directory / ID`, and how to look at them.
+
+    A node counts as live while its process runs and it is not paused (SIGSTOP):
+    the helpers below only ask live nodes, and only accept a live leader.
+    """
+
+    def __init__(self, directory: Path, dsn: str, size: int = 3, args: Sequence[str] = ()) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.dsn = dsn
+        self.args = list(args)
+        self.nodes: dict[str, Node] = {}
+        self.paused: set[str] = set()
+        self.http = httpx.Client(timeout=10.0)
+        for number, port in enumerate(_free_ports(size), 1):
+            self.add(f"n{number}", port=port)
+
+    # -- membership -------------------------------------------------------------------
+
+    def add(self, node_id: str, *, port: int | None = None) -> Node:
+        """A node of this cluster, not started yet."""
+        args = ["--control-plane", self.dsn, "--node-id", node_id, *self.args]
+        node = Node(self.directory / node_id, port or free_port(), args, {})
+        self.nodes[node_id] = node
+        return node
+
+    def start(self, *node_ids: str) -> None:
+        """Starts these nodes (all, if none named) together; waits for each /readyz."""
+        nodes = [self.nodes[i] for i in node_ids or self.nodes]
+        with ThreadPoolExecutor(len(nodes)) as pool:
+            for started in [pool.submit(node.start) for node in nodes]:
+                started.result()
+
+    def close(self) -> None:
+        """Stops every node still running (a paused one is resumed first)."""
+        for node_id in list(self.paused):
+            self.resume(node_id)
+        with ThreadPoolExecutor(max(1, len(self.nodes))) as pool:
+            list(pool.map(lambda node: node.stop(), self.nodes.values()))
+        self.http.close()
+
+    def forget(self, node_id: str) -> None:
+        """Takes a node that is not running out of this cluster (a lost machine)."""
+        assert not self.running(node_id), f"{node_id} still runs"
+        del self.nodes[node_id]
+        self.paused.discard(node_id)
+
+    def __getitem__(self, node_id: str) -> Node:
+        return self.nodes[node_id]
+
+    def running(self, node_id: str) -> bool:
+        process = self.nodes[node_id].process
+        return process is not None and process.poll() is None
+
+    @property
+    def live(self) -> list[str]:
+        """The ids of the nodes that run and are not paused."""
+        return [i for i in self.nodes if self.running(i) and i not in self.paused]
+
+    def urls(self) -> list[str]:
+        return [self.nodes[i].url for i in self.live]
+
+    def kill(self, node_id: str) -> None:
+        """SIGKILL."""
+        self.nodes[node_id].kill()
+
+    def stop(self, node_id: str) -> int | None:
+        """SIGTERM, and waits for the node to exit (it hands its leases over first)."""
+        return self.nodes[node_id].stop()
+
+    def pause(self, node_id: str) -> None:
+        """SIGSTOP: the process stays, frozen, its sockets open."""
+        self.nodes[node_id].signal(signal.SIGSTOP)
+        self.paused.add(node_id)
+
+    def resume(self, node_id: str) -> None:
+        """SIGCONT."""
+        self.nodes[node_id].signal(signal.SIGCONT)
+        self.paused.discard(node_id)
+
+    def state(self, node_id: str) -> dict[str, Any]:
+        """`GET /v1/cluster` as node `node_id` sees it."""
+        response = self.http.get(f"{self.nodes[node_id].url}/v1/cluster")
+        response.raise_for_status()
+        state: dict[str, Any] = response.json()
+        return state
+
+    def wait_members(self, timeout: float = 30.0) -> None:
+        """Waits until every live node lists exactly the live nodes as members, none
+        of them leaving (a killed node drops out when its heartbeat expires)."""
+        expected = sorted(self.live)
+
+        def agreed() -> bool:
+            for node_id in expected:
+                try:
+                    nodes = self.state(node_id)["nodes"]
+                except httpx.HTTPError:
+                    return False
+                if sorted(n["id"] for n in nodes) != expected or any(n["leaving"] for n in nodes):
+                    return False
+            return True
+
+        wait_until(agreed, timeout, f"nodes {expected} to see each other, and only each other")
+
+    # -- leaders and copies ----------------------------------------------------------
+
+    def leader_seen_by(self, node_id: str, database: str) -> str | None:
+        """The node `node_id`'s `/nodes?db=` marks as the leader of `database`, if any."""
+        try:
+            response = self.http.get(f"{self.nodes[node_id].url}/nodes", params={"db": database})
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        marked = [i for i, entry in response.json().items() if entry.get("leader")]
+        return marked[0] if len(marked) == 1 else None
+
+    def leader(self, database: str, timeout: float = 30.0) -> str:
+        """The id of the live node that every live node names as `database`'s leader,
+        waiting for them to agree on one."""
+        found: list[str] = []
+        seen: dict[str, str | None] = {}
+
+        def agreed() -> bool:
+            seen.clear()
+            seen.update({i: self.leader_seen_by(i, database) for i in self.live})
+            if len(set(seen.values())) == 1 and (leader := seen[self.live[0]]) in self.live:
+                found[:] = [leader]
+                return True
+            return False
+
+        try:
+            wait_until(agreed, timeout, f"the live nodes to agree on a live leader of {database}")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; last seen (node: its leader): {seen}") from None
+        return found[0]
+
+    def copy(self, node_id: str, database: str) -> CopyState | None:
+        """Node `node_id`'s own copy of `database` as (version, checksum), or None if
+        it holds none (it forwards the request then, so another node answers)."""
+        try:
+            response = self.http.get(
+                f"{self.nodes[node_id].url}/v1/databases/{database}", params={"checksum": 1}
+            )
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200 or response.headers.get("Shoal-Node") != node_id:
+            return None
+        info = response.json()
+        return int(info["version"]), str(info["checksum"])
+
+    def copies(self, database: str) -> dict[str, CopyState]:
+        """Every live node's own copy of `database`, by node id."""
+        found = {i: self.copy(i, database) for i in self.live}
+        return {i: state for i, state in found.items() if state is not None}
+
+    def wait_converged(
+        self, database: str, copies: int | None = None, timeout: float = 30.0
+    ) -> CopyState:
+        """Waits until the leader's copy is at the log's head and at least `copies`
+        live nodes (default: every live node, at most 3) hold a copy with the leader's
+        version and checksum, every other copy too; returns that (version, checksum)."""
+        wanted = copies if copies is not None else min(3, len(self.live))
+        last: list[Any] = ["nothing yet"]
+
+        def converged() -> bool:
+            leader = self.leader_seen_by(self.live[0], database) if self.live else None
+            if leader not in self.live:
+                last[0] = f"no live leader ({leader})"
+                return False
+            assert leader is not None
+            states = self.copies(database)
+            try:
+                databases = self.state(leader)["databases"]
+            except httpx.HTTPError as exc:
+                last[0] = f"leader {leader} does not answer: {exc}"
+                return False
+            head = next((d["head"] for d in databases if d["name"] == database), None)
+            last[0] = f"leader {leader}, log head {head}, copies {states}"
+            reference = states.get(leader)
+            return (
+                reference is not None
+                and reference[0] == head
+                and len(states) >= wanted
+                and all(state == reference for state in states.values())
+            )
+
+        try:
+            wait_until(converged, timeout, f"the copies of {database} to converge")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; last seen: {last[0]}") from None
+        leader = self.leader_seen_by(self.live[0], database)
+        assert leader is not None
+        states = self.copies(database)
+        return states[leader]
+
+
+@contextmanager
+def shoal_cluster(directory: Path, dsn: str, size: int = 3, *args: str) -> Iterator[Cluster]:
+    """`size` running nodes n1..nN with the control plane `dsn` (and `args` for each),
+    once every one of them lists all of them as members; all stopped on exit."""
+    cluster = Cluster(directory, dsn, size, args)
+    try:
+        cluster.start()
+        cluster.wait_members()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+class Writer:
+    """Inserts rows `first`, `first` + 1, ... (`INSERT INTO table(id)`) into `database` from a
+    thread, through `urls` in turn, one request at a time, until stopped.
+
+    Retried (on the next URL): a 503 marked retryable, and a connection refused
+    (httpx.ConnectError: nothing was sent). Every row acknowledged (200) is kept in
+    `acknowledged`; anything else (another status, a connection cut mid-request,
+    a timeout: the write may or may not have happened) is one entry of `failures`,
+    and the writer goes on with the next row.
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        database: str,
+        table: str = "t",
+        timeout: float = 30.0,
+        backoff: float = 0.05,
+        first: int = 1,
+    ) -> None:
+        self.urls = list(urls)
+        self.first = first
+        self.database = database
+        self.table = table
+        self.timeout = timeout
+        self.backoff = backoff
+        self.acknowledged: list[int] = []
+        self.failures: list[str] = []
+        self.failed_rows: list[int] = []  # rows whose outcome is unknown or refused
+        self.failed_at: list[float] = []  # time.monotonic() of each failure
+        self.retried: dict[str, int] = {}  # error type (or ConnectError): how many times
+        self.retry_messages: list[str] = []  # every 503, the first refused connections
+        self.slowest = 0.0  # seconds from a row's first try to its acknowledgement
+        self.served_by: dict[str, int] = {}  # Shoal-Node of acknowledged writes
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"writer {database}", daemon=True)
+
+    def __enter__(self) -> Writer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stops after the request in flight; a row still being retried is dropped."""
+        self._stopping.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError(f"the writer of {self.database} did not stop in {timeout} s")
+
+    @property
+    def retries(self) -> int:
+        return sum(self.retried.values())
+
+    def wait_for(self, more: int, timeout: float = 30.0) -> None:
+        """Waits until `more` rows past those acknowledged now are acknowledged."""
+        target = len(self.acknowledged) + more
+        wait_until(
+            lambda: len(self.acknowledged) >= target or not self._thread.is_alive(),
+            timeout,
+            f"{more} more acknowledged writes to {self.database} "
+            f"(failures so far: {self.failures[-3:]})",
+        )
+        assert len(self.acknowledged) >= target, "the writer stopped"
+
+    def _fail(self, row: int, what: str) -> None:
+        self.failed_rows.append(row)
+        self.failed_at.append(time.monotonic())
+        self.failures.append(what)
+
+    def _retry(self, kind: str, what: str) -> None:
+        self.retried[kind] = self.retried.get(kind, 0) + 1
+        if kind != "ConnectError" or self.retried[kind] <= 10:
+            self.retry_messages.append(what)
+        self._stopping.wait(self.backoff)
+
+    def _run(self) -> None:
+        # A new connection per request: a kept-alive connection that the server closes
+        # as it stops would fail a request that was never received, ambiguously.
+        limits = httpx.Limits(max_keepalive_connections=0)
+        body = {"sql": f"INSERT INTO {self.table}(id) VALUES (?)"}
+        turn = 0
+        with httpx.Client(timeout=self.timeout, limits=limits) as client:
+            row = self.first - 1
+            while not self._stopping.is_set():
+                row += 1
+                first_try = time.monotonic()
+                while not self._stopping.is_set():
+                    url = self.urls[turn % len(self.urls)]
+                    turn += 1
+                    where = f"row {row} via {url}"
+                    sent = time.monotonic()
+                    try:
+                        response = client.post(
+                            f"{url}/v1/databases/{self.database}/execute",
+                            json={**body, "params": [row]},
+                        )
+                    except httpx.ConnectError:
+                        self._retry("ConnectError", f"{where}: connection refused")
+                        continue
+                    except httpx.HTTPError as exc:
+                        self._fail(row, f"{where}: {type(exc).__name__}: {exc}")
+                        break
+                    if response.status_code == 200:
+                        self.acknowledged.append(row)
+                        self.slowest = max(self.slowest, time.monotonic() - first_try)
+                        served = response.headers.get("Shoal-Node", "?")
+                        self.served_by[served] = self.served_by.get(served, 0) + 1
+                        break
+                    error = _error_of(response)
+                    if response.status_code == 503 and error.get("retryable") is True:
+                        node = response.headers.get("Shoal-Node", "?")
+                        took = time.monotonic() - sent
+                        self._retry(
+                            str(error.get("type")),
+                            f"{where} (node {node}, {took:.2f} s): {response.text[:300]}",
+                        )
+                        continue
+                    self._fail(row, f"{where}: {response.status_code} {response.text[:500]}")
+                    break
+
+
+def _error_of(response: httpx.Response) -> dict[str, Any]:
+    """The `error` object of a shoal error response ({} if it has none)."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        return {}
+    return error if isinstance(error, dict) else {}

@@ -1,4 +1,5 @@
-"""Fixtures that start real services: nodes (`shoal serve` processes) for now.
+"""Fixtures that start real services: nodes (`shoal serve` processes), PostgreSQL
+(the control plane of clusters) and clusters of nodes.
 
 They come from tests/services.py, the one place that knows how to start and stop
 every real process the tests and benchmarks use.
@@ -6,13 +7,21 @@ every real process the tests and benchmarks use.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from tests.services import Node, shoal_node
+from tests.services import (
+    Cluster,
+    Node,
+    create_postgres_database,
+    postgres,
+    shoal_cluster,
+    shoal_node,
+)
 
 StartNode = Callable[..., Node]
 
@@ -38,3 +47,28 @@ def start_node(tmp_path: Path) -> Iterator[StartNode]:
 @pytest.fixture
 def node(start_node: StartNode) -> Node:
     return start_node()
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One PostgreSQL for the session (it takes about a second to start); each test
+    takes a database of its own in it (`control_plane`)."""
+    with postgres(tmp_path_factory.mktemp("postgres")) as dsn:
+        yield dsn
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+def control_plane(postgres_dsn: str) -> str:
+    """The DSN of a new, empty PostgreSQL database: a control plane of this test's own
+    (CREATE DATABASE takes about 0.2 s), so that no test sees another's cluster."""
+    return create_postgres_database(postgres_dsn, f"shoal_{next(_databases)}")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, control_plane: str) -> Iterator[Cluster]:
+    """Three nodes n1, n2, n3 of a new cluster, each seeing all three as members."""
+    with shoal_cluster(tmp_path, control_plane, 3) as nodes:
+        yield nodes

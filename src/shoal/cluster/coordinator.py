@@ -363,8 +363,9 @@ class Cluster:
             raise DatabaseNotFound(name)
         return spec
 
-    async def leader(self, name: str, wait: float) -> Member:
-        """The live member leading `name`, waiting up to `wait` s for one to appear."""
+    async def leader(self, name: str, wait: float, at_least: int = 0) -> tuple[Member, int]:
+        """The live member holding `name`'s lease, and the lease's epoch, waiting up
+        to `wait` s for one to appear at epoch `at_least` or later."""
         deadline = time.monotonic() + wait
         while True:
             if name not in self.view.catalog and name not in self.replicas:
@@ -372,9 +373,10 @@ class Cluster:
                 self.view = await self.blocking(read_view, self.cp)
                 if name not in self.view.catalog:
                     raise DatabaseNotFound(name)
-            leader = self.view.leader(name)
-            if leader is not None and not leader.leaving:
-                return leader
+            lease, leader = self.view.leases.get(name), self.view.leader(name)
+            current = lease is not None and lease.epoch >= at_least
+            if current and lease is not None and leader is not None and not leader.leaving:
+                return leader, lease.epoch
             if time.monotonic() >= deadline:
                 raise NotLeader(f"database {name!r} has no leader now; retry shortly")
             await asyncio.sleep(0.02)

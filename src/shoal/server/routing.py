@@ -4,23 +4,31 @@ Where a request may be served depends on what it needs:
 
     write                        the leader
     read, level "none"           any copy (this node's, if it holds one)
-    read, min_version N          any copy that reached N (a copy waits for it)
+    read, min_version N          any copy that reached N (a follower waits for it
+                                 up to the timeout, then asks the leader)
     read, "weak" (the default)   the leader
     read, "linearizable"         the leader, after it checks that it still holds
                                  its lease and is at the log's head ("strong" too)
 
-A request that cannot be served here goes to the node that can, once (the
-`Shoal-Hops` header stops loops), with its method, path, query, body and
-credentials; the answer comes back as the leader gave it, `Shoal-Node` naming
-who served it. With `redirect` asked (rqlite's flag), the answer is a 301 to
-the leader instead. A write that finds this node no longer leading (its lease
-was handed over while the request waited) is forwarded to the new leader: it
-had not committed anything, so that is safe.
+A request that cannot be served here goes to the node that can, with its
+method, path, query, body and credentials; the answer comes back as the leader
+gave it, `Shoal-Node` naming who served it. With `redirect` asked (rqlite's
+flag), the answer is a 301 to the leader instead. A write that finds this node
+no longer leading (its lease was handed over while the request waited) is
+forwarded to the new leader: it had not committed anything, so that is safe.
+
+Views of the leases lag by up to a view's period, so a forward carries the
+epoch of the lease its sender saw (`Shoal-Lease-Epoch`): the receiver never
+sends it on under an older lease than that, which would bounce it back to a
+node that has just handed the lease over; it waits until its own view catches
+up instead. Epochs only grow along a chain, so a request cannot loop;
+`Shoal-Hops` caps how long it may chase a lease that keeps moving.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -29,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from shoal.cluster.coordinator import Cluster
+from shoal.cluster.view import Member
 from shoal.errors import (
     InvalidRequest,
     NotLeader,
@@ -44,7 +53,8 @@ __all__ = ["LEVELS", "Need", "dispatch", "level_of"]
 LEVELS = ("none", "weak", "linearizable")
 ALIASES = {"strong": "linearizable", "auto": "weak"}  # rqlite's names
 HOPS = "Shoal-Hops"
-MAX_HOPS = 2
+EPOCH = "Shoal-Lease-Epoch"  # the lease under which the forwarder believes we lead
+MAX_HOPS = 3
 LEADER_WAIT_SECONDS = 5.0  # how long a request waits for a database to have a leader
 _PASSED_ON = ("authorization", "content-type", "accept", "shoal-version")
 _PASSED_BACK = ("content-type", "shoal-version", "shoal-node", "retry-after", "location")
@@ -80,7 +90,8 @@ async def dispatch(
     cluster = node_of(request).cluster
     if cluster is None:
         return await serve_here()
-    hops = _hops(request)
+    hops = _header_number(request, HOPS, MAX_HOPS)
+    at_least = _header_number(request, EPOCH, 0)  # the lease the forwarder sent us under
     while True:
         if _here(cluster, name, need):
             if need.level == "linearizable" and not need.write:
@@ -92,26 +103,28 @@ async def dispatch(
                     raise
                 # Handed over or deposed before anything committed: go to the new leader.
             except VersionNotReached:
-                if hops >= MAX_HOPS:
+                replica = cluster.replicas.get(name)
+                if hops > 0 or (replica is not None and replica.leading):
                     raise
-                need = Need(write=False, min_version=need.min_version)  # the leader has it
-        if hops >= MAX_HOPS:  # forwarded to us as the leader, and we are not (yet)
-            await _wait_for_leading(cluster, name)
+                # This copy lags: the leader holds every committed version, and the
+                # forwarded request waits there for its own timeout, once.
+                need = Need(write=False)
+        found = await _leader_elsewhere(cluster, name, at_least)
+        if found is None:  # this node leads (again): serve here, once its replica settles
+            await asyncio.sleep(0.01)
             continue
-        leader = await cluster.leader(name, LEADER_WAIT_SECONDS)
-        if leader.id == cluster.node_id:
-            await _wait_for_leading(cluster, name)
-            continue
+        leader, epoch = found
         if need.redirect:
             location = leader.url + request.url.path
             if request.url.query:
                 location += "?" + request.url.query
             return Response(status_code=301, headers={"Location": location})
+        if hops >= MAX_HOPS:
+            raise NotLeader(f"{name!r} moved on while this request chased it; retry", leader.url)
         try:
-            return await _forward(cluster, request, leader.url, hops + 1, write=need.write)
+            return await _forward(cluster, request, leader.url, hops + 1, epoch, need.write)
         except httpx.ConnectError:
-            await asyncio.sleep(0.1)  # the leader is gone: wait for the next one
-            continue
+            at_least = epoch + 1  # the leader is gone: wait for the next one
 
 
 def _here(cluster: Cluster, name: str, need: Need) -> bool:
@@ -123,15 +136,26 @@ def _here(cluster: Cluster, name: str, need: Need) -> bool:
     return True
 
 
-async def _wait_for_leading(cluster: Cluster, name: str) -> None:
-    """Waits (a lease handed to us is taken within milliseconds) or says retry."""
-    deadline = asyncio.get_running_loop().time() + LEADER_WAIT_SECONDS
-    while asyncio.get_running_loop().time() < deadline:
+async def _leader_elsewhere(
+    cluster: Cluster, name: str, at_least: int
+) -> tuple[Member, int] | None:
+    """The other node that leads `name` under a lease of epoch `at_least` or later,
+    and that epoch; None once this node leads it. Our view may lag: a lease handed
+    to us, or away from us, shows within VIEW_SECONDS, so we wait for it rather than
+    send the request back where it came from. NotLeader (retryable) after
+    LEADER_WAIT_SECONDS."""
+    deadline = time.monotonic() + LEADER_WAIT_SECONDS
+    while True:
+        wait = max(0.0, deadline - time.monotonic())
+        leader, epoch = await cluster.leader(name, wait, at_least)
+        if leader.id != cluster.node_id:
+            return leader, epoch
         replica = cluster.replicas.get(name)
         if replica is not None and replica.leading:
-            return
+            return None
+        if time.monotonic() >= deadline:
+            raise NotLeader(f"this node holds {name!r}'s lease but cannot take writes now; retry")
         await asyncio.sleep(0.01)
-    raise NotLeader(f"this node was sent {name!r}'s writes but does not lead it; retry")
 
 
 async def _confirm(cluster: Cluster, name: str) -> None:
@@ -142,16 +166,17 @@ async def _confirm(cluster: Cluster, name: str) -> None:
         raise NotLeader(f"{name!r}: this leader could not confirm it is current; retry")
 
 
-def _hops(request: Request) -> int:
-    raw = request.headers.get(HOPS, "0")
-    return int(raw) if raw.isdigit() else MAX_HOPS
+def _header_number(request: Request, header: str, otherwise: int) -> int:
+    raw = request.headers.get(header, "0")
+    return int(raw) if raw.isdigit() else otherwise
 
 
 async def _forward(
-    cluster: Cluster, request: Request, base: str, hops: int, *, write: bool
+    cluster: Cluster, request: Request, base: str, hops: int, epoch: int, write: bool
 ) -> Response:
     headers = {k: v for k, v in request.headers.items() if k.lower() in _PASSED_ON}
     headers[HOPS] = str(hops)
+    headers[EPOCH] = str(epoch)
     body = getattr(request.state, "body", b"")
     try:
         answer = await cluster.http.request(

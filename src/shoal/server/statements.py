@@ -3,8 +3,11 @@
 A request is a list of statements and a choice: all in one transaction (the
 first failure rolls everything back) or each on its own (a failure is that
 statement's alone). The outcome keeps one item per statement, a Result or the
-Error it raised, so each dialect can report it in its own shape. These
-functions block on SQLite: the HTTP layer runs them on the node's thread pools.
+Error it raised, so each dialect can report it in its own shape. One error is
+raised instead: a write refused because this copy does not lead, before
+anything committed, so that routing can send the whole request to the leader.
+These functions block on SQLite: the HTTP layer runs them on the node's thread
+pools.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 from shoal.engine import Database, Outcome, Result
 from shoal.engine.execute import Params
 from shoal.engine.sqltext import Kind, classify
-from shoal.errors import Error
+from shoal.errors import Error, NotLeader, QueryWrites, ReadOnly
 
 __all__ = ["Batch", "Statement", "is_read_only", "run_execute", "run_query", "run_request"]
 
@@ -78,6 +81,8 @@ def _each(
         try:
             outcome = run(statement)
         except Error as exc:
+            if not batch.items and _not_leading(exc):
+                raise
             batch.add(exc, origin, started)
             if stop:
                 break
@@ -132,5 +137,12 @@ def _in_one_transaction(db: Database, statements: list[Statement]) -> Batch:
         try:
             batch.version = tx.commit()
         except Error as exc:  # refused at commit: it belongs to the last statement
+            if _not_leading(exc):
+                raise
             batch.add(exc, len(statements) - 1, started)
     return batch
+
+
+def _not_leading(exc: Error) -> bool:
+    """A write refused because this copy does not (or no longer) lead its database."""
+    return isinstance(exc, NotLeader | ReadOnly) and not isinstance(exc, QueryWrites)
