@@ -43,6 +43,7 @@ for folder in (ROOT / "src", ROOT):  # this checkout's shoal and tests/services.
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
+from bench.common import BenchError, ratio, table  # noqa: E402
 from tests.services import S3Endpoint, free_port, make_bucket, wait_until, weed_bin  # noqa: E402
 
 import shoal  # noqa: E402
@@ -65,10 +66,6 @@ CLASS_A, PRICE_A, PRICE_B, FREE = {"PUT", "POST", "COPY", "LIST"}, 0.005, 0.0004
 INDEX_AGES = (("1 hour", 3_600), ("1 day", 86_400), ("7 days", 604_800))
 Result = dict[str, Any]  # one part's figures, as --json prints them
 RESTORES = ("shoal restore", "litestream restore", "litestream restore -integrity-check full")
-
-
-class BenchError(RuntimeError):
-    """Something did not replicate, restore or verify: the run prints no figure."""
 
 
 # -- processes, metrics and buckets --------------------------------------------------
@@ -627,25 +624,6 @@ def environment() -> dict[str, Any]:
         "seaweedfs": weed.group(0) if weed else "?",
         "boto3": boto3.__version__,
     }
-
-
-def ratio(top: float, bottom: float) -> str:
-    return f"{top / bottom:.2f}x" if top and bottom else "-"
-
-
-def table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    """Columns as wide as their widest cell: the first left-aligned, numbers with commas."""
-    cells = [[f"{c:,.0f}" if isinstance(c, float | int) else c for c in r] for r in rows]
-    cells.insert(0, list(head))
-    widths = [max(len(str(row[i])) for row in cells) for i in range(len(head))]
-    lines = [
-        "  ".join(
-            str(c).ljust(w) if i == 0 else str(c).rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in cells
-    ]
-    return [lines[0], "-" * len(lines[0]), *lines[1:]]
 
 
 def writes_lines(results: list[dict[str, Any]]) -> list[str]:

@@ -1,0 +1,79 @@
+"""What the benchmarks share: their error, wrk's error counting and rate, and tables.
+
+Each benchmark is a script (`python bench/NAME.py`) that puts the checkout's root on
+`sys.path` before it imports this module as `bench.common`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["WRK_COUNTING", "BenchError", "ratio", "table", "wrk_rate"]
+
+
+class BenchError(RuntimeError):
+    """A load generator failed, a check failed or a service did not recover: no figure."""
+
+
+# The Lua a wrk script ends with: every thread counts its non-2xx answers, and the
+# total is printed at the end for `wrk_rate` to find. (Doubled braces: the scripts
+# are filled in with str.format.)
+WRK_COUNTING = """\
+local threads, next_id = {{}}, 0
+failures = 0
+
+function setup(thread)
+  next_id = next_id + 1
+  thread:set("id", next_id)
+  table.insert(threads, thread)
+end
+
+function response(status, headers, body)
+  if status < 200 or status > 299 then
+    failures = failures + 1
+  end
+end
+
+function done(summary, latency, requests)
+  local total = 0
+  for _, thread in ipairs(threads) do
+    total = total + thread:get("failures")
+  end
+  io.write(string.format("shoal-bench non-2xx: %d\\n", total))
+end
+"""
+
+
+def wrk_rate(stdout: str, stderr: str, returncode: int) -> float:
+    """Requests/sec from the output of wrk running a script that ends with
+    `WRK_COUNTING`; BenchError on any error it reports (exit status, socket errors,
+    non-2xx answers)."""
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", stdout)
+    failures = re.search(r"shoal-bench non-2xx: (\d+)", stdout)
+    if returncode != 0 or rate is None or failures is None:
+        raise BenchError(f"wrk failed (exit {returncode}):\n{stdout}{stderr}")
+    if int(failures.group(1)) or "Socket errors" in stdout or "Non-2xx" in stdout:
+        raise BenchError(f"wrk saw errors ({failures.group(1)} non-2xx responses):\n{stdout}")
+    return float(rate.group(1))
+
+
+def ratio(top: float | None, bottom: float | None) -> str:
+    """`top / bottom` as "0.42x", or "-" when either was not measured."""
+    return f"{top / bottom:.2f}x" if top and bottom else "-"
+
+
+def table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    """Columns as wide as their widest cell: the first left-aligned, numbers with commas."""
+    cells = [[f"{c:,.0f}" if isinstance(c, float | int) else c for c in r] for r in rows]
+    cells.insert(0, list(head))
+    widths = [max(len(str(row[i])) for row in cells) for i in range(len(head))]
+    lines = [
+        "  ".join(
+            str(c).ljust(w) if i == 0 else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in cells
+    ]
+    return [lines[0], "-" * len(lines[0]), *lines[1:]]
