@@ -113,8 +113,17 @@ def run_request(db: Database, statements: list[Statement], *, transaction: bool)
         return run_execute(db, statements, transaction=True)
     batch = Batch(db.version)
     for origin, statement in enumerate(statements):
-        one = [statement]
-        part = run_query(db, one) if is_read_only(one) else run_execute(db, one, transaction=False)
+        one, started = [statement], time.perf_counter()
+        try:
+            if is_read_only(one):
+                part = run_query(db, one)
+            else:
+                part = run_execute(db, one, transaction=False)
+        except Error as exc:  # refused for not leading: after the first, it is this one's
+            if not batch.items:
+                raise
+            part = Batch(db.version)
+            part.add(exc, 0, started)
         batch.merge(part, origin)
     return batch
 
