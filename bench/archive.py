@@ -43,7 +43,7 @@ for folder in (ROOT / "src", ROOT):  # this checkout's shoal and tests/services.
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-from bench.common import BenchError, ratio, table  # noqa: E402
+from bench.common import BenchError, Step, ratio, table, threaded_rate  # noqa: E402
 from tests.services import S3Endpoint, free_port, make_bucket, wait_until, weed_bin  # noqa: E402
 
 import shoal  # noqa: E402
@@ -285,41 +285,17 @@ def check_shoal_archive(store: BlobStore, name: str, output: Path, rows: int) ->
     check_copy(output, rows, None, f"shoal's archive of {name}", full=False)
 
 
-def threaded_rate(
-    make_step: Callable[[], Callable[[], None]], clients: int, seconds: float
-) -> float:
-    """Writes/s from `clients` threads, each running its own `make_step()` (BATCH writes)."""
-    counts, barrier, deadline = [0] * clients, threading.Barrier(clients + 1), [0.0]
-
-    def work(index: int) -> None:
-        step = make_step()
-        barrier.wait()
-        while time.perf_counter() < deadline[0]:
-            step()
-            counts[index] += BATCH
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    deadline[0] = time.perf_counter() + 3600  # set for real once every thread is ready
-    barrier.wait()
-    start = time.perf_counter()
-    deadline[0] = start + seconds
-    for thread in threads:
-        thread.join()
-    return sum(counts) / (time.perf_counter() - start)
-
-
-def cycling(write: Callable[[bytes], object]) -> Callable[[], None]:
-    """A step: BATCH writes of the next random values."""
+def cycling(write: Callable[[bytes], object]) -> tuple[Step, Callable[[], None]]:
+    """A step of BATCH writes of the next random values (and nothing to close)."""
     pool, at = random_values(1024, SMALL), [0]
 
-    def step() -> None:
+    def step() -> int:
         for _ in range(BATCH):
             at[0] = (at[0] + 1) % len(pool)
             write(pool[at[0]])
+        return BATCH
 
-    return step
+    return step, lambda: None
 
 
 # -- 1. write throughput ---------------------------------------------------------------
@@ -332,7 +308,7 @@ def shoal_writes(folder: Path, s3: S3Endpoint | None, clients: int, args: Any) -
     db.execute(SCHEMA)
     store = open_store(archive_url(s3, make_bucket(s3, f"w{clients}-shoal"))) if s3 else None
     runner = ArchiveThread(Archiver(db, store)) if store else None
-    make_step = lambda: cycling(lambda value: db.execute(INSERT, (value,)))  # noqa: E731
+    make_step = lambda _: cycling(lambda value: db.execute(INSERT, (value,)))  # noqa: E731
     try:
         threaded_rate(make_step, clients, args.warmup)
         result: dict[str, Any] = {"rate": threaded_rate(make_step, clients, args.seconds)}
@@ -359,7 +335,7 @@ def raw_writes(folder: Path, s3: S3Endpoint | None, clients: int, args: Any) -> 
     bucket = make_bucket(s3, f"w{clients}-litestream") if s3 else ""
     litestream = Litestream(path, s3, bucket, "raw") if s3 else None
 
-    def make_step() -> Callable[[], None]:
+    def make_step(_: int) -> tuple[Step, Callable[[], None]]:
         conns.append(open_raw(path))
         conn = conns[-1]
         return cycling(lambda value: insert_raw(conn, value))

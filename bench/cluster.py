@@ -45,7 +45,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,16 @@ for folder in (CHECKOUT_SRC, ROOT):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-from bench.common import WRK_COUNTING, BenchError, ratio, table, wrk_rate  # noqa: E402
+from bench.common import (  # noqa: E402
+    WRK_COUNTING,
+    BenchError,
+    Step,
+    postgres_facts,
+    ratio,
+    table,
+    threaded_rate,
+    wrk_rate,
+)
 from tests.services import Node, postgres, shoal_node, wait_until  # noqa: E402
 
 import shoal  # noqa: E402
@@ -198,52 +207,6 @@ class Wrk:
 # -- in-process baselines: raw APSW and psycopg ------------------------------------
 
 
-Step = Callable[[], None]  # BATCH writes
-
-
-def threaded_rate(
-    make: Callable[[int], tuple[Step, Callable[[], None]]], clients: int, seconds: float
-) -> float:
-    """Writes/s from `clients` threads, thread i running the step of `make(i)` (which also
-    returns how to close what the step uses), all set up before the clock starts."""
-    counts, ready, go = [0] * clients, threading.Barrier(clients + 1), threading.Event()
-    deadline, errors = [0.0], list[BaseException]()
-
-    def work(index: int) -> None:
-        try:
-            step, close = make(index)
-        except BaseException as exc:
-            errors.append(exc)
-            ready.abort()
-            return
-        try:
-            ready.wait()
-            go.wait()
-            while time.perf_counter() < deadline[0]:
-                step()
-                counts[index] += BATCH
-        except threading.BrokenBarrierError:
-            pass
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            close()
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    with suppress(threading.BrokenBarrierError):
-        ready.wait()
-    start = time.perf_counter()
-    deadline[0] = start + seconds
-    go.set()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise BenchError(f"a writer thread failed: {errors[0]!r}")
-    return sum(counts) / (time.perf_counter() - start)
-
-
 class RawSQLite:
     """Raw APSW in this process: a file per database, a connection per thread, WAL,
     synchronous=NORMAL, BEGIN IMMEDIATE / INSERT / COMMIT."""
@@ -268,11 +231,12 @@ class RawSQLite:
         def make(index: int) -> tuple[Step, Callable[[], None]]:
             conn = self.connect(names[index % len(names)])
 
-            def step() -> None:
+            def step() -> int:
                 for _ in range(BATCH):
                     conn.execute("BEGIN IMMEDIATE")
                     conn.execute(SQLITE_WRITE, (BODY,))
                     conn.execute("COMMIT")
+                return BATCH
 
             return step, conn.close
 
@@ -299,21 +263,14 @@ class Postgres:
             insert = PG_WRITE.format(sql.Identifier(tables[index % len(tables)]))
             params = (BODY,)
 
-            def step() -> None:
+            def step() -> int:
                 for _ in range(BATCH):
                     conn.execute(insert, params)
+                return BATCH
 
             return step, conn.close
 
         return threaded_rate(make, workload.clients, seconds)
-
-
-def postgres_facts(dsn: str) -> dict[str, str]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        names = ("server_version", "fsync", "synchronous_commit", "wal_sync_method")
-        query = "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)"
-        rows = conn.execute(query, [list(names)]).fetchall()
-        return {str(name): str(setting) for name, setting in rows}
 
 
 def bench_database(dsn: str) -> str:

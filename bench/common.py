@@ -7,10 +7,22 @@ Each benchmark is a script (`python bench/NAME.py`) that puts the checkout's roo
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from typing import Any
 
-__all__ = ["WRK_COUNTING", "BenchError", "ratio", "table", "wrk_rate"]
+__all__ = [
+    "WRK_COUNTING",
+    "BenchError",
+    "Step",
+    "postgres_facts",
+    "ratio",
+    "table",
+    "threaded_rate",
+    "wrk_rate",
+]
 
 
 class BenchError(RuntimeError):
@@ -77,3 +89,61 @@ def table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
         for row in cells
     ]
     return [lines[0], "-" * len(lines[0]), *lines[1:]]
+
+
+Step = Callable[[], int]
+"""Does a few operations between two reads of the clock; returns how many."""
+
+
+def threaded_rate(
+    make: Callable[[int], tuple[Step, Callable[[], None]]], clients: int, seconds: float
+) -> float:
+    """Operations/s from `clients` threads, thread i running the step of `make(i)` (which
+    also returns how to close what the step uses), all set up before the clock starts.
+    BenchError if a thread failed."""
+    counts, ready, go = [0] * clients, threading.Barrier(clients + 1), threading.Event()
+    deadline, errors = [0.0], list[BaseException]()
+
+    def work(index: int) -> None:
+        try:
+            step, close = make(index)
+        except BaseException as exc:
+            errors.append(exc)
+            ready.abort()
+            return
+        try:
+            ready.wait()
+            go.wait()
+            while time.perf_counter() < deadline[0]:
+                counts[index] += step()
+        except threading.BrokenBarrierError:
+            pass
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            close()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    with suppress(threading.BrokenBarrierError):
+        ready.wait()
+    start = time.perf_counter()
+    deadline[0] = start + seconds
+    go.set()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise BenchError(f"a benchmark thread failed: {errors[0]!r}")
+    return sum(counts) / (time.perf_counter() - start)
+
+
+def postgres_facts(dsn: str) -> dict[str, str]:
+    """The PostgreSQL server's version and durability settings, for a report's header."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        names = ("server_version", "fsync", "synchronous_commit", "wal_sync_method")
+        query = "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)"
+        rows = conn.execute(query, [list(names)]).fetchall()
+        return {str(name): str(setting) for name, setting in rows}

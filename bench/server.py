@@ -37,8 +37,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
@@ -57,7 +55,15 @@ for folder in (CHECKOUT_SRC, ROOT):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-from bench.common import WRK_COUNTING, BenchError, ratio, wrk_rate  # noqa: E402
+from bench.common import (  # noqa: E402
+    WRK_COUNTING,
+    BenchError,
+    Step,
+    postgres_facts,
+    ratio,
+    threaded_rate,
+    wrk_rate,
+)
 from tests.services import postgres, postgres_bin, shoal_node  # noqa: E402
 
 import shoal  # noqa: E402
@@ -222,10 +228,7 @@ def prepare_postgres(dsn: str) -> dict[str, str]:
             for k in range(1, ROWS + 1):
                 copy.write_row((k, value(k)))
         conn.execute("VACUUM ANALYZE")
-        names = ("server_version", "fsync", "synchronous_commit", "wal_sync_method")
-        query = "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)"
-        rows = conn.execute(query, [list(names)]).fetchall()
-        return {str(name): str(setting) for name, setting in rows}
+    return postgres_facts(dsn)
 
 
 # -- the engine in-process -----------------------------------------------------
@@ -246,48 +249,29 @@ class Engine:
         self.keys = [(rng.randint(1, ROWS),) for _ in range(1 << 14)]
 
     def rate(self, operation: str, clients: int, seconds: float) -> float:
-        if operation == "read":
-            query, keys = self.db.query, self.keys
+        query, execute, keys, params = self.db.query, self.db.execute, self.keys, (BODY,)
 
-            def step(at: int) -> None:
-                for params in keys[at : at + BATCH]:
-                    query(READ, params)
-        else:
-            execute, params = self.db.execute, (BODY,)
+        def make(index: int) -> tuple[Step, Callable[[], None]]:
+            at = (index * 997) % len(keys)  # each thread starts at a different key
 
-            def step(at: int) -> None:
+            def read() -> int:
+                nonlocal at
+                for key in keys[at : at + BATCH]:
+                    query(READ, key)
+                at = (at + BATCH) % (len(keys) - BATCH)
+                return BATCH
+
+            def write() -> int:
                 for _ in range(BATCH):
                     execute(WRITE, params)
+                return BATCH
 
-        return threaded_rate(step, clients, seconds, len(self.keys))
+            return (read if operation == "read" else write), lambda: None
+
+        return threaded_rate(make, clients, seconds)
 
     def close(self) -> None:
         self.db.close()
-
-
-def threaded_rate(step: Callable[[int], None], clients: int, seconds: float, size: int) -> float:
-    """Runs `step` (BATCH operations) in `clients` threads at once; returns ops/s."""
-    counts = [0] * clients
-    barrier = threading.Barrier(clients + 1)
-    deadline = [0.0]
-
-    def work(index: int) -> None:
-        at = (index * 997) % size  # each thread starts at a different key
-        barrier.wait()
-        while time.perf_counter() < deadline[0]:
-            step(at)
-            at = (at + BATCH) % (size - BATCH)
-            counts[index] += BATCH
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    start = time.perf_counter()
-    deadline[0] = start + seconds
-    barrier.wait()
-    for thread in threads:
-        thread.join()
-    return sum(counts) / (time.perf_counter() - start)
 
 
 # -- measuring and reporting ---------------------------------------------------

@@ -374,8 +374,7 @@ class Cluster:
                 if name not in self.view.catalog:
                     raise DatabaseNotFound(name)
             lease, leader = self.view.leases.get(name), self.view.leader(name)
-            current = lease is not None and lease.epoch >= at_least
-            if current and lease is not None and leader is not None and not leader.leaving:
+            if lease and leader and not leader.leaving and lease.epoch >= at_least:
                 return leader, lease.epoch
             if time.monotonic() >= deadline:
                 raise NotLeader(f"database {name!r} has no leader now; retry shortly")
