@@ -56,7 +56,7 @@ class LocalHost:
     async def on_writer(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)
 
-    async def fetch_snapshot(self, database: str) -> Path:
+    async def fetch_snapshot(self, database: str, at_least: int) -> Path:
         assert self.source is not None
         path = self.directory / f"seed-{time.monotonic_ns()}.db"
         self.source.snapshot(path)
@@ -274,3 +274,48 @@ def test_an_async_leader_deposed_with_unshipped_writes_takes_the_logs_instead(
     replica.db.close()
     db.close()
     source.close()
+
+
+def test_a_copy_that_cannot_get_past_a_barrier_backs_off_and_says_why(
+    tmp_path: Path,
+    host: LocalHost,
+    cp: SQLiteControlPlane,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The only seed on offer is from before the VACUUM: each try is counted, the
+    problem is kept for status and metrics, and each next try waits twice as long
+    (it re-seeded hundreds of times a second); a record applied clears it."""
+    leader = Database(tmp_path / "leader.db", name=NAME)
+    leader.execute("CREATE TABLE t(x)")
+    stale = tmp_path / "stale.db"
+    leader.snapshot(stale)
+    leader.execute("VACUUM")
+    cp.append(NAME, 1, leader.log_range(1, 2))
+    host.source = Database(stale, name=NAME, role=Role.FOLLOWER)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    replica = Replica(host, follower(tmp_path), "sync", 3, Timing())
+
+    async def follow(times: int) -> None:
+        for _ in range(times):
+            await replica._follow()
+
+    asyncio.run(follow(4))
+    assert replica.db.version == 1
+    assert replica.reseeds == replica.reseeds_in_a_row == 4
+    assert waits == [0.5, 1.0, 2.0]
+    assert replica.problem is not None and "short of version 2" in replica.problem
+
+    host.source = leader  # a seed after the barrier: the copy is well again
+    asyncio.run(follow(1))
+    assert replica.db.version == 2 and replica.problem is None
+    leader.execute("INSERT INTO t VALUES (1)")
+    cp.append(NAME, 3, leader.log_range(3, 3))
+    asyncio.run(follow(1))
+    assert replica.db.version == 3 and replica.reseeds_in_a_row == 0
+    replica.db.close()
+    leader.close()

@@ -7,6 +7,7 @@ at the leader's version with the leader's checksum, and no acknowledged write lo
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
+from shoal.archive.catalog import read_index
+from shoal.archive.local import FolderStore
+from shoal.errors import BlobNotFound
 from tests.services import Cluster, Writer, postgres_server, shoal_cluster, wait_until
 
 SCHEMA = "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"
@@ -422,6 +426,67 @@ def test_writes_reaching_a_leader_as_it_hands_over_are_forwarded_not_refused(
     cluster[leaving].start()
     cluster.wait_members()
     assert_nothing_lost(cluster, "app", writer)
+
+
+# -- VACUUM: a barrier every copy re-seeds past ------------------------------------
+
+
+def assert_healed_after_vacuum(cluster: Cluster, name: str, via: str, rows: set[int]) -> None:
+    """After a VACUUM, a write through `via`: every copy has re-seeded past the
+    barrier, once, and follows again (a copy seeded from before the barrier would
+    meet it again and again)."""
+    ok(insert(cluster[via].url, name, 10_000, 1))
+    cluster.wait_converged(name, copies=3, timeout=60)
+    for node_id in cluster.live:
+        assert ids(cluster[node_id].url, name, level="none") == rows | {10_000}, node_id
+        reseeds = cluster[node_id].log().count(f"{name}: DISCARDING")
+        assert reseeds <= 2, f"{node_id} re-seeded {reseeds} times\n" + logs(cluster, name)
+        metrics = httpx.get(f"{cluster[node_id].url}/metrics").text
+        assert f'shoal_reseeds_total{{database="{name}"}} {reseeds}' in metrics
+        assert f'shoal_reseeds_in_a_row{{database="{name}"}} 0' in metrics
+    database = next(d for d in cluster.state(via)["databases"] if d["name"] == name)
+    assert all(r["problem"] is None for r in database["replicas"]), database
+
+
+def test_a_node_whose_archive_predates_a_vacuum_reseeds_past_it(cluster: Cluster) -> None:
+    """The leader archives version 2, hands over (SIGTERM) and comes back; a VACUUM
+    then makes its copy re-seed, and its own archive, from before the barrier, must
+    not be taken for a seed (it looped on it, hundreds of times a second)."""
+    first = create(cluster, "app", "sync")
+    ok(insert(cluster[first].url, "app", 1, 3))
+    archive = FolderStore(cluster[first].data_dir / "archive")
+
+    def archived() -> bool:
+        with contextlib.suppress(BlobNotFound):
+            return read_index(archive, "app").head == 2
+        return False
+
+    wait_until(archived, 20, "the leader's archive to hold version 2")
+    assert cluster.stop(first) == 0
+    cluster[first].start()
+    cluster.wait_members()
+    cluster.wait_converged("app", copies=3)
+    assert cluster.leader("app") != first
+    ok(execute(cluster[first].url, "app", "VACUUM"))
+    assert_healed_after_vacuum(cluster, "app", first, {1, 2, 3})
+
+
+@pytest.mark.parametrize("change", ["failover", "handoff"])
+def test_a_vacuum_right_after_a_change_of_leader_reaches_every_copy(
+    cluster: Cluster, change: str
+) -> None:
+    leader = create(cluster, "app", "sync")
+    ok(insert(cluster[leader].url, "app", 1, 3))
+    cluster.wait_converged("app", copies=3)
+    if change == "failover":
+        cluster.kill(leader)
+    else:
+        assert cluster.stop(leader) == 0
+    new = cluster.leader("app")
+    ok(execute(cluster[new].url, "app", "VACUUM"))
+    cluster[leader].start()
+    cluster.wait_members()
+    assert_healed_after_vacuum(cluster, "app", new, {1, 2, 3})
 
 
 @pytest.mark.slow

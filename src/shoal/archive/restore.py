@@ -25,7 +25,7 @@ from shoal.archive.catalog import Index
 from shoal.archive.local import durable_replace
 from shoal.archive.objects import Kind, SegmentEntry, SnapshotEntry, open_segment, unpack_file
 from shoal.engine import Database, Role
-from shoal.errors import ArchiveError, CorruptObject, OperationalError
+from shoal.errors import ArchiveError, CorruptObject, OperationalError, ReseedRequired
 from shoal.record import decode
 
 __all__ = ["Progress", "RestorePlan", "plan_restore", "restore"]
@@ -163,7 +163,14 @@ def _replay(
             wanted = records[start:end]
             if plan.time_ns is not None and entry.last_time_ns > plan.time_ns:
                 wanted = _committed_by(wanted, plan.time_ns)
-            db.apply_many(wanted)
+            try:
+                db.apply_many(wanted)
+            except ReseedRequired as exc:
+                raise ArchiveError(
+                    f"the archive of {plan.database!r} cannot be replayed past version "
+                    f"{exc.version - 1}: record {exc.version} is a VACUUM barrier and no "
+                    "snapshot after it is archived yet"
+                ) from None
             advance(entry.size)
             if start + len(wanted) < len(records):
                 break  # the target is reached: what follows is after it

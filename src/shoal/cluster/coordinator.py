@@ -138,11 +138,12 @@ class Cluster:
     async def on_writer(self, fn: Callable[..., T], *args: Any) -> T:
         return await self.databases.write(fn, *args)
 
-    async def fetch_snapshot(self, database: str) -> Path:
-        """A copy of `database` the log goes on from: restored from the archive when
-        it has one, else the leader's, downloaded into the scratch directory."""
+    async def fetch_snapshot(self, database: str, at_least: int) -> Path:
+        """A copy of `database` at version `at_least` or later that the log goes on
+        from: restored from the archive when it has one, else the leader's,
+        downloaded into the scratch directory."""
         if self.archive is not None:
-            restored = await self.blocking(self._from_archive, database)
+            restored = await self.blocking(self._from_archive, database, at_least)
             if restored is not None:
                 return restored
         deadline = time.monotonic() + SNAPSHOT_TIMEOUT
@@ -157,9 +158,10 @@ class Cluster:
                 raise Unavailable(f"no leader of {database!r} to seed a copy from")
             await asyncio.sleep(0.2)
 
-    def _from_archive(self, database: str) -> Path | None:
-        """The archive's newest state of `database`, if the log still holds what
-        follows it (else None: the leader's copy it is)."""
+    def _from_archive(self, database: str, at_least: int) -> Path | None:
+        """The archive's newest state of `database`, if it is a state the log went
+        through, at `at_least` or later, and the log still holds what follows it
+        (else None: the leader's copy it is)."""
         assert self.archive is not None
         target = self._scratch_file(database)
         target.unlink()  # restore makes the file itself, and never overwrites one
@@ -167,15 +169,30 @@ class Cluster:
             version = restore(
                 self.archive, plan_restore(read_index(self.archive, database)), target
             )
-            head = self.cp.head(database)
-            if version == head or self.cp.read(database, version + 1, version + 1):
+            unfit = self._unfit_seed(database, target, version, at_least)
+            if unfit is None:
                 logger.info("%s: hydrated from the archive at version %d", database, version)
                 return target
+            logger.info("%s: not seeding from the archive: %s", database, unfit)
         except BlobNotFound:
             pass
         except ArchiveError as exc:
             logger.warning("%s: cannot hydrate from the archive: %s", database, exc)
         target.unlink(missing_ok=True)
+        return None
+
+    def _unfit_seed(self, database: str, path: Path, version: int, at_least: int) -> str | None:
+        """Why the copy at `path` (at `version`) cannot seed this node's copy, or None."""
+        if version < at_least:
+            return f"it reaches version {version}, and this copy needs {at_least} or later"
+        if version > 0:
+            logged = self.cp.read(database, version, version)
+            if not logged:
+                return f"the log no longer holds its version {version}"
+            if logged[0][1] != _last_record(path):
+                return f"its version {version} differs from the log's"
+        elif self.cp.head(database) > 0 and not self.cp.read(database, 1, 1):
+            return "it is empty and the log no longer starts at version 1"
         return None
 
     def _scratch_file(self, database: str) -> Path:
@@ -262,7 +279,8 @@ class Cluster:
 
     async def _heartbeat(self) -> None:
         versions = {name: r.db.version for name, r in self.replicas.items()}
-        member = Member(self.node_id, self.url, versions, self._leaving)
+        problems = {name: r.problem for name, r in self.replicas.items() if r.problem}
+        member = Member(self.node_id, self.url, versions, self._leaving, problems)
         await self.blocking(
             lambda: self.cp.put(member_key(self.node_id), member.encode(), ttl=MEMBER_TTL_SECONDS)
         )

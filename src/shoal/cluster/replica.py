@@ -48,6 +48,7 @@ STAGGER_SECONDS = 0.25  # how much later each next candidate tries for an expire
 TRIM_SECONDS = 10.0  # how often a leader drops, from the control plane, what every copy has
 LOG_KEEP = 1000  # records kept below the slowest copy, so a copy just behind need not re-seed
 LOCAL_KEEP = 10_000  # records a follower keeps in its own log
+RESEED_BACKOFF_MAX = 30.0  # the longest wait between re-seeds of a copy making no progress
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,9 @@ class Host(Protocol):
         """Runs `fn` on the node's write threads."""
         ...
 
-    async def fetch_snapshot(self, database: str) -> Path:
-        """A snapshot of `database` from its leader, in a temporary file."""
+    async def fetch_snapshot(self, database: str, at_least: int) -> Path:
+        """A copy of `database` at version `at_least` or later that the log goes on
+        from, in a temporary file."""
         ...
 
     async def replace_copy(self, database: str, snapshot: Path) -> Database:
@@ -120,6 +122,9 @@ class Replica:
         self._ship_lock = threading.Lock()  # one append of queued records at a time
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.reseeds = 0  # re-seeds of this copy since the node started
+        self.reseeds_in_a_row = 0  # re-seeds with no record applied since: the backoff's count
+        self.problem: str | None = None  # why the last re-seed failed, until the copy is well
 
     # -- as seen from outside ---------------------------------------------------
 
@@ -184,14 +189,19 @@ class Replica:
         if not records:
             return
         if records[0][0] != self.db.version + 1:
-            await self._reseed(f"the log no longer holds version {self.db.version + 1}")
+            await self._reseed(
+                f"the log no longer holds version {self.db.version + 1}", records[0][0] - 1
+            )
             return
         try:
             await self.host.on_writer(self.db.apply_many, [raw for _, raw in records])
         except ReseedRequired as exc:
-            await self._reseed(str(exc))
+            await self._reseed(str(exc), exc.version)
+            return
         except ReplicationError as exc:
-            await self._reseed(f"a record does not apply here: {exc}")
+            await self._reseed(f"a record does not apply here: {exc}", self.db.version + 1)
+            return
+        self.reseeds_in_a_row, self.problem = 0, None
         below = self.db.version - LOCAL_KEEP
         if below - self._trimmed_locally >= LOCAL_KEEP:
             await self.host.on_writer(self.db.truncate_log, below)
@@ -203,7 +213,9 @@ class Replica:
         while self.db.version < head:
             records = await self.host.blocking(self.cp.read, self.name, self.db.version + 1, head)
             if not records:
-                await self._reseed(f"the log no longer holds version {self.db.version + 1}")
+                await self._reseed(
+                    f"the log no longer holds version {self.db.version + 1}", self.db.version + 1
+                )
                 continue
             await self._apply(records)
 
@@ -218,23 +230,44 @@ class Replica:
         if version > head:
             await self._reseed(
                 f"this copy is at version {version} but the log ends at {head}: "
-                f"versions {head + 1} to {version} were committed here and never logged"
+                f"versions {head + 1} to {version} were committed here and never logged",
+                0,
             )
         elif logged and logged[0][1] != self.db.log_range(version, version)[0]:
-            await self._reseed(f"version {version} here differs from the log's")
+            await self._reseed(f"version {version} here differs from the log's", 0)
         elif not logged and head > 0:
-            await self._reseed(f"the log no longer holds version {version} to check it against")
+            await self._reseed(
+                f"the log no longer holds version {version} to check it against", version
+            )
 
-    async def _reseed(self, why: str) -> None:
-        """Replaces this copy with the leader's, loudly."""
+    async def _reseed(self, why: str, at_least: int) -> None:
+        """Replaces this copy, loudly, with one at version `at_least` or later that
+        the log goes on from. A copy re-seeded again before it applied a record is
+        making no progress: each such try waits twice as long as the last (up to
+        RESEED_BACKOFF_MAX), and a failure stays in `problem` for status and metrics."""
+        if self.reseeds_in_a_row:
+            await asyncio.sleep(min(RESEED_BACKOFF_MAX, 0.5 * 2 ** (self.reseeds_in_a_row - 1)))
+        self.reseeds += 1
+        self.reseeds_in_a_row += 1
         logger.error(
-            "%s: DISCARDING this node's copy (version %d) and re-seeding from the leader: %s",
+            "%s: DISCARDING this node's copy (version %d) and re-seeding: %s",
             self.name,
             self.db.version,
             why,
         )
-        snapshot = await self.host.fetch_snapshot(self.name)
-        self.db = await self.host.replace_copy(self.name, snapshot)
+        try:
+            snapshot = await self.host.fetch_snapshot(self.name, at_least)
+            self.db = await self.host.replace_copy(self.name, snapshot)
+        except Exception as exc:
+            self.problem = f"re-seed failed: {exc}"
+            raise
+        if self.db.version < at_least:  # the host's checks should make this impossible
+            self.problem = (
+                f"re-seeded at version {self.db.version}, short of version {at_least}: {why}"
+            )
+            logger.error("%s: %s", self.name, self.problem)
+            return
+        self.problem = None
         logger.warning("%s: re-seeded at version %d", self.name, self.db.version)
 
     # -- taking the lease -------------------------------------------------------

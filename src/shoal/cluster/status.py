@@ -12,7 +12,8 @@ __all__ = ["cluster_summary"]
 
 async def cluster_summary(cluster: Cluster, visible: Callable[[str], bool]) -> dict[str, Any]:
     """Live nodes; each visible database's durability, leader, epoch, log head, and
-    each copy's version (from its node's last heartbeat) and lag behind the head."""
+    each copy's version (from its node's last heartbeat), lag behind the head, and
+    problem if it cannot keep up."""
     view = cluster.view
     leading: dict[str, int] = {}
     for held in view.leases.values():
@@ -38,6 +39,7 @@ async def cluster_summary(cluster: Cluster, visible: Callable[[str], bool]) -> d
                 "node": member.id,
                 "version": member.versions[name],
                 "lag": max(0, head - member.versions[name]),
+                "problem": member.problems.get(name),
             }
             for member in sorted(view.members.values(), key=lambda m: m.id)
             if name in member.versions

@@ -65,21 +65,29 @@ def dump(value: dict[str, Any]) -> bytes:
 
 @dataclass(frozen=True)
 class Member:
-    """A live node: where to reach it, and the version of each database it holds."""
+    """A live node: where to reach it, the version of each database it holds, and
+    what is wrong with any copy that cannot keep up (for status)."""
 
     id: str
     url: str
     versions: dict[str, int] = field(default_factory=dict)
     leaving: bool = False
+    problems: dict[str, str] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        return dump({"url": self.url, "versions": self.versions, "leaving": self.leaving})
+        value: dict[str, Any] = {"url": self.url, "versions": self.versions}
+        value["leaving"] = self.leaving
+        if self.problems:
+            value["problems"] = self.problems
+        return dump(value)
 
     @classmethod
     def decode(cls, node_id: str, entry: Entry) -> Member:
         value = _load(entry)
         versions = {str(k): int(v) for k, v in dict(value.get("versions", {})).items()}
-        return cls(node_id, str(value["url"]), versions, bool(value.get("leaving", False)))
+        problems = {str(k): str(v) for k, v in dict(value.get("problems", {})).items()}
+        leaving = bool(value.get("leaving", False))
+        return cls(node_id, str(value["url"]), versions, leaving, problems)
 
 
 @dataclass(frozen=True)

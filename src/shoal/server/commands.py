@@ -97,6 +97,15 @@ def _cluster_status(args: argparse.Namespace) -> int:
             (d["name"], d["durability"], d["leader"] or "-", d["epoch"] or "-", d["head"], copies)
         )
     _table(["database", "durability", "leader", "epoch", "log head", "copies (version, lag)"], rows)
+    problems = [
+        (d["name"], r["node"], r["problem"])
+        for d in state["databases"]
+        for r in d["replicas"]
+        if r.get("problem")
+    ]
+    if problems:
+        print()
+        _table(["database", "node", "problem (retrying, with backoff)"], problems)
     return 0
 
 

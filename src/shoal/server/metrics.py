@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shoal.cluster.coordinator import Cluster
 from shoal.server.archiving import ArchiveService
 from shoal.server.node import Node
 
@@ -88,26 +89,50 @@ class Metrics:
             lines.append(f'shoal_database_version{{database="{name}"}} {version}')
         if node.archive is not None:
             lines += _archive_lines(node.archive)
+        if node.cluster is not None:
+            lines += _replica_lines(node.cluster)
         return "\n".join(lines) + "\n"
 
 
 def _archive_lines(archive: ArchiveService) -> list[str]:
     """Per database archived: versions not yet archived, failures in a row, uploads."""
-    series = [
-        ("shoal_archive_lag_versions", "gauge", "Versions committed and not yet archived."),
-        ("shoal_archive_failures", "gauge", "Archive rounds failed in a row (store unreachable)."),
-        ("shoal_archive_uploads_total", "counter", "Objects uploaded to the archive."),
-    ]
+    states = sorted(archive.states.items())
+    return _per_database(
+        [
+            ("shoal_archive_lag_versions", "gauge", "Versions committed and not yet archived."),
+            (
+                "shoal_archive_failures",
+                "gauge",
+                "Archive rounds failed in a row (store unreachable).",
+            ),
+            ("shoal_archive_uploads_total", "counter", "Objects uploaded to the archive."),
+        ],
+        [
+            (name, (state.archiver.lag, state.failures, state.archiver.uploads))
+            for name, state in states
+        ],
+    )
+
+
+def _replica_lines(cluster: Cluster) -> list[str]:
+    """Per copy held in a cluster: re-seeds, and re-seeds in a row without progress."""
+    return _per_database(
+        [
+            ("shoal_reseeds_total", "counter", "Copies replaced by a snapshot (a barrier, a gap)."),
+            ("shoal_reseeds_in_a_row", "gauge", "Re-seeds with no record applied since."),
+        ],
+        [(name, (r.reseeds, r.reseeds_in_a_row)) for name, r in sorted(cluster.replicas.items())],
+    )
+
+
+def _per_database(
+    series: list[tuple[str, str, str]], values: list[tuple[str, tuple[int, ...]]]
+) -> list[str]:
+    """The lines of each of `series` (name, type, help), a sample per database."""
     lines = []
-    for metric, kind, help_text in series:
+    for position, (metric, kind, help_text) in enumerate(series):
         lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}"]
-        for name, state in sorted(archive.states.items()):
-            value = {
-                "shoal_archive_lag_versions": state.archiver.lag,
-                "shoal_archive_failures": state.failures,
-                "shoal_archive_uploads_total": state.archiver.uploads,
-            }[metric]
-            lines.append(f'{metric}{{database="{name}"}} {value}')
+        lines += [f'{metric}{{database="{name}"}} {row[position]}' for name, row in values]
     return lines
 
 

@@ -286,6 +286,11 @@ def result_schemas() -> Json:
                                         "node": {"type": "string"},
                                         "version": count("As of its node's last heartbeat."),
                                         "lag": count("Versions behind the log's head."),
+                                        "problem": {
+                                            "type": ["string", "null"],
+                                            "description": "Why its last re-seed failed "
+                                            "(it retries, backing off), until it is well.",
+                                        },
                                     }
                                 )
                             ),
