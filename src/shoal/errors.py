@@ -40,6 +40,7 @@ with shoal's own errors as named leaves that carry their context::
         └── ArchiveError               the archive cannot do what was asked
             ├── StoreUnavailable       the blob store cannot be reached now; retry
             ├── BlobNotFound           no object at that key
+            ├── NotArchived            the archive holds no database of that name
             ├── PreconditionFailed     a conditional write found another version
             └── CorruptObject          an object fails its checksum or format
 """
@@ -66,6 +67,7 @@ __all__ = [
     "InterfaceError",
     "InternalError",
     "InvalidRequest",
+    "NotArchived",
     "NotLeader",
     "OutcomeUnknown",
     "NotSupportedError",
@@ -341,6 +343,20 @@ class BlobNotFound(ArchiveError):
     def __init__(self, key: str) -> None:
         super().__init__(f"no object {key!r} in the store")
         self.key = key
+
+
+class NotArchived(ArchiveError):
+    """The archive holds no database of that name (`held`: the names it holds,
+    when they were looked up)."""
+
+    def __init__(self, database: str, held: list[str] | None = None) -> None:
+        message = f"the archive holds no database named {database!r}"
+        if held is not None:
+            shown = ", ".join(held[:20]) + (f" and {len(held) - 20} more" if len(held) > 20 else "")
+            message += f"; it holds: {shown}" if held else "; it holds no database yet"
+        super().__init__(message)
+        self.database = database
+        self.held = held
 
 
 class PreconditionFailed(ArchiveError):

@@ -179,3 +179,80 @@ def test_status_shows_versions_and_archive_lag(start_node: StartNode, tmp_path: 
     header, _rule, row = done.stdout.splitlines()[1:4]
     assert header.split()[:2] == ["database", "version"]
     assert row.split()[:4] == ["default", "1", "0", "0"]
+
+
+def test_a_dropped_database_stays_dropped_and_can_be_restored_on_purpose(
+    start_node: StartNode, tmp_path: Path
+) -> None:
+    """`shoal db drop` leaves a tombstone: `--restore-missing` passes the database
+    over (it brought dropped ones back), `shoal restore` still can, and a database
+    created again under the name archives a history of its own."""
+    archive = tmp_path / "archive"
+    node = start_node("--archive", str(archive), "--archive-seconds", "0.2")
+    with httpx.Client(base_url=node.url) as client:
+        for name in ("kept", "gone"):
+            client.post("/v1/databases", json={"name": name})
+            client.post(f"/v1/databases/{name}/execute", json={"sql": "CREATE TABLE t(x)"})
+            client.post(f"/v1/databases/{name}/execute", json={"sql": "INSERT INTO t VALUES (1)"})
+            wait_until(lambda n=name: lag_of(node.url, n) == 0, 20, f"{name} to be archived")
+    dropped = shoal("db", "drop", "gone", "--yes", "--url", node.url)
+    assert dropped.returncode == 0, dropped.stderr
+    listing = shoal("archive", "ls", "gone", "--archive", str(archive))
+    assert listing.returncode == 0 and "'gone' was dropped at" in listing.stderr, listing.stderr
+
+    fresh = start_node(
+        "--archive", str(archive), "--restore-missing", data_dir=tmp_path / "new-node"
+    )
+    names = {d["name"] for d in httpx.get(f"{fresh.url}/v1/databases").json()["databases"]}
+    assert "kept" in names and "gone" not in names, names
+    assert "gone: dropped at" in fresh.log()
+
+    out = tmp_path / "gone.db"
+    restored = shoal("restore", "gone", "--archive", str(archive), "--output", str(out))
+    assert restored.returncode == 0, restored.stderr
+    assert "was dropped at" in restored.stderr
+    with Database(out) as db:
+        assert db.query("SELECT count(*) FROM t").results[0].rows == [(1,)]
+
+    # The name in use again: the old history goes, the new one is archived alone.
+    with httpx.Client(base_url=fresh.url) as client:
+        assert client.post("/v1/databases", json={"name": "gone"}).status_code == 201
+        client.post("/v1/databases/gone/execute", json={"sql": "CREATE TABLE new(y)"})
+        wait_until(lambda: lag_of(fresh.url, "gone") == 0, 20, "the new 'gone' to be archived")
+    again = tmp_path / "gone-again.db"
+    restored = shoal("restore", "gone", "--archive", str(archive), "--output", str(again))
+    assert restored.returncode == 0 and "dropped" not in restored.stderr, restored.stderr
+    with Database(again) as db:
+        tables = db.query("SELECT name FROM sqlite_schema WHERE type = 'table'").results[0].rows
+        assert ("new",) in tables and ("t",) not in tables, tables
+
+
+def test_restores_that_cannot_be_what_was_asked_are_refused_saying_why(
+    start_node: StartNode, tmp_path: Path
+) -> None:
+    archive = tmp_path / "archive"
+    node = start_node("--archive", str(archive), "--archive-seconds", "0.2")
+    with httpx.Client(base_url=node.url) as client:
+        client.post("/v1/databases", json={"name": "notes"})
+        client.post("/v1/databases/notes/execute", json={"sql": "CREATE TABLE n(x)"})
+        wait_until(lambda: lag_of(node.url, "notes") == 0, 20, "the archive to catch up")
+    out = tmp_path / "out.db"
+
+    early = shoal(
+        "restore", "notes", "--archive", str(archive), "--output", str(out),
+        "--to-time", "2020-01-01T00:00:00Z",
+    )  # fmt: skip
+    assert early.returncode == 1 and not out.exists()
+    assert "2020-01-01T00:00:00Z is before the first state of 'notes'" in early.stderr
+    assert "The earliest it can give is 20" in early.stderr, early.stderr
+    empty = shoal(
+        "restore", "notes", "--archive", str(archive), "--output", str(out), "--to-version", "0"
+    )
+    assert empty.returncode == 0, empty.stderr  # on purpose, it may
+
+    missing = shoal("restore", "nosuch", "--archive", str(archive), "--output", str(out))
+    assert missing.returncode == 1
+    assert "the archive holds no database named 'nosuch'; it holds: default, notes" in (
+        missing.stderr
+    ), missing.stderr
+    assert "BlobNotFound" not in missing.stderr

@@ -20,7 +20,7 @@ import pytest
 
 from shoal.archive.catalog import read_index
 from shoal.archive.local import FolderStore
-from shoal.errors import BlobNotFound
+from shoal.errors import NotArchived
 from tests.services import Cluster, Writer, postgres_server, shoal_cluster, wait_until
 
 SCHEMA = "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"
@@ -457,7 +457,7 @@ def test_a_node_whose_archive_predates_a_vacuum_reseeds_past_it(cluster: Cluster
     archive = FolderStore(cluster[first].data_dir / "archive")
 
     def archived() -> bool:
-        with contextlib.suppress(BlobNotFound):
+        with contextlib.suppress(NotArchived):
             return read_index(archive, "app").head == 2
         return False
 

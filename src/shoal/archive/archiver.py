@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shoal.archive.base import BlobStore
-from shoal.archive.catalog import Index, fetch_index
+from shoal.archive.catalog import Index, erase_dropped, fetch_index, read_tombstone
 from shoal.archive.objects import (
     Kind,
     SegmentEntry,
@@ -97,8 +97,12 @@ class Archiver:
 
     def index(self) -> Index:
         """The index (with the segments it does not name yet), read from the store
-        once, then kept up to date here."""
+        once, then kept up to date here. A dropped database's archive under this
+        name (a tombstone) is erased first: the database is live again, and its
+        history must not mix with the dropped one's."""
         if self._index is None:
+            if read_tombstone(self.store, self.db.name) is not None:
+                erase_dropped(self.store, self.db.name)  # the name is in use again
             self._index, self._index_tag = fetch_index(self.store, self.db.name)
             if self._index_tag is not None:
                 self._stored_head = self._index.head

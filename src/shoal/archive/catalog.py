@@ -16,19 +16,31 @@ from dataclasses import asdict, dataclass, field
 
 from shoal.archive.base import BlobStore
 from shoal.archive.objects import (
+    DATABASES,
     FORMAT,
     Kind,
     SegmentEntry,
     SnapshotEntry,
+    database_prefix,
     index_key,
     pack,
     parse_segment_key,
     segments_prefix,
+    tombstone_key,
     unpack,
 )
-from shoal.errors import BlobNotFound, CorruptObject
+from shoal.errors import BlobNotFound, CorruptObject, NotArchived
 
-__all__ = ["Index", "fetch_index", "read_index"]
+__all__ = [
+    "Index",
+    "Tombstone",
+    "archived_databases",
+    "erase_dropped",
+    "fetch_index",
+    "put_tombstone",
+    "read_index",
+    "read_tombstone",
+]
 
 
 @dataclass
@@ -86,8 +98,59 @@ def fetch_index(store: BlobStore, database: str) -> tuple[Index, str | None]:
 
 
 def read_index(store: BlobStore, database: str) -> Index:
-    """What the archive holds for `database`; BlobNotFound if it holds nothing."""
+    """What the archive holds for `database`; NotArchived if it holds nothing."""
     index, tag = fetch_index(store, database)
     if tag is None and not index.segments:
-        raise BlobNotFound(index_key(database))
+        raise NotArchived(database)
     return index
+
+
+def archived_databases(store: BlobStore) -> list[str]:
+    """The names of the databases the archive holds, dropped ones included (this
+    lists the whole archive: for rare work, such as a start or an error)."""
+    names = set()
+    for info in store.list(DATABASES):
+        name, _, rest = info.key[len(DATABASES) :].partition("/")
+        if rest == "index" or rest.startswith("segments/"):
+            names.add(name)
+    return sorted(names)
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """`database` was dropped at `time_ns`, at `version`: its archive stays (for a
+    restore on purpose) but nothing restores it on its own."""
+
+    database: str
+    time_ns: int
+    version: int
+
+
+def put_tombstone(store: BlobStore, tombstone: Tombstone) -> None:
+    body = json.dumps({"format": FORMAT, **asdict(tombstone)}).encode()
+    store.put(tombstone_key(tombstone.database), pack(Kind.TOMBSTONE, body))
+
+
+def read_tombstone(store: BlobStore, database: str) -> Tombstone | None:
+    """The tombstone of `database`, if it was dropped."""
+    key = tombstone_key(database)
+    try:
+        data, _ = store.get(key)
+    except BlobNotFound:
+        return None
+    try:
+        document = json.loads(unpack(key, Kind.TOMBSTONE, data))
+        return Tombstone(document["database"], int(document["time_ns"]), int(document["version"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptObject(f"tombstone {key!r} is malformed: {exc}") from None
+
+
+def erase_dropped(store: BlobStore, database: str) -> int:
+    """Deletes the archive of a dropped `database` (its name is in use again, and a
+    new history must not mix with the old); how many objects went. The tombstone
+    goes last, so an erase cut short is taken up again by the next."""
+    keys = [info.key for info in store.list(database_prefix(database))]
+    stone = tombstone_key(database)
+    store.delete(*[key for key in keys if key != stone])
+    store.delete(stone)
+    return len(keys)

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from shoal.archive.base import BlobStore
-from shoal.archive.catalog import Index, read_index
+from shoal.archive.catalog import Index, archived_databases, read_index, read_tombstone
 from shoal.archive.objects import Kind, open_segment, unpack_file
-from shoal.archive.restore import RestorePlan, plan_restore, restore
-from shoal.errors import ArchiveError, CorruptObject, InvalidRequest
+from shoal.archive.restore import RestorePlan, iso_time, plan_restore, restore
+from shoal.errors import ArchiveError, CorruptObject, InvalidRequest, NotArchived
 
 __all__ = ["add_archive_commands", "parse_time"]
 
@@ -90,10 +90,30 @@ def _progress_bar(done: int, total: int) -> None:
     )
 
 
+def _index(store: BlobStore, database: str) -> Index:
+    """`database`'s index; if there is none, an error that says what the archive holds."""
+    try:
+        return read_index(store, database)
+    except NotArchived:
+        raise NotArchived(database, archived_databases(store)) from None
+
+
+def _dropped_note(store: BlobStore, database: str) -> str | None:
+    tombstone = read_tombstone(store, database)
+    if tombstone is None:
+        return None
+    return (
+        f"{database!r} was dropped at {iso_time(tombstone.time_ns)}, at version "
+        f"{tombstone.version}: nothing restores it on its own"
+    )
+
+
 def _restore(args: argparse.Namespace) -> int:
     store = _store(args.archive)
     time_ns = parse_time(args.to_time) if args.to_time else None
-    plan = plan_restore(read_index(store, args.database), version=args.to_version, time_ns=time_ns)
+    plan = plan_restore(_index(store, args.database), version=args.to_version, time_ns=time_ns)
+    if note := _dropped_note(store, args.database):
+        print(f"note: {note}; restoring it as asked", file=sys.stderr)
     for line in _describe(plan):
         print(line, file=sys.stderr)
     if args.dry_run:
@@ -118,7 +138,8 @@ def _restore(args: argparse.Namespace) -> int:
 def _ls(args: argparse.Namespace) -> int:
     from shoal.cli import format_table
 
-    index = read_index(_store(args.archive), args.database)
+    store = _store(args.archive)
+    index = _index(store, args.database)
     rows: list[tuple[Any, ...]] = [
         ("snapshot", s.version, s.version, _when(s.time_ns), _size(s.size), s.key)
         for s in index.snapshots
@@ -130,6 +151,8 @@ def _ls(args: argparse.Namespace) -> int:
     rows.sort(key=lambda row: (row[1], row[0]))
     print(format_table(["kind", "from", "to", "time", "size", "key"], rows))
     print(f"newest archived version: {index.head}", file=sys.stderr)
+    if note := _dropped_note(store, args.database):
+        print(note, file=sys.stderr)
     return 0
 
 
@@ -156,7 +179,7 @@ def verify(store: BlobStore, index: Index) -> list[tuple[str, str]]:
 
 def _verify(args: argparse.Namespace) -> int:
     store = _store(args.archive)
-    index = read_index(store, args.database)
+    index = _index(store, args.database)
     problems = verify(store, index)
     for key, problem in problems:
         print(f"FAIL {key}: {problem}")

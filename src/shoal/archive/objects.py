@@ -13,6 +13,7 @@ database file; the index is JSON.
 Keys, under a database's folder `databases/NAME/`::
 
     index                                    the index (the only object rewritten)
+    dropped                                  a tombstone: the database was dropped
     segments/FIRST-LAST-T1-T2.seg            records FIRST..LAST, committed T1..T2
     snapshots/VERSION.snap                   the database as of VERSION
 
@@ -55,6 +56,7 @@ __all__ = [
     "segment_key",
     "segments_prefix",
     "snapshot_key",
+    "tombstone_key",
     "unpack",
     "unpack_file",
 ]
@@ -73,6 +75,7 @@ class Kind(IntEnum):
     SEGMENT = 1
     SNAPSHOT = 2
     INDEX = 3
+    TOMBSTONE = 4
 
 
 DATABASES = "databases/"
@@ -84,6 +87,10 @@ def database_prefix(database: str) -> str:
 
 def index_key(database: str) -> str:
     return database_prefix(database) + "index"
+
+
+def tombstone_key(database: str) -> str:
+    return database_prefix(database) + "dropped"
 
 
 def segments_prefix(database: str) -> str:

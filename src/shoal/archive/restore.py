@@ -12,6 +12,7 @@ passed: a failed restore leaves nothing behind.
 
 from __future__ import annotations
 
+import datetime
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ from shoal.engine import Database, Role
 from shoal.errors import ArchiveError, CorruptObject, OperationalError, ReseedRequired
 from shoal.record import decode
 
-__all__ = ["Progress", "RestorePlan", "plan_restore", "restore"]
+__all__ = ["Progress", "RestorePlan", "iso_time", "plan_restore", "restore"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -77,6 +78,8 @@ def plan_restore(
     segments = [s for s in index.segments if s.last >= start and s.first <= end]
     if time_ns is not None:
         segments = [s for s in segments if s.first_time_ns <= time_ns]
+        if snapshot is None and not segments:
+            raise ArchiveError(_before_the_first(index, time_ns))
     reached = start - 1
     for segment in segments:
         if segment.first > reached + 1:
@@ -89,6 +92,27 @@ def plan_restore(
             f"it cannot be replayed to version {needed}"
         )
     return RestorePlan(index.database, snapshot, segments, version, time_ns)
+
+
+def _before_the_first(index: Index, time_ns: int) -> str:
+    """Why a restore to `time_ns` is refused: the archive's first state is later."""
+    times = [s.time_ns for s in index.snapshots]
+    times += [s.first_time_ns for s in index.segments[:1] if s.first == 1]
+    second = 1_000_000_000
+    first = -(-min(times) // second) * second if times else 0  # the next whole second
+    earliest = f" is {iso_time(first)}" if times else " is not archived yet"
+    return (
+        f"{iso_time(time_ns)} is before the first state of {index.database!r} the archive "
+        f"holds: restoring to it would give an empty database. The earliest it can give"
+        f"{earliest}; restore to that time or later, or to --to-version 0 for the empty "
+        "database"
+    )
+
+
+def iso_time(time_ns: int) -> str:
+    """A time as ISO 8601 in UTC, to the second ('2026-11-21T09:30:00Z')."""
+    moment = datetime.datetime.fromtimestamp(time_ns / 1e9, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def restore(

@@ -50,10 +50,10 @@ from shoal.engine import Database
 from shoal.engine import log as engine_log
 from shoal.errors import (
     ArchiveError,
-    BlobNotFound,
     DatabaseExists,
     DatabaseNotFound,
     InvalidRequest,
+    NotArchived,
     NotLeader,
     Unavailable,
 )
@@ -78,8 +78,9 @@ class Databases(Protocol):
         """Opens (creating an empty follower copy if missing) and keeps `name` open."""
         ...
 
-    async def release(self, name: str, *, remove: bool) -> None:
-        """Lets go of what `hold` kept open; with `remove`, deletes the local copy."""
+    async def release(self, name: str, *, remove: bool, dropped: bool = False) -> None:
+        """Lets go of what `hold` kept open; with `remove`, deletes the local copy
+        (and with `dropped`, the database is gone: its archive gets a tombstone)."""
         ...
 
     async def replace_file(self, name: str, snapshot: Path) -> Database:
@@ -174,7 +175,7 @@ class Cluster:
                 logger.info("%s: hydrated from the archive at version %d", database, version)
                 return target
             logger.info("%s: not seeding from the archive: %s", database, unfit)
-        except BlobNotFound:
+        except NotArchived:
             pass
         except ArchiveError as exc:
             logger.warning("%s: cannot hydrate from the archive: %s", database, exc)
@@ -348,7 +349,7 @@ class Cluster:
     async def _let_go(self, name: str, *, dropped: bool) -> None:
         replica = self.replicas.pop(name)
         await replica.stop(hand_over=not dropped)
-        await self.databases.release(name, remove=True)
+        await self.databases.release(name, remove=True, dropped=dropped)
         logger.info("%s: %s", name, "dropped" if dropped else "moved to other nodes")
 
     # -- the catalog -------------------------------------------------------------------

@@ -11,20 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from shoal.archive.archiver import ArchivePolicy, Archiver
 from shoal.archive.base import BlobStore
-from shoal.archive.catalog import read_index
-from shoal.archive.objects import DATABASES
-from shoal.archive.restore import plan_restore, restore
+from shoal.archive.catalog import (
+    Tombstone,
+    archived_databases,
+    put_tombstone,
+    read_index,
+    read_tombstone,
+)
+from shoal.archive.restore import iso_time, plan_restore, restore
 from shoal.archive.rounds import ArchiveRounds
 from shoal.archive.stores import open_store
 from shoal.engine import Database
 from shoal.server.config import Settings
 
 __all__ = ["ArchiveService", "archive_service", "restore_missing"]
+
+logger = logging.getLogger("shoal.archive")
 
 
 class ArchiveService:
@@ -49,6 +58,14 @@ class ArchiveService:
         if state is not None:
             await self._round(name, state, force=True)
             del self.states[name]
+
+    async def mark_dropped(self, name: str, version: int) -> None:
+        """Leaves a tombstone for `name`, dropped at `version`: its archive stays, for
+        a restore on purpose, but `--restore-missing` passes it over."""
+        tombstone = Tombstone(name, time.time_ns(), version)
+        await asyncio.get_running_loop().run_in_executor(
+            self._thread, put_tombstone, self.store, tombstone
+        )
 
     async def run_round(self) -> None:
         """A round for every tracked database whose backoff has passed."""
@@ -94,13 +111,19 @@ def archive_service(settings: Settings) -> ArchiveService | None:
 
 
 def restore_missing(store: BlobStore, directory: Path) -> list[str]:
-    """Restores every database the archive holds and `directory` lacks; their names.
-    (It lists the store: this runs once, at start, when asked.)"""
+    """Restores every database the archive holds and `directory` lacks, except the
+    dropped ones; their names. (It lists the store: this runs once, at start.)"""
     restored = []
-    for info in store.list(DATABASES):
-        name, _, rest = info.key[len(DATABASES) :].partition("/")
+    for name in archived_databases(store):
         target = directory / f"{name}.db"
-        if rest != "index" or target.exists():
+        if target.exists():
+            continue
+        if (tombstone := read_tombstone(store, name)) is not None:
+            logger.info(
+                "%s: dropped at %s; not restored (shoal restore brings it back on purpose)",
+                name,
+                iso_time(tombstone.time_ns),
+            )
             continue
         restore(store, plan_restore(read_index(store, name)), target)
         restored.append(name)

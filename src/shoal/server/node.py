@@ -317,13 +317,13 @@ class Node:
     def _create_copy(self, name: str) -> None:
         Database(self.path(name), name=name, options=self.options, role=self._role).close()
 
-    async def release(self, name: str, *, remove: bool) -> None:
+    async def release(self, name: str, *, remove: bool, dropped: bool = False) -> None:
         entry = self._open.get(name)
         if entry is None:
             return
         entry.users -= 1
         if remove:
-            await self._remove(name, entry, wait=30.0)
+            await self._remove(name, entry, wait=30.0, dropped=dropped)
 
     async def replace_file(self, name: str, snapshot: Path) -> Database:
         """Swaps a held copy's file for `snapshot`, once the requests using it are done."""
@@ -384,9 +384,11 @@ class Node:
         async with self._admin:
             entry = await self._acquire(name)
             entry.users -= 1
-            await self._remove(name, entry, wait)
+            await self._remove(name, entry, wait, dropped=True)
 
-    async def _remove(self, name: str, entry: _Entry, wait: float) -> None:
+    async def _remove(self, name: str, entry: _Entry, wait: float, *, dropped: bool) -> None:
+        """Closes and deletes a local copy; a `dropped` database also leaves a tombstone
+        in the archive first (so that nothing restores it on its own)."""
         entry.dropping = True
         deadline = time.monotonic() + wait
         while entry.users > 0:
@@ -394,6 +396,12 @@ class Node:
                 entry.dropping = False
                 raise Busy(f"database {name!r} is still in use after {wait:g} s; not dropped")
             await asyncio.sleep(0.01)
+        if self.archive is not None and dropped:
+            try:
+                await self.archive.mark_dropped(name, entry.db.version)
+            except Exception:
+                entry.dropping = False
+                raise
         del self._open[name]
         if self.archive is not None:
             self.archive.states.pop(name, None)  # its archive stays, for restores
