@@ -1,7 +1,7 @@
 """Pins the session-extension behaviour through APSW that capture and apply rely on.
 
-DESIGN.md lists these as verified on SQLite 3.54; a later SQLite or APSW could
-change any of them, and then these tests say which.
+Each was checked on SQLite 3.54 before shoal was built on it; a later SQLite or
+APSW could change any of them, and then these tests say which.
 """
 
 from __future__ import annotations

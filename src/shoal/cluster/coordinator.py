@@ -11,7 +11,7 @@ cluster's own threads (a blocking call never stalls a request):
 - the replicas' own tasks (replica.py).
 
 Stopping (SIGTERM) hands every lease this node holds to a live replica before
-the databases close (DESIGN.md decision 9), then leaves the membership at once,
+the databases close (a planned stop is no failover), then leaves the membership at once,
 so the others re-place its databases without waiting for the TTL.
 """
 

@@ -11,7 +11,7 @@ Three kinds of keys, each a small JSON value:
 
 A node reads all three with one scan each into a `View`, a consistent enough
 picture for placement and routing. The view only says who should act; what was
-committed is decided by the log's compare-and-set (DESIGN.md decision 3).
+committed is decided by the log's compare-and-set.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The control plane (DESIGN.md decision 6): per-database logs with compare-and-set
+"""The control plane: per-database logs with compare-and-set
 append, and a key-value table with compare-and-set and expiry, behind one
 interface (base.py). Chosen by URL, so that a node takes one setting:
 

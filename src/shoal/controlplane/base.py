@@ -1,7 +1,6 @@
 """The control-plane interface: per-database logs with CAS append, and a key-value table.
 
-The control plane is where a cluster keeps what must be agreed on (DESIGN.md,
-decisions 3 and 6): each database's log, the single source of truth for what
+The control plane is where a cluster keeps what must be agreed on: each database's log, the single source of truth for what
 was committed, and a small key-value table with compare-and-set and expiry for
 leases, membership and the catalog. Backends only store and compare; what the
 records and keys mean (who leads, which node holds what) is the cluster's

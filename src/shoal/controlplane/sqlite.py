@@ -3,8 +3,7 @@
 The default for one node. WAL, so that a follower's reads never wait for an
 append; BEGIN IMMEDIATE, so that a write takes the file's write lock before it
 reads and two processes never deadlock upgrading a read lock; synchronous=FULL,
-so that an append is durable when it returns (a `sync` database's promise,
-DESIGN.md decision 4).
+so that an append is durable when it returns (a `sync` database's promise).
 
 Concurrency: each instance owns one connection, used under a lock by one
 thread at a time; instances and processes sharing the file take turns through
