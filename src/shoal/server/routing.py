@@ -109,7 +109,7 @@ async def dispatch(
                 # This copy lags: the leader holds every committed version, and the
                 # forwarded request waits there for its own timeout, once.
                 need = Need(write=False)
-        found = await _leader_elsewhere(cluster, name, at_least)
+        found = await _leader_elsewhere(cluster, name, at_least, need)
         if found is None:  # this node leads (again): serve here, once its replica settles
             await asyncio.sleep(0.01)
             continue
@@ -137,7 +137,7 @@ def _here(cluster: Cluster, name: str, need: Need) -> bool:
 
 
 async def _leader_elsewhere(
-    cluster: Cluster, name: str, at_least: int
+    cluster: Cluster, name: str, at_least: int, need: Need
 ) -> tuple[Member, int] | None:
     """The other node that leads `name` under a lease of epoch `at_least` or later,
     and that epoch; None once this node leads it. Our view may lag: a lease handed
@@ -154,7 +154,12 @@ async def _leader_elsewhere(
         if replica is not None and replica.leading:
             return None
         if time.monotonic() >= deadline:
-            raise NotLeader(f"this node holds {name!r}'s lease but cannot take writes now; retry")
+            serve = "take writes" if need.write else f"serve {need.level} reads"
+            raise NotLeader(
+                f"this node holds {name!r}'s lease but cannot confirm it (the control plane "
+                f"may be unreachable), so it cannot {serve} now; reads at level 'none' are "
+                "served from any copy; retry"
+            )
         await asyncio.sleep(0.01)
 
 
