@@ -144,6 +144,17 @@ def test_db_and_token_commands(node: Node, tmp_path: Path) -> None:
     assert shoal_command("token", "revoke", "ci", *data).returncode == 1
 
 
+def test_remote_dbapi_reads_shoal_token(
+    start_node: StartNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "node"
+    made = shoal_command("token", "create", "app", "--scope", "read", "--data-dir", str(data))
+    node = start_node(data_dir=data)
+    monkeypatch.setenv("SHOAL_TOKEN", made.stdout.strip())
+    with shoal.connect(f"{node.url}/default") as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
 def test_shell_against_a_node_with_piped_input(node: Node) -> None:
     script = (
         "CREATE TABLE t(a, b);\nINSERT INTO t VALUES (1, 'x');\n"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import math
+import os
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -161,6 +162,8 @@ class Connection(BaseConnection):
         self.name = parts.path.strip("/") or "default"
         if "/" in self.name:
             raise InterfaceError(f"{url!r}: the path must be one database name")
+        if token is None:  # as the CLI does
+            token = os.environ.get("SHOAL_TOKEN") or None
         self.client = NodeClient(f"{parts.scheme}://{parts.netloc}", token, timeout)
         self._path = f"/v1/databases/{quote(self.name, safe='')}"
 
