@@ -26,9 +26,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> Any:
+    from shoal.cli import token_of
     from shoal.client.remote import NodeClient
 
-    return NodeClient(args.url, args.token)
+    return NodeClient(args.url, token_of(args))
 
 
 def _table(columns: list[str], rows: list[tuple[Any, ...]]) -> None:
@@ -124,10 +125,12 @@ def _store(args: argparse.Namespace) -> Any:
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    secret = _store(args).create(args.name, args.scope, tuple(args.database or ["*"]))
+    patterns = tuple(args.database or ["*"])
+    secret = _store(args).create(args.name, args.scope, patterns, replace=args.replace)
     print(secret)
     print(
-        f"token {args.name!r} ({args.scope} on {', '.join(args.database or ['*'])}) created; "
+        f"token {args.name!r} ({args.scope} on {', '.join(patterns)}) "
+        f"{'made or given a new secret' if args.replace else 'created'}; "
         "this is the only time its secret is shown",
         file=sys.stderr,
     )
@@ -162,18 +165,10 @@ def _token_hash(args: argparse.Namespace) -> int:
 
 
 def _remote_options(parser: argparse.ArgumentParser) -> None:
-    from shoal.cli import env_option
+    from shoal.cli import env_option, token_options
 
     env_option(parser, "--url", "SHOAL_URL", "the node's URL", DEFAULT_URL)
-    env_option(parser, "--token", "SHOAL_TOKEN", "bearer token")
-
-
-def _data_dir_option(parser: argparse.ArgumentParser) -> None:
-    from shoal.cli import env_option
-
-    env_option(
-        parser, "--data-dir", "SHOAL_DATA_DIR", "the node's data directory", "shoal-data", Path
-    )
+    token_options(parser)
 
 
 def _add_serve(commands: Any) -> None:
@@ -235,6 +230,8 @@ def _add_db(commands: Any) -> None:
 
 
 def _add_token(commands: Any) -> None:
+    from shoal.cli import data_dir_option
+
     token = commands.add_parser(
         "token",
         help="create, list and revoke access tokens",
@@ -261,6 +258,12 @@ def _add_token(commands: Any) -> None:
         action="append",
         help="a database name pattern it covers, such as 'tenant-*' (repeatable; default *)",
     )
+    create.add_argument(
+        "--replace",
+        action="store_true",
+        help="if a token of that name exists, give it a new secret, scope and patterns "
+        "(its old secret stops working within a second)",
+    )
     create.set_defaults(run=_token_create)
     listing = actions.add_parser("list", help="list tokens", description="List tokens.")
     listing.set_defaults(run=_token_list)
@@ -268,7 +271,7 @@ def _add_token(commands: Any) -> None:
     revoke.add_argument("name", help="the token's name")
     revoke.set_defaults(run=_token_revoke)
     for action in (create, listing, revoke):
-        _data_dir_option(action)
+        data_dir_option(action)
     hashed = actions.add_parser(
         "hash",
         help="print a secret's hash, for [[tokens]] in a config file",

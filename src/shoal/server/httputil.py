@@ -150,10 +150,10 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def authorize(request: Request, scope: Scope, database: str | None) -> Grant:
+async def authorize(request: Request, scope: Scope, database: str | None) -> Grant:
     """The request's grant if it allows `scope` on `database`; Unauthorized or Forbidden."""
     node = node_of(request)
     client = request.client.host if request.client else None
-    grant = node.auth.authenticate(request.headers.get("authorization"), client)
+    grant = await node.auth.authenticate(request.headers.get("authorization"), client)
     grant.check(scope, database)
     return grant
