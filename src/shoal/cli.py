@@ -24,6 +24,7 @@ __all__ = [
     "format_table",
     "human_size",
     "main",
+    "progress_bar",
     "token_of",
     "token_options",
 ]
@@ -98,6 +99,18 @@ def token_of(args: argparse.Namespace) -> str | None:
 
     token: str | None = args.token or local_admin_secret(args.data_dir)
     return token
+
+
+def progress_bar(done: int, total: int) -> None:
+    """A progress bar on stderr, redrawn in place: bytes done of the total."""
+    width = 30
+    filled = width * done // total if total else width
+    print(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {human_size(done)} / {human_size(total)}",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _cell(value: Any) -> str:
