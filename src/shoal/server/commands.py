@@ -6,6 +6,7 @@ import argparse
 import datetime
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,47 @@ def _db_drop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_progress(transfer: Callable[[Any], Any]) -> Any:
+    """Runs `transfer(progress)` with the progress bar when stderr is a terminal."""
+    from shoal.cli import progress_bar
+
+    progress = progress_bar if sys.stderr.isatty() else None
+    done = transfer(progress)
+    if progress is not None:
+        print(file=sys.stderr)  # past the bar
+    return done
+
+
+def _db_backup(args: argparse.Namespace) -> int:
+    from shoal.cli import human_size
+    from shoal.client.transfer import backup
+
+    client = _client(args)
+    done = _with_progress(
+        lambda progress: backup(
+            client, args.name, args.file, kind=args.format, overwrite=args.force, progress=progress
+        )
+    )
+    print(
+        f"backed up {args.name} at version {done.version} to {args.file} "
+        f"({done.kind}, {human_size(done.size)})"
+    )
+    return 0
+
+
+def _db_load(args: argparse.Namespace) -> int:
+    from shoal.cli import human_size
+    from shoal.client.transfer import load
+
+    client = _client(args)
+    done = _with_progress(lambda progress: load(client, args.name, args.file, progress=progress))
+    print(
+        f"loaded {args.file} ({done.kind}, {human_size(done.size)}) into {args.name}: "
+        f"now at version {done.version}"
+    )
+    return 0
+
+
 def _store(args: argparse.Namespace) -> Any:
     from shoal.server.auth import TokenStore
 
@@ -200,11 +242,14 @@ def _add_serve(commands: Any) -> None:
 def _add_db(commands: Any) -> None:
     db = commands.add_parser(
         "db",
-        help="create, list, inspect and drop a node's databases",
+        help="create, list, inspect, drop, back up and load a node's databases",
         description="Manage the databases of a running node over its HTTP API.",
     )
     actions = db.add_subparsers(
-        dest="action", required=True, metavar="ACTION", help="list, create, info or drop"
+        dest="action",
+        required=True,
+        metavar="ACTION",
+        help="list, create, info, drop, backup or load",
     )
     listing = actions.add_parser("list", help="list databases", description="List databases.")
     listing.set_defaults(run=_db_list)
@@ -225,8 +270,39 @@ def _add_db(commands: Any) -> None:
                 "before answering; async ships writes within a short window",
             )
         action.set_defaults(run=run)
+    _add_db_files(actions)
     for action in actions.choices.values():
         _remote_options(action)
+
+
+def _add_db_files(actions: Any) -> None:
+    backup = actions.add_parser(
+        "backup",
+        help="copy a database to a file (SQLite, or SQL with --format sql)",
+        description="Copy a database to a file, consistent while writes go on: a SQLite "
+        "file (a shoal database at the version shown) or a SQL script. The file is "
+        "written under a temporary name and renamed once complete.",
+    )
+    backup.add_argument("name", help="the database's name")
+    backup.add_argument("file", type=Path, help="the file to write")
+    backup.add_argument(
+        "--format",
+        choices=("sqlite", "sql"),
+        default="sqlite",
+        help="sqlite (default): a SQLite database file; sql: a SQL script",
+    )
+    backup.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    backup.set_defaults(run=_db_backup)
+    load = actions.add_parser(
+        "load",
+        help="load a SQLite file (replacing the contents) or a SQL script into a database",
+        description="Load a file into an existing database as one write transaction: a "
+        "SQLite database file replaces its contents; SQL text runs on them. Which it is "
+        "comes from the file's first bytes. A load the node refuses changes nothing.",
+    )
+    load.add_argument("name", help="the database's name (create it first: db create)")
+    load.add_argument("file", type=Path, help="a SQLite database file or a SQL script")
+    load.set_defaults(run=_db_load)
 
 
 def _add_token(commands: Any) -> None:
