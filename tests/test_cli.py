@@ -27,7 +27,17 @@ def subcommands(
 
 def test_the_commands_the_issue_names_exist() -> None:
     names = set(subcommands())
-    assert {"serve", "db create", "db list", "db drop", "token create", "shell", "version"} <= names
+    assert {
+        "serve",
+        "db create",
+        "db list",
+        "db drop",
+        "db backup",
+        "db load",
+        "token create",
+        "shell",
+        "version",
+    } <= names
 
 
 @pytest.mark.parametrize("name", sorted(subcommands()))

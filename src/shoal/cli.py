@@ -7,6 +7,7 @@ import datetime
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import apsw
@@ -17,7 +18,18 @@ from shoal.errors import Error
 from shoal.record import Changeset, Statement, Vacuum
 from shoal.record import Sequence as SequenceOp
 
-__all__ = ["env_option", "format_table", "human_size", "main"]
+__all__ = [
+    "data_dir_option",
+    "env_option",
+    "format_table",
+    "human_size",
+    "main",
+    "progress_bar",
+    "token_of",
+    "token_options",
+]
+
+DEFAULT_DATA_DIR = "shoal-data"
 
 
 def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -60,6 +72,44 @@ def env_option(
         type=kind,
         default=None if value is None else kind(value),
         help=f"{help_text} (env {env}{shown})",
+    )
+
+
+def data_dir_option(
+    parser: argparse.ArgumentParser, help_text: str = "the node's data directory"
+) -> None:
+    """--data-dir, from SHOAL_DATA_DIR, then ./shoal-data, as `shoal serve` takes it."""
+    env_option(parser, "--data-dir", "SHOAL_DATA_DIR", help_text, DEFAULT_DATA_DIR, Path)
+
+
+def token_options(parser: argparse.ArgumentParser) -> None:
+    """--token, and --data-dir for the local admin credential sent when there is none."""
+    env_option(parser, "--token", "SHOAL_TOKEN", "bearer token")
+    data_dir_option(
+        parser,
+        "the node's data directory, when it runs on this machine: without a token, its "
+        "local admin credential is sent",
+    )
+
+
+def token_of(args: argparse.Namespace) -> str | None:
+    """The token a command sends: --token (or SHOAL_TOKEN), else the local admin
+    credential of the node whose data directory is --data-dir, if this user can read it."""
+    from shoal.server.auth import local_admin_secret
+
+    token: str | None = args.token or local_admin_secret(args.data_dir)
+    return token
+
+
+def progress_bar(done: int, total: int) -> None:
+    """A progress bar on stderr, redrawn in place: bytes done of the total."""
+    width = 30
+    filled = width * done // total if total else width
+    print(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {human_size(done)} / {human_size(total)}",
+        end="",
+        file=sys.stderr,
+        flush=True,
     )
 
 

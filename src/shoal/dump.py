@@ -23,7 +23,10 @@ from typing import Any
 from shoal.engine.policy import INTERNAL_PREFIX
 from shoal.engine.sqltext import quote_identifier
 
-__all__ = ["Query", "SchemaObject", "dump", "dump_text", "user_objects"]
+__all__ = ["SQLITE_HEADER", "Query", "SchemaObject", "dump", "dump_text", "user_objects"]
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+"""The first bytes of every SQLite database file: how a load tells a file from SQL text."""
 
 Query = Callable[[str], list[tuple[Any, ...]]]
 """Runs one statement that reads and returns its rows."""

@@ -15,7 +15,6 @@ import contextlib
 import csv
 import json
 import math
-import os
 import shlex
 import sys
 import time
@@ -26,7 +25,7 @@ from typing import Any, TextIO
 import apsw
 
 import shoal
-from shoal.cli import format_table
+from shoal.cli import format_table, token_of, token_options
 from shoal.dump import dump, user_objects
 from shoal.engine.sqltext import leading_keyword, split_statements
 from shoal.errors import Error
@@ -324,11 +323,7 @@ def add_shell_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "mode. With piped input it prints no prompts and exits 1 if any statement failed.",
     )
     shell.add_argument("target", help="a database file path, or a server URL (http://host/db)")
-    shell.add_argument(
-        "--token",
-        default=os.environ.get("SHOAL_TOKEN"),
-        help="the server's access token (default: $SHOAL_TOKEN); not used for files",
-    )
+    token_options(shell)  # for a server only
     shell.add_argument(
         "--mode", choices=MODES, default="table", help="how results are printed (default table)"
     )
@@ -338,7 +333,7 @@ def add_shell_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 def _shell_command(args: argparse.Namespace) -> int:
     try:
-        connection = _connect(args.target, args.token)
+        connection = _connect(args)
     except Error as exc:
         _report(exc, sys.stderr)
         return 1
@@ -360,8 +355,8 @@ def _shell_command(args: argparse.Namespace) -> int:
         connection.close()
 
 
-def _connect(target: str, token: str | None) -> Any:
+def _connect(args: argparse.Namespace) -> Any:
     """The token goes to servers only: a file refuses one, and $SHOAL_TOKEN may be set."""
-    if target.startswith(("http://", "https://")):
-        return shoal.connect(target, token=token)
-    return shoal.connect(target)
+    if args.target.startswith(("http://", "https://")):
+        return shoal.connect(args.target, token=token_of(args))
+    return shoal.connect(args.target)

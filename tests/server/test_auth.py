@@ -1,16 +1,28 @@
-"""Auth: every endpoint, every scope, missing and wrong tokens, patterns, basic auth."""
+"""Auth: every endpoint, every scope, missing and wrong tokens, patterns, basic auth,
+the local admin credential, and tokens that work as soon as they are made."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
-from shoal.server.auth import Scope, TokenStore, credentials, hash_secret
+from shoal.server.auth import (
+    LOCAL_ADMIN_FILE,
+    Authenticator,
+    Scope,
+    TokenStore,
+    credentials,
+    hash_secret,
+    local_admin_secret,
+)
 from shoal.server.config import TokenSpec
 
 OPEN, READ, WRITE, ADMIN = None, Scope.READ, Scope.WRITE, Scope.ADMIN
@@ -196,3 +208,90 @@ def test_credentials_are_checked_before_the_body_is_read(
     api, _ = secured
     for path in ("/v1/databases", "/v1/databases/app/request", "/db/request"):
         assert api.post(path, content=b"[").status_code == 401
+
+
+def test_a_new_token_works_at_once(
+    secured: tuple[TestClient, dict[str, str]], tmp_path: Path
+) -> None:
+    api, _ = secured
+    store = TokenStore(tmp_path / "data")  # another connection, as `shoal token create` is
+    fresh = store.create("fresh", "read", ("*",))
+    store.close()
+    assert api.get("/v1/databases", headers=bearer(fresh)).status_code == 200  # no wait
+
+
+def test_refusals_share_reloads_of_the_token_file(tmp_path: Path) -> None:
+    """However many requests are refused at once, at most one re-read runs and one waits."""
+    refreshes = 0
+
+    async def offload(call: Callable[[], None]) -> None:
+        nonlocal refreshes
+        refreshes += 1
+        await asyncio.sleep(0.01)  # long enough for every refusal below to queue up
+        call()
+
+    async def many_refusals() -> None:
+        auth = Authenticator(
+            TokenStore(tmp_path),
+            (),
+            "root",
+            local_admin="local",
+            data_dir=tmp_path,
+            offload=offload,
+        )
+        await asyncio.gather(*(auth.reload() for _ in range(100)))
+
+    asyncio.run(many_refusals())
+    assert refreshes == 2
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "192.0.2.10"])
+def test_a_refusal_for_no_token_says_what_to_do(make_api: Any, tmp_path: Path, host: str) -> None:
+    make_tokens(tmp_path / "data")
+    api = make_api(host=host)
+    for response in (api.get("/v1/databases"), api.get("/db/query?q=SELECT%201")):
+        assert response.status_code == 401
+        text = response.text
+        assert "--token" in text and "SHOAL_TOKEN" in text and "shoal token create" in text
+        data_dir = str((tmp_path / "data").absolute())
+        # Only a client that may be on the node's machine learns where its data is.
+        assert (data_dir in text and "--data-dir" in text) == (host == "127.0.0.1")
+    wrong = api.get("/v1/databases", headers=bearer("shoal_wrong"))
+    assert wrong.status_code == 401 and "--token" in wrong.text and "revoked" in wrong.text
+
+
+def test_the_local_admin_credential(make_api: Any, tmp_path: Path) -> None:
+    """Written at each start, 0600, admin from loopback only, never served, and it
+    neither opens a node with tokens nor closes one without."""
+    data = tmp_path / "data"
+    make_tokens(data)
+    api = make_api()
+    path = data / LOCAL_ADMIN_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    secret = local_admin_secret(data)
+    assert secret is not None and secret.encode() not in (data / "node.db").read_bytes()
+    local = bearer(secret)
+    assert api.get("/v1/databases").status_code == 401  # loopback needs a token now
+    assert api.post("/v1/databases", json={"name": "made"}, headers=local).status_code == 201
+    for path_ in (
+        f"/{LOCAL_ADMIN_FILE}",
+        f"/v1/databases/{LOCAL_ADMIN_FILE}",
+        f"/v1/databases/{LOCAL_ADMIN_FILE}/backup",
+        f"/db/backup?db={LOCAL_ADMIN_FILE}",
+        "/v1/status",
+        "/status",
+        "/nodes",
+        "/metrics",
+        "/v1/openapi.json",
+    ):
+        assert secret not in api.get(path_, headers=local).text, path_
+    remote = make_api(host="192.0.2.10")  # a second start, seen from another machine
+    restarted = local_admin_secret(data)
+    assert restarted is not None and restarted != secret
+    refused = remote.get("/v1/databases", headers=bearer(restarted))
+    assert refused.status_code == 401 and "loopback only" in refused.text
+
+
+def test_the_local_admin_credential_leaves_a_node_without_tokens_open(make_api: Any) -> None:
+    api = make_api()
+    assert api.get("/v1/databases").status_code == 200

@@ -25,7 +25,7 @@ from tests.system.conftest import StartNode
 
 
 def shoal_command(
-    *args: str, env: dict[str, str] | None = None
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "shoal", *args],
@@ -33,6 +33,8 @@ def shoal_command(
         text=True,
         timeout=60,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
+        input=stdin,
     )
 
 
@@ -142,6 +144,55 @@ def test_db_and_token_commands(node: Node, tmp_path: Path) -> None:
     assert "ci" in listed and "app-*" in listed and made.stdout.strip() not in listed
     assert shoal_command("token", "revoke", "ci", *data).returncode == 0
     assert shoal_command("token", "revoke", "ci", *data).returncode == 1
+
+
+def test_creating_a_token_keeps_the_cli_working_on_the_nodes_machine(
+    start_node: StartNode, tmp_path: Path
+) -> None:
+    """The README's steps, twice, in the directory holding ./shoal-data: the CLI uses
+    the node's local admin credential, and each new token works at once."""
+    data = tmp_path / "shoal-data"
+    node = start_node(data_dir=data)
+    url = ["--url", node.url]
+    for round_ in range(2):
+        made = shoal_command(
+            "token",
+            "create",
+            "ci",
+            "--scope",
+            "write",
+            "--database",
+            "app-*",
+            "--replace",
+            cwd=tmp_path,
+        )
+        assert made.returncode == 0, made.stderr
+        listed = shoal_command("db", "list", *url, cwd=tmp_path)
+        assert listed.returncode == 0 and "default" in listed.stdout, listed.stderr
+        assert shoal_command("db", "create", f"app-{round_}", *url, cwd=tmp_path).returncode == 0
+        written = shoal_command(  # the new token, at once: no wait, no retry
+            "shell",
+            f"{node.url}/app-{round_}",
+            stdin="CREATE TABLE t(a);\n",
+            env={"SHOAL_TOKEN": made.stdout.strip()},
+        )
+        assert written.returncode == 0, written.stderr
+    elsewhere = shoal_command("db", "list", *url, cwd=data)
+    assert elsewhere.returncode == 1 and len(elsewhere.stderr.strip().splitlines()) == 1
+    assert f"--data-dir {data}" in elsewhere.stderr and "SHOAL_TOKEN" in elsewhere.stderr
+    by_env = {"SHOAL_DATA_DIR": str(data)}
+    assert shoal_command("db", "list", *url, env=by_env, cwd=data).returncode == 0
+
+
+def test_remote_dbapi_reads_shoal_token(
+    start_node: StartNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "node"
+    made = shoal_command("token", "create", "app", "--scope", "read", "--data-dir", str(data))
+    node = start_node(data_dir=data)
+    monkeypatch.setenv("SHOAL_TOKEN", made.stdout.strip())
+    with shoal.connect(f"{node.url}/default") as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_shell_against_a_node_with_piped_input(node: Node) -> None:

@@ -79,17 +79,6 @@ def _describe(plan: RestorePlan) -> list[str]:
     return lines
 
 
-def _progress_bar(done: int, total: int) -> None:
-    width = 30
-    filled = width * done // total if total else width
-    print(
-        f"\r[{'#' * filled}{'.' * (width - filled)}] {_size(done)} / {_size(total)}",
-        end="",
-        file=sys.stderr,
-        flush=True,
-    )
-
-
 def _index(store: BlobStore, database: str) -> Index:
     """`database`'s index; if there is none, an error that says what the archive holds."""
     try:
@@ -109,6 +98,8 @@ def _dropped_note(store: BlobStore, database: str) -> str | None:
 
 
 def _restore(args: argparse.Namespace) -> int:
+    from shoal.cli import progress_bar
+
     store = _store(args.archive)
     time_ns = parse_time(args.to_time) if args.to_time else None
     plan = plan_restore(_index(store, args.database), version=args.to_version, time_ns=time_ns)
@@ -124,7 +115,7 @@ def _restore(args: argparse.Namespace) -> int:
         plan,
         args.output,
         workers=args.workers,
-        progress=None if args.quiet else _progress_bar,
+        progress=None if args.quiet else progress_bar,
     )
     if not args.quiet:
         print(file=sys.stderr)

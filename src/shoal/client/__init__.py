@@ -29,9 +29,10 @@ def connect(
 
     `database` is a file path (created when missing), ":memory:" (a scratch file,
     removed on close), or a node's URL "http(s)://host:4001/mydb" (`token` is its
-    bearer token; `timeout` bounds each HTTP request). Both kinds behave alike:
-    a write opens a transaction that `commit()` ends as one record and one version;
-    `autocommit=True` commits every write statement on its own.
+    bearer token, by default $SHOAL_TOKEN; `timeout` bounds each HTTP request). Both
+    kinds behave alike: a write opens a transaction that `commit()` ends as one
+    record and one version; `autocommit=True` commits every write statement on its
+    own.
 
     For a file, `archive` ("s3://bucket/prefix", "file:///path", a folder, or a
     BlobStore) runs the archiver inside the application: continuous backup, with

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import base64
 import math
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -90,16 +93,36 @@ class NodeClient:
         self.last_version: int | None = None
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
+        """The JSON answer of one request."""
+        with self.stream(method, path, json=body) as response:
+            response.read()
+            return response.json()
+
+    @contextmanager
+    def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: Iterator[bytes] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Iterator[httpx.Response]:
+        """A response whose body is read as it arrives (backups), sending `content` as
+        it is produced (loads); a failed answer is raised as the error it names."""
         try:
-            response = self._http.request(method, path, json=body)
+            with self._http.stream(
+                method, path, json=json, content=content, headers=headers
+            ) as response:
+                version = response.headers.get("shoal-version")
+                if version is not None:
+                    self.last_version = int(version)
+                if response.status_code >= 400:
+                    response.read()
+                    raise error_from(response)
+                yield response
         except httpx.TransportError as exc:
             raise OperationalError(f"cannot reach {self.base_url}: {exc}") from None
-        version = response.headers.get("shoal-version")
-        if version is not None:
-            self.last_version = int(version)
-        if response.status_code >= 400:
-            raise error_from(response)
-        return response.json()
 
     def close(self) -> None:
         self._http.close()
@@ -161,6 +184,8 @@ class Connection(BaseConnection):
         self.name = parts.path.strip("/") or "default"
         if "/" in self.name:
             raise InterfaceError(f"{url!r}: the path must be one database name")
+        if token is None:  # as the CLI does
+            token = os.environ.get("SHOAL_TOKEN") or None
         self.client = NodeClient(f"{parts.scheme}://{parts.netloc}", token, timeout)
         self._path = f"/v1/databases/{quote(self.name, safe='')}"
 

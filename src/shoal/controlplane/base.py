@@ -1,8 +1,9 @@
 """The control-plane interface: per-database logs with CAS append, and a key-value table.
 
-The control plane is where a cluster keeps what must be agreed on: each database's log, the single source of truth for what
-was committed, and a small key-value table with compare-and-set and expiry for
-leases, membership and the catalog. Backends only store and compare; what the
+The control plane is where a cluster keeps what must be agreed on: each
+database's log, the single source of truth for what was committed, and a small
+key-value table with compare-and-set and expiry for leases, membership and the
+catalog. Backends only store and compare; what the
 records and keys mean (who leads, which node holds what) is the cluster's
 business, so that a new backend is a small file.
 

@@ -78,7 +78,7 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    authorize(request, Scope.READ, None)
+    await authorize(request, Scope.READ, None)
     registry: transactions.InteractiveTransactions = request.app.state.transactions
     text = request.app.state.metrics.render(node_of(request), registry.count)
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")

@@ -4,8 +4,14 @@ A token is a random secret shown once when it is made; the node keeps only its
 SHA-256. (A slow password hash buys nothing for 192 random bits, and a fast one
 keeps the check off the request's critical path.) Tokens live in the data
 directory's `node.db`, so `shoal token create` works while the node runs: the
-node re-reads the table when SQLite says it changed, checked once a second off
-the event loop, so a revocation takes effect within about a second.
+node re-reads the table when SQLite says it changed, off the event loop, once a
+second (so a revocation takes effect within about a second) and whenever a
+request's credentials are refused (so a token works as soon as it is made).
+
+Besides tokens, each start of a node writes a fresh *local admin credential* to
+`DATA_DIR/local-admin-token`, readable by the node's OS user only: the shoal CLI
+on that machine sends it when it is given no token, so creating the first token
+never locks the node's own administrator out. It is accepted from loopback only.
 
 Scopes are ordered: `read` < `write` < `admin`. `write` runs statements that
 change data; `admin` also creates, drops, loads and backs up whole databases.
@@ -13,14 +19,18 @@ change data; `admin` also creates, drops, loads and backs up whole databases.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import fnmatch
 import functools
 import hashlib
+import hmac
 import ipaddress
+import os
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -32,6 +42,8 @@ from shoal.errors import Forbidden, InvalidRequest, Unauthorized
 from shoal.server.config import TokenSpec
 
 __all__ = [
+    "LOCAL_ADMIN_FILE",
+    "Authenticator",
     "Grant",
     "Scope",
     "TokenInfo",
@@ -39,9 +51,12 @@ __all__ = [
     "credentials",
     "hash_secret",
     "is_loopback",
+    "local_admin_secret",
+    "write_local_admin",
 ]
 
 TOKEN_PREFIX = "shoal_"
+LOCAL_ADMIN_FILE = "local-admin-token"
 
 
 class Scope(IntEnum):
@@ -80,6 +95,7 @@ class Grant:
 
 
 ANYONE_ON_LOOPBACK = Grant("loopback (no tokens configured)", Scope.ADMIN, ("*",))
+LOCAL_ADMIN = Grant("local admin credential", Scope.ADMIN, ("*",))
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,37 @@ class TokenInfo:
 
 def hash_secret(secret: str) -> str:
     return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _new_secret() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(24)
+
+
+def write_local_admin(data_dir: Path) -> str:
+    """Makes this start's local admin credential and writes it to DATA_DIR/local-admin-token
+    with mode 0600; returns the secret. Whoever can read the node's files can
+    administer it anyway (PostgreSQL's peer authentication rests on the same idea),
+    and a new secret each start makes a copied file useless once the node restarts."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = _new_secret()
+    path = data_dir / LOCAL_ADMIN_FILE
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    # O_EXCL: never through a file or link someone else left there; 0600 from the start.
+    handle = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(handle, "w") as file:
+        file.write(secret + "\n")
+    os.replace(partial, path)
+    return secret
+
+
+def local_admin_secret(data_dir: Path) -> str | None:
+    """The local admin credential of the node whose data directory is `data_dir`, or
+    None when there is none or this OS user may not read it."""
+    try:
+        return (data_dir / LOCAL_ADMIN_FILE).read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _grant(name: str, scope: str, databases: tuple[str, ...]) -> Grant:
@@ -119,19 +166,32 @@ class TokenStore:
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute(_SCHEMA)
 
-    def create(self, name: str, scope: str, databases: tuple[str, ...]) -> str:
-        """Makes a token; returns its secret, which is not kept anywhere."""
+    def create(
+        self, name: str, scope: str, databases: tuple[str, ...], *, replace: bool = False
+    ) -> str:
+        """Makes a token, or with `replace` gives an existing one of that name a new
+        secret, scope and patterns (its old secret stops working as a revoked one
+        does); returns the secret, which is not kept anywhere."""
         Scope.parse(scope)
         if not name or not databases:
             raise InvalidRequest("a token needs a name and at least one database pattern")
-        secret = TOKEN_PREFIX + secrets.token_urlsafe(24)
+        secret = _new_secret()
+        upsert = (
+            " ON CONFLICT(name) DO UPDATE SET hash = excluded.hash, scope = excluded.scope, "
+            "databases = excluded.databases, created = excluded.created"
+            if replace
+            else ""
+        )
         try:
             self._conn.execute(
-                "INSERT INTO tokens VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO tokens VALUES (?, ?, ?, ?, ?)" + upsert,
                 (name, hash_secret(secret), scope.lower(), "\n".join(databases), time.time()),
             )
         except apsw.ConstraintError:
-            raise InvalidRequest(f"a token named {name!r} exists already") from None
+            raise InvalidRequest(
+                f"a token named {name!r} exists already: add --replace to give it a new "
+                f"secret (the old one stops working), or pick another name"
+            ) from None
         return secret
 
     def list(self) -> list[TokenInfo]:
@@ -164,11 +224,22 @@ class TokenStore:
         self._conn.close()
 
 
+Offload = Callable[[Callable[[], None]], Awaitable[None]]
+"""Runs a blocking call off the event loop (the node's read pool)."""
+
+
 class Authenticator:
     """Turns a request's credentials into a Grant, from an in-memory copy of the tokens."""
 
     def __init__(
-        self, store: TokenStore, configured: tuple[TokenSpec, ...], admin_token: str | None
+        self,
+        store: TokenStore,
+        configured: tuple[TokenSpec, ...],
+        admin_token: str | None,
+        *,
+        local_admin: str,
+        data_dir: Path,
+        offload: Offload,
     ) -> None:
         self._store = store
         self._fixed = {
@@ -176,13 +247,20 @@ class Authenticator:
         }
         if admin_token:
             self._fixed[hash_secret(admin_token)] = Grant("admin-token", Scope.ADMIN, ("*",))
+        self._local_hash = hash_secret(local_admin)
+        self._data_dir = data_dir.absolute()
+        self._offload = offload
         self._seen_version = -1
         self._grants: dict[str, Grant] = dict(self._fixed)
+        self._generation = 0  # counts changes of _grants
+        self._reloading = asyncio.Lock()
+        self._asked = self._reloaded = 0  # reloads asked for, and asked for before the last
         self.refresh()
 
     @property
     def open(self) -> bool:
-        """True when no token exists: then only loopback clients are served."""
+        """True when no token exists: then only loopback clients are served. (The
+        local admin credential is not a token: it does not close the node.)"""
         return not self._grants
 
     def refresh(self) -> None:
@@ -191,23 +269,79 @@ class Authenticator:
         if version != self._seen_version:
             self._grants = {**self._store.grants(), **self._fixed}
             self._seen_version = version
+            self._generation += 1
 
-    def authenticate(self, authorization: str | None, client_host: str | None) -> Grant:
-        """The grant for a request, or Unauthorized."""
+    async def reload(self) -> None:
+        """`refresh` off the event loop. Callers that arrive while one runs share the
+        next: at most one runs at a time and one waits, however many refused
+        requests arrive, and each caller returns after a refresh that began after it
+        asked, so it sees every token written before it called."""
+        self._asked += 1
+        asked = self._asked
+        async with self._reloading:
+            if self._reloaded >= asked:
+                return  # a refresh that began after we asked has finished
+            covered = self._asked
+            await self._offload(self.refresh)
+            self._reloaded = covered
+
+    async def authenticate(self, authorization: str | None, client_host: str | None) -> Grant:
+        """The grant for a request, or Unauthorized. A refusal first re-reads the token
+        file, since the token may have been made a moment ago by `shoal token create`."""
+        try:
+            return self._grant_of(authorization, client_host)
+        except Unauthorized:
+            generation = self._generation
+            await self.reload()
+            if self._generation == generation:
+                raise
+            return self._grant_of(authorization, client_host)
+
+    def _grant_of(self, authorization: str | None, client_host: str | None) -> Grant:
+        loopback = is_loopback(client_host)
+        secret = credentials(authorization)
+        hashed = None if secret is None else hash_secret(secret)
+        if hashed is not None and hmac.compare_digest(hashed, self._local_hash):
+            if not loopback:
+                raise Unauthorized(
+                    "the node's local admin credential is accepted from loopback only "
+                    "(127.0.0.1, ::1); from elsewhere send a token"
+                )
+            return LOCAL_ADMIN
         if self.open:
-            if is_loopback(client_host):
+            if loopback:
                 return ANYONE_ON_LOOPBACK
             raise Unauthorized(
-                "this node has no tokens and serves only loopback clients; "
-                "create one with `shoal token create`"
+                f"this node has no tokens and serves only loopback clients: {self._how(False)}"
             )
-        secret = credentials(authorization)
-        if secret is None:
-            raise Unauthorized("this request needs a token: Authorization: Bearer <token>")
-        grant = self._grants.get(hash_secret(secret))
+        if hashed is None:
+            raise Unauthorized(
+                f"this node has tokens, so every request needs one: {self._how(loopback)}"
+            )
+        grant = self._grants.get(hashed)
         if grant is None:
-            raise Unauthorized("the token is not valid (unknown or revoked)")
+            raise Unauthorized(
+                "the token is not valid (unknown or revoked; a local admin credential is new "
+                f"at each start of its node): {self._how(loopback)}"
+            )
         return grant
+
+    def _how(self, loopback: bool) -> str:
+        """What a refused client can do. A loopback client may be on the node's machine,
+        so it also learns the data directory, whose local admin credential the CLI uses."""
+        if not loopback:
+            return (
+                "send 'Authorization: Bearer <token>' (the CLI: --token or SHOAL_TOKEN; "
+                "shoal.connect: token= or SHOAL_TOKEN), a token made on the node's machine "
+                "with `shoal token create NAME --scope read|write|admin`"
+            )
+        data_dir = self._data_dir
+        return (
+            f"pass --token or set SHOAL_TOKEN (make one with `shoal token create NAME "
+            f"--scope read|write|admin --data-dir {data_dir}`), or, on this machine, give "
+            f"the CLI --data-dir {data_dir} (or SHOAL_DATA_DIR) and it sends the node's "
+            "local admin credential"
+        )
 
 
 @functools.lru_cache(maxsize=1024)

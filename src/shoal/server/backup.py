@@ -20,7 +20,7 @@ import apsw
 from starlette.background import BackgroundTask
 from starlette.responses import FileResponse, Response
 
-from shoal.dump import Query, dump, user_objects
+from shoal.dump import SQLITE_HEADER, Query, dump, user_objects
 from shoal.engine import Database, Result
 from shoal.engine import log as engine_log
 from shoal.engine.sqltext import leading_keyword, quote_identifier, split_statements
@@ -28,9 +28,8 @@ from shoal.errors import InvalidRequest
 from shoal.server.node import Node
 from shoal.server.statements import Batch, Statement, run_execute
 
-__all__ = ["SQLITE_HEADER", "backup_file", "dump_sql", "load", "respond"]
+__all__ = ["backup_file", "dump_sql", "load", "respond"]
 
-SQLITE_HEADER = b"SQLite format 3\x00"
 _SKIPPED_IN_SCRIPTS = frozenset({"BEGIN", "COMMIT", "END"})
 
 

@@ -6,6 +6,7 @@ import argparse
 import datetime
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> Any:
+    from shoal.cli import token_of
     from shoal.client.remote import NodeClient
 
-    return NodeClient(args.url, args.token)
+    return NodeClient(args.url, token_of(args))
 
 
 def _table(columns: list[str], rows: list[tuple[Any, ...]]) -> None:
@@ -126,6 +128,47 @@ def _db_drop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_progress(transfer: Callable[[Any], Any]) -> Any:
+    """Runs `transfer(progress)` with the progress bar when stderr is a terminal."""
+    from shoal.cli import progress_bar
+
+    progress = progress_bar if sys.stderr.isatty() else None
+    done = transfer(progress)
+    if progress is not None:
+        print(file=sys.stderr)  # past the bar
+    return done
+
+
+def _db_backup(args: argparse.Namespace) -> int:
+    from shoal.cli import human_size
+    from shoal.client.transfer import backup
+
+    client = _client(args)
+    done = _with_progress(
+        lambda progress: backup(
+            client, args.name, args.file, kind=args.format, overwrite=args.force, progress=progress
+        )
+    )
+    print(
+        f"backed up {args.name} at version {done.version} to {args.file} "
+        f"({done.kind}, {human_size(done.size)})"
+    )
+    return 0
+
+
+def _db_load(args: argparse.Namespace) -> int:
+    from shoal.cli import human_size
+    from shoal.client.transfer import load
+
+    client = _client(args)
+    done = _with_progress(lambda progress: load(client, args.name, args.file, progress=progress))
+    print(
+        f"loaded {args.file} ({done.kind}, {human_size(done.size)}) into {args.name}: "
+        f"now at version {done.version}"
+    )
+    return 0
+
+
 def _store(args: argparse.Namespace) -> Any:
     from shoal.server.auth import TokenStore
 
@@ -133,10 +176,12 @@ def _store(args: argparse.Namespace) -> Any:
 
 
 def _token_create(args: argparse.Namespace) -> int:
-    secret = _store(args).create(args.name, args.scope, tuple(args.database or ["*"]))
+    patterns = tuple(args.database or ["*"])
+    secret = _store(args).create(args.name, args.scope, patterns, replace=args.replace)
     print(secret)
     print(
-        f"token {args.name!r} ({args.scope} on {', '.join(args.database or ['*'])}) created; "
+        f"token {args.name!r} ({args.scope} on {', '.join(patterns)}) "
+        f"{'made or given a new secret' if args.replace else 'created'}; "
         "this is the only time its secret is shown",
         file=sys.stderr,
     )
@@ -171,18 +216,10 @@ def _token_hash(args: argparse.Namespace) -> int:
 
 
 def _remote_options(parser: argparse.ArgumentParser) -> None:
-    from shoal.cli import env_option
+    from shoal.cli import env_option, token_options
 
     env_option(parser, "--url", "SHOAL_URL", "the node's URL", DEFAULT_URL)
-    env_option(parser, "--token", "SHOAL_TOKEN", "bearer token")
-
-
-def _data_dir_option(parser: argparse.ArgumentParser) -> None:
-    from shoal.cli import env_option
-
-    env_option(
-        parser, "--data-dir", "SHOAL_DATA_DIR", "the node's data directory", "shoal-data", Path
-    )
+    token_options(parser)
 
 
 def _add_serve(commands: Any) -> None:
@@ -214,11 +251,14 @@ def _add_serve(commands: Any) -> None:
 def _add_db(commands: Any) -> None:
     db = commands.add_parser(
         "db",
-        help="create, list, inspect and drop a node's databases",
+        help="create, list, inspect, drop, back up and load a node's databases",
         description="Manage the databases of a running node over its HTTP API.",
     )
     actions = db.add_subparsers(
-        dest="action", required=True, metavar="ACTION", help="list, create, info or drop"
+        dest="action",
+        required=True,
+        metavar="ACTION",
+        help="list, create, info, drop, backup or load",
     )
     listing = actions.add_parser("list", help="list databases", description="List databases.")
     listing.set_defaults(run=_db_list)
@@ -239,11 +279,44 @@ def _add_db(commands: Any) -> None:
                 "before answering; async ships writes within a short window",
             )
         action.set_defaults(run=run)
+    _add_db_files(actions)
     for action in actions.choices.values():
         _remote_options(action)
 
 
+def _add_db_files(actions: Any) -> None:
+    backup = actions.add_parser(
+        "backup",
+        help="copy a database to a file (SQLite, or SQL with --format sql)",
+        description="Copy a database to a file, consistent while writes go on: a SQLite "
+        "file (a shoal database at the version shown) or a SQL script. The file is "
+        "written under a temporary name and renamed once complete.",
+    )
+    backup.add_argument("name", help="the database's name")
+    backup.add_argument("file", type=Path, help="the file to write")
+    backup.add_argument(
+        "--format",
+        choices=("sqlite", "sql"),
+        default="sqlite",
+        help="sqlite (default): a SQLite database file; sql: a SQL script",
+    )
+    backup.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    backup.set_defaults(run=_db_backup)
+    load = actions.add_parser(
+        "load",
+        help="load a SQLite file (replacing the contents) or a SQL script into a database",
+        description="Load a file into an existing database as one write transaction: a "
+        "SQLite database file replaces its contents; SQL text runs on them. Which it is "
+        "comes from the file's first bytes. A load the node refuses changes nothing.",
+    )
+    load.add_argument("name", help="the database's name (create it first: db create)")
+    load.add_argument("file", type=Path, help="a SQLite database file or a SQL script")
+    load.set_defaults(run=_db_load)
+
+
 def _add_token(commands: Any) -> None:
+    from shoal.cli import data_dir_option
+
     token = commands.add_parser(
         "token",
         help="create, list and revoke access tokens",
@@ -270,6 +343,12 @@ def _add_token(commands: Any) -> None:
         action="append",
         help="a database name pattern it covers, such as 'tenant-*' (repeatable; default *)",
     )
+    create.add_argument(
+        "--replace",
+        action="store_true",
+        help="if a token of that name exists, give it a new secret, scope and patterns "
+        "(its old secret stops working within a second)",
+    )
     create.set_defaults(run=_token_create)
     listing = actions.add_parser("list", help="list tokens", description="List tokens.")
     listing.set_defaults(run=_token_list)
@@ -277,7 +356,7 @@ def _add_token(commands: Any) -> None:
     revoke.add_argument("name", help="the token's name")
     revoke.set_defaults(run=_token_revoke)
     for action in (create, listing, revoke):
-        _data_dir_option(action)
+        data_dir_option(action)
     hashed = actions.add_parser(
         "hash",
         help="print a secret's hash, for [[tokens]] in a config file",

@@ -121,12 +121,18 @@ async def read_body(request: Request) -> bytes:
     limit = node_of(request).settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLarge(f"request body of {declared} bytes is over the limit of {limit}")
+        raise RequestTooLarge(
+            f"request body of {declared} bytes is over the limit of {limit} "
+            "(the node's max_body_bytes setting)"
+        )
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise RequestTooLarge(f"request body is over the limit of {limit} bytes")
+            raise RequestTooLarge(
+                f"request body is over the limit of {limit} bytes "
+                "(the node's max_body_bytes setting)"
+            )
         chunks.append(chunk)
     body = b"".join(chunks)
     request.state.body = body  # kept, should the request be forwarded to another node
@@ -150,10 +156,10 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def authorize(request: Request, scope: Scope, database: str | None) -> Grant:
+async def authorize(request: Request, scope: Scope, database: str | None) -> Grant:
     """The request's grant if it allows `scope` on `database`; Unauthorized or Forbidden."""
     node = node_of(request)
     client = request.client.host if request.client else None
-    grant = node.auth.authenticate(request.headers.get("authorization"), client)
+    grant = await node.auth.authenticate(request.headers.get("authorization"), client)
     grant.check(scope, database)
     return grant

@@ -191,14 +191,14 @@ _REQUEST_FIELDS = _QUERY_FIELDS | _EXECUTE_FIELDS
 
 
 async def list_databases(request: Request) -> Response:
-    grant = authorize(request, Scope.READ, None)
+    grant = await authorize(request, Scope.READ, None)
     infos = await node_of(request).list_databases()
     visible = [_info_json(info) for info in infos if grant.covers(info.name)]
     return json_response({"databases": visible})
 
 
 async def create_database(request: Request) -> Response:
-    grant = authorize(request, Scope.ADMIN, None)  # before reading a body
+    grant = await authorize(request, Scope.ADMIN, None)  # before reading a body
     body = await read_json(request)
     if not isinstance(body, dict) or not isinstance(body.get("name"), str):
         raise InvalidRequest('the body must be {"name": "<database name>"}')
@@ -216,7 +216,7 @@ async def create_database(request: Request) -> Response:
 
 async def database_info(request: Request) -> Response:
     name = request.path_params["name"]
-    authorize(request, Scope.READ, name)
+    await authorize(request, Scope.READ, name)
 
     checksum = request.query_params.get("checksum", "").lower() in ("1", "true", "yes")
 
@@ -240,7 +240,7 @@ def _versioned_checksum(db: Database) -> tuple[int, str]:
 
 async def cluster_state(request: Request) -> Response:
     """Nodes, and per database its leader, log head and copies (`shoal cluster status`)."""
-    grant = authorize(request, Scope.READ, None)
+    grant = await authorize(request, Scope.READ, None)
     cluster = node_of(request).cluster
     if cluster is None:
         return json_response({"clustered": False, "node": node_of(request).node_id})
@@ -249,14 +249,14 @@ async def cluster_state(request: Request) -> Response:
 
 async def drop_database(request: Request) -> Response:
     name = request.path_params["name"]
-    authorize(request, Scope.ADMIN, name)
+    await authorize(request, Scope.ADMIN, name)
     await node_of(request).drop(name)
     return json_response({"name": name, "dropped": True})
 
 
 async def node_status(request: Request) -> Response:
     """The node, and each open database's version and archiving (for `shoal status`)."""
-    grant = authorize(request, Scope.READ, None)
+    grant = await authorize(request, Scope.READ, None)
     node = node_of(request)
     archive = node.archive
     databases = []
@@ -283,7 +283,7 @@ async def node_status(request: Request) -> Response:
 
 async def query(request: Request) -> Response:
     name = request.path_params["name"]
-    authorize(request, Scope.READ, name)
+    await authorize(request, Scope.READ, name)
     node = node_of(request)
     body = await read_json(request)
     statements = statements_from(body, _QUERY_FIELDS, node.settings.max_statements)
@@ -301,7 +301,7 @@ async def query(request: Request) -> Response:
 
 async def execute(request: Request) -> Response:
     name = request.path_params["name"]
-    authorize(request, Scope.WRITE, name)
+    await authorize(request, Scope.WRITE, name)
     node = node_of(request)
     body = await read_json(request)
     statements = statements_from(body, _EXECUTE_FIELDS, node.settings.max_statements)
@@ -318,7 +318,7 @@ async def execute(request: Request) -> Response:
 
 async def mixed_request(request: Request) -> Response:
     name = request.path_params["name"]
-    grant = authorize(request, Scope.READ, name)  # before reading a body
+    grant = await authorize(request, Scope.READ, name)  # before reading a body
     node = node_of(request)
     body = await read_json(request)
     statements = statements_from(body, _REQUEST_FIELDS, node.settings.max_statements)
@@ -345,7 +345,7 @@ async def mixed_request(request: Request) -> Response:
 
 async def backup_database(request: Request) -> Response:
     name = request.path_params["name"]
-    authorize(request, Scope.READ, name)
+    await authorize(request, Scope.READ, name)
     fmt = request.query_params.get("format", "sqlite")
     level = "none" if "noleader" in request.query_params else "weak"
 
@@ -357,7 +357,7 @@ async def backup_database(request: Request) -> Response:
 
 async def load_database(request: Request) -> Response:
     name = request.path_params["name"]
-    authorize(request, Scope.ADMIN, name)
+    await authorize(request, Scope.ADMIN, name)
     body = await read_body(request)
 
     async def here() -> Response:

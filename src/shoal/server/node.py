@@ -45,7 +45,7 @@ from shoal.errors import (
     VersionNotReached,
 )
 from shoal.server.archiving import archive_service, restore_missing
-from shoal.server.auth import Authenticator, TokenStore
+from shoal.server.auth import Authenticator, TokenStore, write_local_admin
 from shoal.server.config import Settings
 
 __all__ = ["DEFAULT_DATABASE", "DatabaseInfo", "Node", "check_name"]
@@ -113,7 +113,14 @@ class Node:
         self._archiving: asyncio.Task[None] | None = None
         self.archive = archive_service(settings)
         self.tokens = TokenStore(settings.data_dir)
-        self.auth = Authenticator(self.tokens, settings.tokens, settings.admin_token)
+        self.auth = Authenticator(
+            self.tokens,
+            settings.tokens,
+            settings.admin_token,
+            local_admin=write_local_admin(settings.data_dir),
+            data_dir=settings.data_dir,
+            offload=self.read,
+        )
         self.started = time.time()
         self.ready = False
         self.closing = False
@@ -227,7 +234,7 @@ class Node:
         interval = min(1.0, self.settings.idle_seconds / 2)
         while True:
             await asyncio.sleep(interval)
-            await self.read(self.auth.refresh)
+            await self.auth.reload()
             await self.close_idle()
 
     async def close_idle(self) -> int:

@@ -236,7 +236,7 @@ def _queue(request: Request) -> QueuedWrites:
 async def db_execute(request: Request) -> Response:
     started = time.perf_counter()
     name = _database(request)
-    authorize(request, Scope.WRITE, name)
+    await authorize(request, Scope.WRITE, name)
     statements = await _statements(request)
     need = Need(write=True, redirect=_flag(request, "redirect"))
     return await dispatch(request, name, need, lambda: _execute(request, name, statements, started))
@@ -266,7 +266,7 @@ async def _execute(
 async def db_query(request: Request) -> Response:
     started = time.perf_counter()
     name = _database(request)
-    authorize(request, Scope.READ, name)
+    await authorize(request, Scope.READ, name)
     need = _read_need(request)
     statements = await _statements(request)
 
@@ -280,7 +280,7 @@ async def db_query(request: Request) -> Response:
 async def db_request(request: Request) -> Response:
     started = time.perf_counter()
     name = _database(request)
-    grant = authorize(request, Scope.READ, name)  # before reading a body
+    grant = await authorize(request, Scope.READ, name)  # before reading a body
     need = _read_need(request)
     statements = await _statements(request)
     reads_only = is_read_only(statements)
@@ -301,7 +301,7 @@ async def db_request(request: Request) -> Response:
 
 async def db_backup(request: Request) -> Response:
     name = _database(request)
-    authorize(request, Scope.READ, name)
+    await authorize(request, Scope.READ, name)
     fmt = request.query_params.get("fmt", "sqlite")
     level = "none" if _flag(request, "noleader") else "weak"
 
@@ -321,7 +321,7 @@ async def db_backup(request: Request) -> Response:
 async def db_load(request: Request) -> Response:
     started = time.perf_counter()
     name = _database(request)
-    authorize(request, Scope.ADMIN, name)
+    await authorize(request, Scope.ADMIN, name)
     body = await read_body(request)
 
     async def here() -> Response:
@@ -366,7 +366,7 @@ def _member_entries(request: Request) -> list[dict[str, Any]]:
 
 
 async def nodes(request: Request) -> Response:
-    authorize(request, Scope.READ, None)
+    await authorize(request, Scope.READ, None)
     entries = _member_entries(request)
     if request.query_params.get("ver") == "2":
         return json_response({"nodes": entries}, pretty=_flag(request, "pretty"))
@@ -375,7 +375,7 @@ async def nodes(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
-    authorize(request, Scope.READ, None)
+    await authorize(request, Scope.READ, None)
     node = node_of(request)
     leader = next((e for e in _member_entries(request) if e["leader"]), None)
     body = {

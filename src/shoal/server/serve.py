@@ -20,7 +20,7 @@ import uvicorn
 
 import shoal
 from shoal.server.app import create_app
-from shoal.server.auth import is_loopback
+from shoal.server.auth import LOCAL_ADMIN_FILE, is_loopback
 from shoal.server.config import Settings
 from shoal.server.node import Node
 
@@ -32,7 +32,8 @@ OPEN_WARNING = """\
 **********************************************************************
 WARNING: no token is configured, so this node serves ONLY loopback
 clients (127.0.0.1, ::1), each with full admin rights. Create a token
-with `shoal token create NAME --scope admin` to serve anyone else.
+with `shoal token create NAME --scope admin` to serve anyone else;
+from then on every client needs a token, loopback ones too.
 **********************************************************************"""
 
 
@@ -74,6 +75,12 @@ def serve(settings: Settings) -> int:
         print(
             f"shoal {shoal.__version__} serving {scheme}://{settings.address} "
             f"with data in {settings.data_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
+        print(
+            f"local admin credential (for the shoal CLI on this machine): "
+            f"{(settings.data_dir / LOCAL_ADMIN_FILE).absolute()}",
             file=sys.stderr,
             flush=True,
         )

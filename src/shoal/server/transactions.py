@@ -174,7 +174,7 @@ def _registry(request: Request) -> InteractiveTransactions:
 
 async def begin(request: Request) -> Response:
     name = request.path_params["name"]
-    grant = authorize(request, Scope.WRITE, name)
+    grant = await authorize(request, Scope.WRITE, name)
 
     async def here() -> Response:
         tx_id, version = await _registry(request).begin(name, grant.name)
@@ -187,7 +187,7 @@ async def begin(request: Request) -> Response:
 
 async def run_in(request: Request) -> Response:
     name, tx_id = check_name(request.path_params["name"]), request.path_params["tx"]
-    grant = authorize(request, Scope.WRITE, name)
+    grant = await authorize(request, Scope.WRITE, name)
     node = node_of(request)
     statements = statements_from(await read_json(request), _FIELDS, node.settings.max_statements)
 
@@ -200,7 +200,7 @@ async def run_in(request: Request) -> Response:
 
 async def commit(request: Request) -> Response:
     name, tx_id = check_name(request.path_params["name"]), request.path_params["tx"]
-    grant = authorize(request, Scope.WRITE, name)
+    grant = await authorize(request, Scope.WRITE, name)
 
     async def here() -> Response:
         version = await _registry(request).commit(tx_id, name, grant.name)
@@ -211,7 +211,7 @@ async def commit(request: Request) -> Response:
 
 async def rollback(request: Request) -> Response:
     name, tx_id = check_name(request.path_params["name"]), request.path_params["tx"]
-    grant = authorize(request, Scope.WRITE, name)
+    grant = await authorize(request, Scope.WRITE, name)
 
     async def here() -> Response:
         await _registry(request).rollback(tx_id, name, grant.name)
