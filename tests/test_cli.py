@@ -79,3 +79,27 @@ def test_console_script_runs() -> None:
         [sys.executable, "-m", "shoal.cli", "version"], capture_output=True, text=True, check=True
     )
     assert done.stdout.startswith("shoal ")
+
+
+def test_version_flag_and_a_bare_shoal_print_what_they_should() -> None:
+    for argv, expected in ((["--version"], "shoal "), ([], "usage: shoal")):
+        done = subprocess.run(
+            [sys.executable, "-m", "shoal", *argv], capture_output=True, text=True, timeout=30
+        )
+        assert done.returncode == 0 and done.stdout.startswith(expected), done
+
+
+def test_a_bare_name_in_shell_is_a_database_on_the_node_not_a_new_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shoal.shell import shell_target
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SHOAL_URL", raising=False)
+    assert shell_target("notes") == "http://127.0.0.1:4001/notes"
+    monkeypatch.setenv("SHOAL_URL", "http://10.0.0.7:4001/")
+    assert shell_target("notes") == "http://10.0.0.7:4001/notes"
+    (tmp_path / "existing").write_bytes(b"")
+    for as_given in ("existing", "notes.db", "./notes", "http://h:1/notes"):
+        assert shell_target(as_given) == as_given
+    assert not (tmp_path / "notes").exists()

@@ -173,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="shoal",
         description="shoal: SQLite that scales out. Every write is captured and logged.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"shoal {shoal.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     sql = commands.add_parser(
         "sql",
@@ -214,7 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # a bare `shoal`: what it can do
+        parser.print_help()
+        return 0
     try:
         return int(args.run(args))
     except Error as exc:

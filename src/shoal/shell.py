@@ -15,6 +15,7 @@ import contextlib
 import csv
 import json
 import math
+import os
 import shlex
 import sys
 import time
@@ -29,6 +30,7 @@ from shoal.cli import format_table, token_of, token_options
 from shoal.dump import dump, user_objects
 from shoal.engine.sqltext import leading_keyword, split_statements
 from shoal.errors import Error
+from shoal.server.commands import DEFAULT_URL
 
 __all__ = ["MODES", "add_shell_command", "run_shell"]
 
@@ -322,7 +324,11 @@ def add_shell_command(commands: argparse._SubParsersAction[argparse.ArgumentPars
         "(.help lists them) show tables and schema, dump, read files and set the output "
         "mode. With piped input it prints no prompts and exits 1 if any statement failed.",
     )
-    shell.add_argument("target", help="a database file path, or a server URL (http://host/db)")
+    shell.add_argument(
+        "target",
+        help="a database file path, a server URL (http://host:4001/db), or a bare name (db): "
+        "that database on the node at $SHOAL_URL (default http://127.0.0.1:4001)",
+    )
     token_options(shell)  # for a server only
     shell.add_argument(
         "--mode", choices=MODES, default="table", help="how results are printed (default table)"
@@ -357,6 +363,18 @@ def _shell_command(args: argparse.Namespace) -> int:
 
 def _connect(args: argparse.Namespace) -> Any:
     """The token goes to servers only: a file refuses one, and $SHOAL_TOKEN may be set."""
-    if args.target.startswith(("http://", "https://")):
-        return shoal.connect(args.target, token=token_of(args))
-    return shoal.connect(args.target)
+    target = shell_target(args.target)
+    if target.startswith(("http://", "https://")):
+        return shoal.connect(target, token=token_of(args))
+    return shoal.connect(target)
+
+
+def shell_target(target: str) -> str:
+    """What `shoal shell TARGET` opens: a URL or a file as given, and a bare name that
+    is no existing file (`notes`) as that database on the node at $SHOAL_URL (or
+    the default node), rather than a new file called `notes`."""
+    bare = not any(mark in target for mark in ("/", os.sep, ".", ":"))
+    if bare and not Path(target).exists():
+        base = os.environ.get("SHOAL_URL") or DEFAULT_URL
+        return f"{base.rstrip('/')}/{target}"
+    return target

@@ -315,6 +315,8 @@ def test_open_store_takes_the_s3_endpoint_and_region_from_the_environment(
         ("s3://bucket/../x", "invalid object key"),
         ("file://otherhost/x", "file:///absolute/path"),
         ("", "empty archive URL"),
+        ("s3:/oops", "neither a URL nor a path"),
+        ("s3:bucket", "write ./s3:bucket for a folder"),
     ],
 )
 def test_open_store_refuses_bad_urls_with_a_hint(url: str, says: str) -> None:

@@ -374,3 +374,33 @@ def test_hundreds_of_concurrent_clients(node: Node) -> None:
 
     assert asyncio.run(crowd()) == [200] * 300
     assert query(node, "crowd", "SELECT count(*) FROM t") == [[300]]
+
+
+def serve_and_fail(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shoal", "serve", "--data-dir", str(tmp_path / "d"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_busy_port_is_refused_before_anything_is_announced(node: Node, tmp_path: Path) -> None:
+    done = serve_and_fail(tmp_path, "--address", f"127.0.0.1:{node.port}")
+    assert done.returncode == 1
+    assert "serving" not in done.stderr and "Errno" not in done.stderr, done.stderr
+    assert f"cannot listen on 127.0.0.1:{node.port}: Address already in use" in done.stderr
+    assert f"held by process {node.process.pid}" in done.stderr  # type: ignore[union-attr]
+
+
+def test_an_unreachable_control_plane_at_start_is_one_line(tmp_path: Path) -> None:
+    done = serve_and_fail(
+        tmp_path,
+        "--address",
+        f"127.0.0.1:{free_port()}",
+        "--control-plane",
+        f"postgresql://postgres@127.0.0.1:{free_port()}/postgres",
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "error: shoal could not start: ControlPlaneUnavailable: " in done.stderr

@@ -23,6 +23,7 @@ from shoal.errors import ArchiveError, InvalidRequest
 __all__ = ["open_store"]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_LOOKS_LIKE_A_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 _FORMS = "an archive is s3://bucket/prefix, file:///absolute/path or a folder path"
 _S3_PARAMETERS = {"endpoint", "region", "path_style"}
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -34,6 +35,11 @@ def open_store(url: str) -> BlobStore:
         raise InvalidRequest(f"empty archive URL: {_FORMS}")
     match = _SCHEME.match(url)
     if match is None:
+        if _LOOKS_LIKE_A_URL.match(url):  # s3:/bucket, s3:bucket: a typo, not a folder
+            raise InvalidRequest(
+                f"{url!r} is neither a URL nor a path: {_FORMS} (write ./{url} for a folder "
+                "of that name)"
+            )
         return FolderStore(url)
     scheme, parts = match.group(1).lower(), urlsplit(url)
     if scheme == "file":

@@ -113,9 +113,13 @@ class NodeHeader:
         await self.app(scope, receive, named)
 
 
-def create_app(settings: Settings, on_start: Callable[[Node], None] | None = None) -> Starlette:
+def create_app(
+    settings: Settings,
+    on_start: Callable[[Node], None] | None = None,
+    on_failure: Callable[[Error], None] | None = None,
+) -> Starlette:
     """The node's HTTP application; its lifespan starts and stops the node, and
-    calls `on_start` once the node is ready."""
+    calls `on_start` once the node is ready (`on_failure` if it cannot start)."""
     counters = Metrics()
 
     @asynccontextmanager
@@ -123,7 +127,12 @@ def create_app(settings: Settings, on_start: Callable[[Node], None] | None = Non
         node = Node(settings)
         app.state.node = node
         app.state.transactions = transactions.InteractiveTransactions(node)
-        await node.start()
+        try:
+            await node.start()
+        except Error as exc:
+            if on_failure is not None:
+                on_failure(exc)
+            raise
         if on_start is not None:
             on_start(node)
         try:

@@ -11,14 +11,19 @@ meanwhile are forwarded to the new leaders rather than refused.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
+import socket
 import sys
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
 
 import shoal
+from shoal.errors import Error
 from shoal.server.app import create_app
 from shoal.server.auth import LOCAL_ADMIN_FILE, is_loopback
 from shoal.server.config import Settings
@@ -64,6 +69,41 @@ class _Server(uvicorn.Server):
         loop.call_soon_threadsafe(start_leaving)
 
 
+def _listen(host: str, port: int) -> socket.socket:
+    """The node's listening socket, bound before anything is announced (OSError if
+    the address is taken or not this machine's)."""
+    family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    listening = socket.socket(family, kind)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind(address)
+    except OSError:
+        listening.close()
+        raise
+    return listening
+
+
+def _holder(port: int) -> str:
+    """' (held by process PID: COMMAND)' for the local process listening on `port`,
+    where /proc tells; else ''."""
+    try:
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                    inodes.add(f"socket:[{fields[9]}]")
+        for fd in Path("/proc").glob("[0-9]*/fd/*"):
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) in inodes:
+                    pid = fd.parent.parent.name
+                    command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                    return f" (held by process {pid}: {command.decode(errors='replace').strip()})"
+    except (OSError, ValueError, IndexError):
+        pass
+    return ""
+
+
 def serve(settings: Settings) -> int:
     """Serves until SIGTERM or SIGINT; returns the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -94,9 +134,22 @@ def serve(settings: Settings) -> int:
                     flush=True,
                 )
 
+    failures: list[Error] = []
+    # A node that cannot start says why in one line (below), not in uvicorn's traceback.
+    logging.getLogger("uvicorn.error").addFilter(lambda _: not failures)
+    try:
+        listening = _listen(settings.host, settings.port)
+    except OSError as exc:
+        print(
+            f"error: shoal cannot listen on {settings.address}: {exc.strerror or exc}"
+            f"{_holder(settings.port)}; choose another with --address HOST:PORT",
+            file=sys.stderr,
+        )
+        return 1
+
     server: _Server
     config = uvicorn.Config(
-        create_app(settings, announce),
+        create_app(settings, announce, failures.append),
         host=settings.host,
         port=settings.port,
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
@@ -114,9 +167,11 @@ def serve(settings: Settings) -> int:
     # clean stop exits 0 after saying so, rather than dying of the signal.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
-    server.run()
+    with contextlib.suppress(SystemExit):  # uvicorn exits 3 when the app cannot start
+        server.run(sockets=[listening])
     if not server.started:
-        print(f"error: shoal could not start serving on {settings.address}", file=sys.stderr)
+        why = "".join(f": {type(e).__name__}: {' '.join(str(e).split())}" for e in failures[:1])
+        print(f"error: shoal could not start{why}", file=sys.stderr)
         return 1
     print("shoal stopped: every database closed", file=sys.stderr, flush=True)
     return 0
