@@ -284,7 +284,8 @@ def test_a_copy_that_cannot_get_past_a_barrier_backs_off_and_says_why(
 ) -> None:
     """The only seed on offer is from before the VACUUM: each try is counted, the
     problem is kept for status and metrics, and each next try waits twice as long
-    (it re-seeded hundreds of times a second); a record applied clears it."""
+    (it re-seeded hundreds of times a second); reaching the log's head, or applying a
+    record, clears it."""
     leader = Database(tmp_path / "leader.db", name=NAME)
     leader.execute("CREATE TABLE t(x)")
     stale = tmp_path / "stale.db"
@@ -313,6 +314,9 @@ def test_a_copy_that_cannot_get_past_a_barrier_backs_off_and_says_why(
     host.source = leader  # a seed after the barrier: the copy is well again
     asyncio.run(follow(1))
     assert replica.db.version == 2 and replica.problem is None
+    asyncio.run(follow(1))  # at the log's head with nothing to apply: well, not stuck
+    assert replica.reseeds_in_a_row == 0
+    replica.reseeds_in_a_row = 1
     leader.execute("INSERT INTO t VALUES (1)")
     cp.append(NAME, 3, leader.log_range(3, 3))
     asyncio.run(follow(1))

@@ -123,7 +123,7 @@ class Replica:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.reseeds = 0  # re-seeds of this copy since the node started
-        self.reseeds_in_a_row = 0  # re-seeds with no record applied since: the backoff's count
+        self.reseeds_in_a_row = 0  # re-seeds since a record applied or the head reached
         self.problem: str | None = None  # why the last re-seed failed, until the copy is well
 
     # -- as seen from outside ---------------------------------------------------
@@ -186,7 +186,8 @@ class Replica:
         await self._apply(records)
 
     async def _apply(self, records: list[tuple[int, bytes]]) -> None:
-        if not records:
+        if not records:  # at the log's head: whatever re-seeded this copy worked
+            self._progressed()
             return
         if records[0][0] != self.db.version + 1:
             await self._reseed(
@@ -201,7 +202,7 @@ class Replica:
         except ReplicationError as exc:
             await self._reseed(f"a record does not apply here: {exc}", self.db.version + 1)
             return
-        self.reseeds_in_a_row, self.problem = 0, None
+        self._progressed()
         below = self.db.version - LOCAL_KEEP
         if below - self._trimmed_locally >= LOCAL_KEEP:
             await self.host.on_writer(self.db.truncate_log, below)
@@ -218,6 +219,11 @@ class Replica:
                 )
                 continue
             await self._apply(records)
+        self._progressed()
+
+    def _progressed(self) -> None:
+        """The copy applied a record or stands at the log's head: not stuck."""
+        self.reseeds_in_a_row, self.problem = 0, None
 
     async def _check_against_log(self) -> None:
         """Re-seeds a copy that holds writes the log does not (an async leader's

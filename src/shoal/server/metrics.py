@@ -119,7 +119,11 @@ def _replica_lines(cluster: Cluster) -> list[str]:
     return _per_database(
         [
             ("shoal_reseeds_total", "counter", "Copies replaced by a snapshot (a barrier, a gap)."),
-            ("shoal_reseeds_in_a_row", "gauge", "Re-seeds with no record applied since."),
+            (
+                "shoal_reseeds_in_a_row",
+                "gauge",
+                "Re-seeds since this copy last applied a record or reached the head.",
+            ),
         ],
         [(name, (r.reseeds, r.reseeds_in_a_row)) for name, r in sorted(cluster.replicas.items())],
     )
