@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
+from shoal import errors
 from shoal.engine.execute import Params, Result
 from shoal.engine.sqltext import Kind, classify, leading_keyword
 from shoal.errors import InterfaceError, OperationalError, ProgrammingError, ReadOnly, Refused
@@ -64,23 +65,48 @@ def TimestampFromTicks(ticks: float) -> datetime.datetime:  # noqa: N802 - PEP 2
     return Timestamp(*time.localtime(ticks)[:6])
 
 
-class _TypeSet(frozenset[str]):
-    """A PEP 249 type object: equal to every declared type it covers."""
+def type_kind(declared: str) -> str:
+    """The PEP 249 type object a declared column type belongs to, by SQLite's column
+    affinity rules (in their order), with dates and times their own kind:
+    `varchar(20)` is STRING, `BIGINT` and `DECIMAL(10,2)` NUMBER, `BLOB` and no
+    type BINARY, `TIMESTAMP` DATETIME."""
+    upper = declared.upper()
+    if "INT" in upper:
+        return "NUMBER"
+    if any(part in upper for part in ("CHAR", "CLOB", "TEXT")):
+        return "STRING"
+    if "BLOB" in upper or not upper.strip():
+        return "BINARY"
+    if "DATE" in upper or "TIME" in upper:
+        return "DATETIME"
+    if upper.strip() == "ROWID":
+        return "ROWID"
+    return "NUMBER"  # REAL, FLOAT, DOUBLE and the NUMERIC affinity
+
+
+class _TypeObject:
+    """A PEP 249 type object: equal to every declared type of its kind."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, str):
-            return other.upper() in self
-        return frozenset.__eq__(self, other)
+            return type_kind(other) == self.kind
+        return isinstance(other, _TypeObject) and other.kind == self.kind
 
     def __hash__(self) -> int:
-        return frozenset.__hash__(self)
+        return hash(self.kind)
+
+    def __repr__(self) -> str:
+        return self.kind
 
 
-STRING = _TypeSet({"TEXT", "VARCHAR", "CHAR", "CLOB", "STRING"})
-BINARY = _TypeSet({"BLOB"})
-NUMBER = _TypeSet({"INTEGER", "INT", "REAL", "NUMERIC", "FLOAT", "DOUBLE", "BIGINT"})
-DATETIME = _TypeSet({"DATE", "TIME", "DATETIME", "TIMESTAMP"})
-ROWID = _TypeSet({"ROWID"})
+STRING = _TypeObject("STRING")
+BINARY = _TypeObject("BINARY")
+NUMBER = _TypeObject("NUMBER")
+DATETIME = _TypeObject("DATETIME")
+ROWID = _TypeObject("ROWID")
 
 _NATIVE = (int, float, str, bytes, type(None))
 
@@ -128,6 +154,7 @@ class Cursor:
         self._rows: list[tuple[Any, ...]] = []
         self._at = 0
         self._description: tuple[tuple[Any, ...], ...] | None = None
+        self._result_set = False  # whether the last execute produced one (fetch needs it)
         self.rowcount = -1
         self.lastrowid: int | None = None
         self._closed = False
@@ -150,10 +177,12 @@ class Cursor:
             total += max(self.rowcount, 0)
         self.rowcount = total
         self._rows, self._at, self._description = [], 0, None
+        self._result_set = False
         return self
 
     def _take(self, results: list[Result]) -> None:
         with_rows = [r for r in results if r.columns]
+        self._result_set = bool(with_rows)
         if with_rows:
             last = with_rows[-1]
             self._rows, self._description = (
@@ -173,8 +202,16 @@ class Cursor:
                 self.lastrowid = result.last_insert_id
                 break
 
-    def fetchone(self) -> tuple[Any, ...] | None:
+    def _check_result_set(self) -> None:
         self._check_open()
+        if not self._result_set:
+            raise ProgrammingError(
+                "no result set to fetch from: the last execute() ran no query that returns "
+                "rows (or nothing ran yet)"
+            )
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        self._check_result_set()
         if self._at >= len(self._rows):
             return None
         row = self._rows[self._at]
@@ -182,20 +219,22 @@ class Cursor:
         return row
 
     def fetchmany(self, size: int | None = None) -> list[tuple[Any, ...]]:
-        self._check_open()
+        self._check_result_set()
         count = self.arraysize if size is None else size
         rows = self._rows[self._at : self._at + count]
         self._at += len(rows)
         return rows
 
     def fetchall(self) -> list[tuple[Any, ...]]:
-        self._check_open()
+        self._check_result_set()
         rows = self._rows[self._at :]
         self._at = len(self._rows)
         return rows
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
-        while (row := self.fetchone()) is not None:
+        """The rows left (none after a statement without a result set, as sqlite3)."""
+        self._check_open()
+        while self._result_set and (row := self.fetchone()) is not None:
             yield row
 
     def setinputsizes(self, sizes: Any) -> None:
@@ -243,6 +282,19 @@ class BaseConnection(ABC):
     one version. Reads outside a transaction go to the backend's reader, so they
     never wait for the writer. Subclasses give the backend's four operations.
     """
+
+    # PEP 249's optional extension: the exceptions as attributes of the connection,
+    # so code holding connections to several drivers can catch the right ones.
+    Warning = errors.Warning
+    Error = errors.Error
+    InterfaceError = errors.InterfaceError
+    DatabaseError = errors.DatabaseError
+    DataError = errors.DataError
+    OperationalError = errors.OperationalError
+    IntegrityError = errors.IntegrityError
+    InternalError = errors.InternalError
+    ProgrammingError = errors.ProgrammingError
+    NotSupportedError = errors.NotSupportedError
 
     def __init__(self, *, autocommit: bool) -> None:
         self.autocommit = autocommit
