@@ -137,6 +137,31 @@ def test_a_restored_database_carries_on_at_the_next_version(
         assert copy.execute("INSERT INTO t(v) VALUES ('next')").version == history.db.version + 1
 
 
+def test_a_restore_has_the_foreign_key_setting_of_its_point_in_time(
+    store: FolderStore, tmp_path: Path
+) -> None:
+    """The setting is a row of the database's own, changed by a record: from a
+    snapshot taken with it on, and from the log replayed over one taken with it off."""
+    history = History(tmp_path, store)
+    history.archiver.step()  # the first snapshot: foreign keys off
+    history.db.execute("PRAGMA foreign_keys = ON")
+    history.write(5)
+    history.archiver.step()
+    on_at = history.db.version
+    for version, expected in ((1, False), (2, True), (on_at, True)):
+        out = tmp_path / f"at-{version}.db"
+        restore(store, plan_restore(read_index(store, "app"), version=version), out)
+        with Database(out, name="app") as copy:
+            assert copy.foreign_keys is expected, version
+    history.archiver.policy = ArchivePolicy(snapshot_log_bytes=1)
+    history.db.execute("INSERT INTO t(v) VALUES ('last')")
+    history.archiver.step()
+    assert read_index(store, "app").snapshots[-1].version == history.db.version
+    restore(store, plan_restore(read_index(store, "app")), tmp_path / "latest.db")
+    with Database(tmp_path / "latest.db", name="app") as copy:
+        assert copy.foreign_keys
+
+
 def test_a_flipped_byte_is_refused_naming_the_object(store: FolderStore, tmp_path: Path) -> None:
     history = History(tmp_path, store)
     history.write(40)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,3 +191,55 @@ def test_a_with_query_that_only_reads_opens_no_transaction(conn: shoal.Connectio
     assert conn.in_transaction
     conn.commit()
     assert conn.execute("SELECT a FROM w").fetchall() == [(2,)]
+
+
+def connect_as_django_does(conn: shoal.Connection) -> None:
+    """What Django's SQLite backend runs on each new connection and around a
+    migration (its disable/enable_constraint_checking), with the pragmas other
+    applications set, each checked as Django checks it."""
+    cursor = conn.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA legacy_alter_table = OFF")
+    assert cursor.execute("PRAGMA busy_timeout = 2000").fetchall() == [(2000,)]
+    assert cursor.execute("PRAGMA journal_mode = WAL").fetchall() == [("wal",)]
+    for tuning in ("synchronous = NORMAL", "cache_size = -8000", "temp_store = MEMORY"):
+        assert cursor.execute(f"PRAGMA {tuning}").description is None  # as in SQLite
+    assert cursor.execute("PRAGMA foreign_keys").fetchone() == (1,)
+    assert not conn.in_transaction
+    cursor.execute("PRAGMA foreign_keys = OFF")  # a migration begins
+    assert cursor.execute("PRAGMA foreign_keys").fetchone() == (0,)
+    cursor.execute("PRAGMA foreign_keys = ON")  # and ends
+    assert cursor.execute("PRAGMA foreign_keys").fetchone() == (1,)
+
+
+def assert_foreign_keys_enforced(conn: shoal.Connection) -> None:
+    """An orphan is refused, and a transaction cannot turn enforcement off."""
+    conn.execute("CREATE TABLE IF NOT EXISTS parent(id INTEGER PRIMARY KEY)")
+    conn.execute("CREATE TABLE IF NOT EXISTS child(id, parent REFERENCES parent(id))")
+    conn.commit()
+    with pytest.raises(shoal.IntegrityError, match="FOREIGN KEY"):
+        conn.execute("INSERT INTO child VALUES (1, 99)")
+    conn.rollback()
+    conn.execute("INSERT INTO parent VALUES (1)")
+    with pytest.raises(shoal.ProgrammingError, match="outside any transaction"):
+        conn.execute("PRAGMA foreign_keys = OFF")
+    conn.rollback()
+    assert conn.execute("SELECT count(*) FROM parent").fetchall() == [(0,)]
+
+
+def stored(path: Path) -> tuple[int, bool]:
+    """The file's version and foreign-key setting, as a new opener finds them."""
+    with Database(path) as db:
+        return db.version, db.foreign_keys
+
+
+def test_what_django_sends_on_connect_works_and_foreign_keys_hold(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    with contextlib.closing(shoal.connect(path)) as first:
+        connect_as_django_does(first)
+    with contextlib.closing(shoal.connect(path)) as second:
+        before = stored(path)
+        second.execute("PRAGMA foreign_keys = ON")  # restated: no record
+        assert stored(path) == before and before[1]
+        connect_as_django_does(second)
+        assert_foreign_keys_enforced(second)

@@ -17,7 +17,6 @@ from shoal.errors import Refused
         ("PRAGMA journal_mode = DELETE", "journal_mode"),
         ("PRAGMA synchronous = OFF", "synchronous"),
         ("PRAGMA writable_schema = ON", "writable_schema"),
-        ("PRAGMA foreign_keys = ON", "foreign_keys"),
         ("PRAGMA schema_version = 99", "schema_version"),
         ("PRAGMA locking_mode = EXCLUSIVE", "locking_mode"),
         ("BEGIN", "BEGIN is refused"),
@@ -75,7 +74,6 @@ def test_refusal_inside_a_batch_rolls_back_the_batch(db: Database) -> None:
         "ROLLBACK",
         "BEGIN IMMEDIATE",
         "INSERT INTO _shoal_log(version, record) VALUES (?, ?)",
-        "PRAGMA foreign_keys = OFF",
     ],
 )
 def test_user_text_equal_to_the_engines_own_statement_is_still_checked(

@@ -35,6 +35,10 @@ def test_databases_are_created_listed_inspected_and_dropped(api: TestClient) -> 
     assert names == ["default", "tenant-1"]
     info = api.get("/v1/databases/tenant-1").json()
     assert info["role"] == "leader" and info["size_bytes"] > 0
+    assert info["foreign_keys"] is False
+    turned_on = api.post("/v1/databases/tenant-1/execute", json={"sql": "PRAGMA foreign_keys=ON"})
+    assert turned_on.json()["version"] == 1
+    assert api.get("/v1/databases/tenant-1").json()["foreign_keys"] is True
     assert api.delete("/v1/databases/tenant-1").json() == {"name": "tenant-1", "dropped": True}
     missing = api.get("/v1/databases/tenant-1")
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "DatabaseNotFound"

@@ -185,3 +185,23 @@ def test_no_leader_within_the_wait_is_a_retryable_not_leader(
     cluster.view = View(NODES, {}, cluster.view.catalog)
     with pytest.raises(NotLeader):
         run(cluster, Need(write=True), served_here())
+
+
+@pytest.mark.parametrize(
+    ("need", "says"),
+    [
+        (Need(write=True), "cannot take writes now"),
+        (Need(write=False, level="linearizable"), "cannot serve linearizable reads now"),
+    ],
+)
+def test_a_lease_this_node_cannot_confirm_is_refused_saying_what_it_cannot_do(
+    monkeypatch: pytest.MonkeyPatch, need: Need, says: str
+) -> None:
+    """The view names this node, but its copy does not lead (the control plane is
+    out of reach): a read is not told that writes are refused."""
+    monkeypatch.setattr("shoal.server.routing.LEADER_WAIT_SECONDS", 0.2)
+    cluster = FakeCluster("n1", view("n1", 2), {"app": FakeReplica(leading=False)})
+    with pytest.raises(NotLeader, match=says) as refused:
+        run(cluster, need, served_here())
+    assert "reads at level 'none' are served from any copy" in str(refused.value)
+    assert cluster.forwarded == []

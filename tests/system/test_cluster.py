@@ -500,6 +500,29 @@ def test_a_vacuum_right_after_a_change_of_leader_reaches_every_copy(
     assert_healed_after_vacuum(cluster, "app", new, {1, 2, 3})
 
 
+def test_foreign_keys_turned_on_stay_on_for_the_next_leader(cluster: Cluster) -> None:
+    """The setting is the database's: it travels in the log, so a follower that
+    takes over enforces it too, and reads on every copy report it."""
+    leader = create(cluster, "app", "sync")
+    follower = next(node_id for node_id in cluster.live if node_id != leader)
+    ok(execute(cluster[follower].url, "app", "PRAGMA foreign_keys = ON"))  # forwarded
+    ok(execute(cluster[leader].url, "app", "CREATE TABLE child(id, parent REFERENCES t(id))"))
+    orphan = "INSERT INTO child VALUES (1, 99)"
+    assert execute(cluster[leader].url, "app", orphan).status_code == 409
+    cluster.wait_converged("app", copies=3)
+    for node_id in cluster.live:
+        answer = ok(query(cluster[node_id].url, "app", "PRAGMA foreign_keys", level="none"))
+        assert answer["results"][0]["rows"] == [[1]], node_id
+    assert cluster.stop(leader) == 0
+    new = cluster.leader("app")
+    response = execute(cluster[new].url, "app", orphan)
+    assert response.status_code == 409, response.text
+    assert "FOREIGN KEY" in response.text
+    cluster[leader].start()
+    cluster.wait_members()
+    cluster.wait_converged("app", copies=3)
+
+
 @pytest.mark.slow
 def test_a_rolling_restart_under_load_fails_no_write(cluster: Cluster) -> None:
     """Upgrading every node in turn must be invisible to a client that retries 503s."""

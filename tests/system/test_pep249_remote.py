@@ -3,13 +3,16 @@ connection, against a real `shoal serve` (the embedded one: tests/client)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import dbapi20
 import pytest
 
 import shoal
+from tests.client import test_embedded
 from tests.client import test_pep249_compliance as embedded
 from tests.services import shoal_node
 
@@ -34,3 +37,14 @@ class TestRemoteConnection(dbapi20.DatabaseAPI20Test):  # type: ignore[misc]
     test_nextset = embedded.TestEmbeddedConnection.test_nextset
     test_setoutputsize = embedded.TestEmbeddedConnection.test_setoutputsize
     test_non_idempotent_close = embedded.TestEmbeddedConnection.test_non_idempotent_close
+
+
+def test_what_django_sends_works_over_http_and_foreign_keys_hold(tmp_path: Path) -> None:
+    with (
+        shoal_node(tmp_path) as node,
+        contextlib.closing(shoal.connect(f"{node.url}/default")) as conn,
+    ):
+        test_embedded.connect_as_django_does(conn)
+        test_embedded.assert_foreign_keys_enforced(conn)
+        with pytest.raises(shoal.ProgrammingError, match="synchronous = NORMAL"):
+            conn.execute("PRAGMA synchronous = OFF")

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from shoal import errors
 from shoal.engine.execute import Params, Result
+from shoal.engine.pragmas import foreign_keys_request
 from shoal.engine.sqltext import Kind, classify, leading_keyword
 from shoal.errors import InterfaceError, OperationalError, ProgrammingError, ReadOnly, Refused
 
@@ -383,8 +384,8 @@ class BaseConnection(ABC):
                 return self._read(sql, params)
             except ReadOnly:
                 pass  # it writes after all (a PRAGMA that sets, WITH ... INSERT)
-        if kind is Kind.VACUUM or self.autocommit:
-            return self._write(sql, params)
+        if kind is Kind.VACUUM or self.autocommit or foreign_keys_request(sql) is not None:
+            return self._write(sql, params)  # a setting for every client: alone, at once
         self._tx = self._begin()
         return self._in_transaction(sql, params)
 

@@ -151,6 +151,12 @@ class Capture:
             self._session = None
         del self._ops[count:]
 
+    def add_statement(self, sql: str) -> None:
+        """Adds, in order, a statement the engine ran itself (its copies replay it)."""
+        self._run_after()
+        self._cut()
+        self._ops.append(Statement(sql))
+
     def finish(self) -> tuple[list[Op], SequenceRows | None]:
         """The transaction's operations and sqlite_sequence after it; ends capture."""
         self._run_after()

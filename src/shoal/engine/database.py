@@ -9,6 +9,9 @@ Concurrency rules:
   writer writes. A read never takes the writer.
 - A follower's writer has triggers and foreign keys off and takes records only
   through `apply`; users may read it but not write it.
+- Foreign-key enforcement is the database's setting, not a connection's: it is
+  kept in `_shoal_meta`, changed by a record of its own, and mirrored on readers
+  so that `PRAGMA foreign_keys` answers it everywhere.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from shoal.engine.capture import Capture, read_sequence
 from shoal.engine.checksum import logical_checksum
 from shoal.engine.execute import Deadline, Limits, Params, Result, run
 from shoal.engine.policy import Policy
+from shoal.engine.pragmas import Settings, foreign_keys_request
 from shoal.engine.sqltext import Kind, classify, is_single_statement
 from shoal.errors import (
     Busy,
@@ -45,7 +49,7 @@ from shoal.errors import (
     WrongDatabase,
     from_apsw,
 )
-from shoal.record import Record, Vacuum, decode, encode
+from shoal.record import Record, Statement, Vacuum, decode, encode
 
 __all__ = ["CommitHook", "Database", "Options", "Outcome", "Role", "Transaction"]
 
@@ -62,7 +66,9 @@ class Options:
     """How a database's connections are set up."""
 
     synchronous: str = "normal"  # "normal": fsync at checkpoints; "full": on every commit
-    foreign_keys: bool = False  # SQLite's default; enforced on the leader only
+    # The database's foreign-key setting, made so on opening it as the leader; None
+    # keeps what the database has (a new one starts with SQLite's default, off).
+    foreign_keys: bool | None = None
     busy_timeout_ms: int = 5000
     limits: Limits = field(default_factory=Limits)
 
@@ -112,7 +118,8 @@ class Database:
         self._readers_lock = threading.Lock()
         self._readers: list[apsw.Connection] = []
         self._local = threading.local()
-        self._policy = Policy()
+        self._settings = Settings(synchronous=self.options.synchronous)
+        self._policy = Policy(self._settings)
         self._deadline = Deadline()
         self._writer = self._connect(readonly=False, policy=self._policy, deadline=self._deadline)
         self.name, self.epoch = self._init_meta(name or self.path.stem)
@@ -123,6 +130,9 @@ class Database:
             self._version = log.head(self._writer)
             self._sequence = read_sequence(self._writer)
         self._closed = False
+        wanted = self.options.foreign_keys
+        if wanted is not None and wanted != self.foreign_keys and role is Role.LEADER:
+            self.set_foreign_keys(wanted)
 
     # -- connections ---------------------------------------------------------
 
@@ -145,7 +155,7 @@ class Database:
     def _configure_writer(self) -> None:
         leader = self.role is Role.LEADER
         self._writer.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 1 if leader else 0)
-        fk = "ON" if leader and self.options.foreign_keys else "OFF"
+        fk = "ON" if leader and self._settings.foreign_keys else "OFF"
         with self._policy.trusted():
             self._writer.execute(f"PRAGMA foreign_keys = {fk}")
 
@@ -166,19 +176,35 @@ class Database:
             )
             meta = dict(conn.execute("SELECT key, value FROM _shoal_meta"))
         self.began_empty = meta["origin"] == "empty"
+        self._settings.foreign_keys = meta.get("foreign_keys") == 1
         return str(meta["name"]), int(meta["epoch"])
 
+    def _read_settings(self) -> None:
+        """Re-reads the settings a replayed record may have changed."""
+        with self._policy.trusted():
+            rows = self._writer.execute(
+                "SELECT value FROM _shoal_meta WHERE key = 'foreign_keys'"
+            ).fetchall()
+        self._settings.foreign_keys = bool(rows) and rows[0][0] == 1
+
     def _reader(self) -> tuple[apsw.Connection, Policy, Deadline]:
-        reader = getattr(self._local, "reader", None)
+        local = self._local
+        reader = getattr(local, "reader", None)
         if reader is None:
             if self._closed:
                 raise OperationalError(f"database {self.name!r} is closed")
-            policy, deadline = Policy(), Deadline()
+            policy, deadline = Policy(self._settings, reader=True), Deadline()
             conn = self._connect(readonly=True, policy=policy, deadline=deadline)
             reader = (conn, policy, deadline)
-            self._local.reader = reader
+            local.reader, local.foreign_keys = reader, False
             with self._readers_lock:
                 self._readers.append(conn)
+        # Mirror the setting. Setting it also expires the connection's prepared
+        # statements, so a cached user pragma is judged again under the new one.
+        if local.foreign_keys is not self._settings.foreign_keys:
+            local.foreign_keys = self._settings.foreign_keys
+            with reader[1].trusted():
+                reader[0].execute(f"PRAGMA foreign_keys = {int(local.foreign_keys)}")
         return reader
 
     # -- reads ---------------------------------------------------------------
@@ -227,8 +253,11 @@ class Database:
 
     def execute(self, sql: str, params: Params = None) -> Outcome:
         """Runs `sql` as one write transaction: every statement in it, or none."""
-        if classify(sql) is Kind.VACUUM:
+        kind = classify(sql)
+        if kind is Kind.VACUUM:
             return Outcome(self.vacuum(), [Result()])
+        if kind is Kind.PRAGMA and (wanted := foreign_keys_request(sql)) is not None:
+            return Outcome(self.set_foreign_keys(wanted), [Result()])
         return self.execute_all([(sql, params)])
 
     def execute_all(self, statements: Statements) -> Outcome:
@@ -308,6 +337,36 @@ class Database:
                 raise from_apsw(exc) from None
         return tx.version
 
+    @property
+    def foreign_keys(self) -> bool:
+        """Whether the leader enforces foreign keys: the database's setting."""
+        return self._settings.foreign_keys
+
+    def set_foreign_keys(self, enabled: bool) -> int:
+        """Makes foreign-key enforcement the database's setting; returns the version.
+
+        The change is a record of its own (a row of `_shoal_meta`), so copies and
+        restores carry it. It cannot run inside a transaction: SQLite changes
+        the pragma only between them, and the writer is every client's.
+        """
+        tx = self.transaction()
+        with self._write_lock:  # tx holds it; kept until the writer is reconfigured
+            if enabled == self._settings.foreign_keys:
+                tx.rollback()
+                return self._version
+            try:
+                tx.run_trusted(
+                    "INSERT OR REPLACE INTO _shoal_meta(key, value) "
+                    f"VALUES ('foreign_keys', {int(enabled)})"
+                )
+            except BaseException:
+                tx.rollback()
+                raise
+            version = tx.commit()
+            self._settings.foreign_keys = enabled
+            self._configure_writer()
+        return version
+
     # -- replication ---------------------------------------------------------
 
     def apply(self, data: bytes | Record) -> int:
@@ -331,13 +390,15 @@ class Database:
                     f"database {self.name!r} is the leader here; it does not apply"
                 )
             conn = self._writer
+            statements = False
             try:
                 with self._policy.trusted():
                     conn.execute("BEGIN IMMEDIATE")
                     try:
                         version = log.head(conn)
                         for data in records:
-                            version = self._apply_next(conn, data, version + 1)
+                            version, ran = self._apply_next(conn, data, version + 1)
+                            statements = statements or ran
                         conn.execute("COMMIT")
                     except BaseException:
                         conn.execute("ROLLBACK")
@@ -349,9 +410,15 @@ class Database:
             self._version = version
             with self._policy.trusted():
                 self._sequence = read_sequence(conn)
+            if statements:
+                self._read_settings()
         return version
 
-    def _apply_next(self, conn: apsw.Connection, data: bytes | Record, expected: int) -> int:
+    def _apply_next(
+        self, conn: apsw.Connection, data: bytes | Record, expected: int
+    ) -> tuple[int, bool]:
+        """Applies one record; returns its version and whether it ran statements
+        (only a statement can change a setting)."""
         if isinstance(data, Record):
             record, raw = data, encode(data)
         else:
@@ -362,7 +429,7 @@ class Database:
             raise OutOfOrder(expected, record.version)
         apply_record(conn, record)
         log.append(conn, record.version, raw)
-        return record.version
+        return record.version, any(isinstance(op, Statement) for op in record.ops)
 
     def log_range(self, start: int, end: int | None = None) -> list[bytes]:
         """The encoded records from `start` to `end` (inclusive; to the newest if None)."""
@@ -590,6 +657,13 @@ class Transaction:
 
     def add_barrier(self) -> None:
         self._barrier = True
+
+    def run_trusted(self, sql: str) -> None:
+        """Runs one of the engine's own statements, and logs it as an operation."""
+        self._check_open()
+        with self._db._policy.trusted():
+            self._db._writer.execute(sql)
+        self._capture.add_statement(sql)
 
     def commit(self) -> int:
         """Commits; returns the new version (unchanged when nothing was written)."""

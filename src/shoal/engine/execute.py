@@ -163,7 +163,7 @@ def run(
             raise StatementTimeout(seconds) from None
         raise from_apsw(apsw.InterruptError("interrupted")) from None
     except apsw.AuthError as exc:
-        raise Refused(policy.take_refusal() or str(exc)) from None
+        raise policy.take_refusal() or Refused(str(exc)) from None
     except Error:
         raise
     except KeyError as exc:
@@ -171,7 +171,7 @@ def run(
     except (apsw.Error, TypeError, ValueError, OverflowError) as exc:
         refusal = policy.take_refusal()
         if refusal is not None:
-            raise Refused(refusal) from None
+            raise refusal from None
         raise from_apsw(exc) from None
     finally:
         if seconds is not None:

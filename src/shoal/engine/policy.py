@@ -1,54 +1,23 @@
 """SQL policy: what users may run on a shoal database, enforced by the authorizer.
 
 The authorizer sees every action at prepare time, so a refused statement never
-runs. APSW reports a denial only as "not authorized"; the policy keeps the reason
-so that the engine can raise `Refused` with a message that names the problem.
+runs. APSW reports a denial only as "not authorized"; the policy keeps the error
+so that the engine raises one that names the problem: `Refused`, or `ReadOnly`
+for a reader asked to change a setting (which is a write). Pragmas are judged in
+engine.pragmas.
 """
 
 from __future__ import annotations
 
 import apsw
 
+from shoal.engine.pragmas import Settings, Verdict, judge
+from shoal.errors import Error, Refused
+
 __all__ = ["INTERNAL_PREFIX", "Policy"]
 
 INTERNAL_PREFIX = "_shoal_"
 
-# Pragmas that take an argument yet only read.
-_QUERY_PRAGMAS = frozenset(
-    {
-        "collation_list",
-        "compile_options",
-        "database_list",
-        "foreign_key_check",
-        "foreign_key_list",
-        "function_list",
-        "index_info",
-        "index_list",
-        "index_xinfo",
-        "integrity_check",
-        "module_list",
-        "pragma_list",
-        "quick_check",
-        "table_info",
-        "table_list",
-        "table_xinfo",
-    }
-)
-# Pragmas a user may set: the first two travel in the record, the rest are
-# transaction-scoped or physical housekeeping that changes no row. (`optimize`
-# is left out: it may create sqlite_stat1 behind capture's back; ANALYZE is the
-# way, and it replicates.)
-_SETTABLE_PRAGMAS = frozenset(
-    {
-        "user_version",
-        "application_id",
-        "defer_foreign_keys",
-        "incremental_vacuum",
-        "wal_checkpoint",
-        "shrink_memory",
-        "analysis_limit",
-    }
-)
 _DROP_CODES = frozenset({apsw.SQLITE_DROP_TABLE, apsw.SQLITE_DROP_VIEW, apsw.SQLITE_DROP_VTABLE})
 _VIRTUAL_TABLE_MODULES = frozenset({"fts3", "fts4", "fts5", "rtree", "rtree_i32"})
 _WRITE_CODES = frozenset({apsw.SQLITE_INSERT, apsw.SQLITE_UPDATE, apsw.SQLITE_DELETE})
@@ -76,10 +45,12 @@ class Policy:
     `with policy.trusted():`; everything else is a user statement and is checked.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings | None = None, *, reader: bool = False) -> None:
+        self._settings = settings or Settings()
+        self._reader = reader
         self._trusted_depth = 0
         self._dropping: str | None = None
-        self.refusal: str | None = None
+        self.refusal: Error | None = None
 
     @property
     def internal(self) -> bool:
@@ -90,15 +61,26 @@ class Policy:
     ) -> int:
         if self._trusted_depth:
             return apsw.SQLITE_OK
+        if code == apsw.SQLITE_PRAGMA:
+            return self._pragma(arg1 or "", arg2)
         reason = _refusal(code, arg1, arg2, schema)
         if reason is not None:
-            self.refusal = reason
+            self.refusal = Refused(reason)
             return apsw.SQLITE_DENY
         if code in _DROP_CODES:
             self._dropping = arg1
         elif code == apsw.SQLITE_DELETE:
             return self._delete(arg1)
         return apsw.SQLITE_OK
+
+    def _pragma(self, name: str, argument: str | None) -> int:
+        """IGNORE makes SQLite skip a pragma without an error: the answer for one
+        that restates what holds (inside a transaction `synchronous` would fail)."""
+        verdict = judge(name, argument, self._settings, reader=self._reader)
+        if isinstance(verdict, Error):
+            self.refusal = verdict
+            return apsw.SQLITE_DENY
+        return apsw.SQLITE_OK if verdict is Verdict.RUN else apsw.SQLITE_IGNORE
 
     def _delete(self, table: str | None) -> int:
         """IGNORE on a DELETE from a table turns off SQLite's truncate optimization,
@@ -121,8 +103,8 @@ class Policy:
     def __exit__(self, *exc: object) -> None:
         self._trusted_depth -= 1
 
-    def take_refusal(self) -> str | None:
-        """The reason for the last denial, cleared so it is reported once."""
+    def take_refusal(self) -> Error | None:
+        """The error for the last denial, cleared so it is reported once."""
         reason, self.refusal = self.refusal, None
         return reason
 
@@ -136,8 +118,6 @@ def _refusal(code: int, arg1: str | None, arg2: str | None, schema: str | None) 
         return "DETACH is refused: shoal databases cannot attach others"
     if code == apsw.SQLITE_FUNCTION and arg2 == "load_extension":
         return "load_extension() is refused: extensions are not replicated"
-    if code == apsw.SQLITE_PRAGMA:
-        return _pragma_refusal((arg1 or "").lower(), arg2)
     if code == apsw.SQLITE_TRANSACTION:
         return (
             f"{arg1} is refused here: each request runs as one transaction; "
@@ -153,15 +133,6 @@ def _refusal(code: int, arg1: str | None, arg2: str | None, schema: str | None) 
         allowed = ", ".join(sorted(_VIRTUAL_TABLE_MODULES))
         return f"virtual table module {arg2!r} is refused (allowed: {allowed})"
     return None
-
-
-def _pragma_refusal(name: str, argument: str | None) -> str | None:
-    if argument is None or name in _QUERY_PRAGMAS or name in _SETTABLE_PRAGMAS:
-        return None
-    return (
-        f"PRAGMA {name} = {argument} is refused: it changes durability, the schema's "
-        "integrity or the connection that every client shares; shoal sets it"
-    )
 
 
 def _internal(name: str | None) -> bool:

@@ -78,6 +78,7 @@ class DatabaseInfo:
     role: str | None = None
     durability: str | None = None
     leader: str | None = None
+    foreign_keys: bool | None = None
 
 
 @dataclass(eq=False)
@@ -428,6 +429,7 @@ class Node:
                 role=db.role.value,
                 durability=spec.durability if spec else None,
                 leader=lease.holder if lease else None,
+                foreign_keys=db.foreign_keys,
             )
 
     async def list_databases(self) -> list[DatabaseInfo]:

@@ -241,13 +241,19 @@ def result_schemas() -> Json:
                 "role": {"enum": [role.value for role in Role]},
                 "durability": ref("Durability"),
                 "leader": {"type": "string", "description": "In a cluster: the leading node."},
+                "foreign_keys": {
+                    "type": "boolean",
+                    "description": "The database's foreign-key setting (`PRAGMA foreign_keys`).",
+                },
                 "checksum": {
                     "type": "string",
                     "description": "With `?checksum=1`: this copy's logical checksum at `version`.",
                 },
             },
-            optional=("epoch", "role", "durability", "leader", "checksum"),
-            description="`epoch` and `role` are given for one database, not in lists.",
+            optional=("epoch", "role", "durability", "leader", "foreign_keys", "checksum"),
+            description=(
+                "`epoch`, `role` and `foreign_keys` are given for one database, not in lists."
+            ),
         ),
         "Durability": {
             "enum": ["sync", "async"],
