@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+import httpx
 import pyrqlite.dbapi2 as rqlite
 import pytest
 
@@ -150,7 +151,8 @@ def test_creating_a_token_keeps_the_cli_working_on_the_nodes_machine(
     start_node: StartNode, tmp_path: Path
 ) -> None:
     """The README's steps, twice, in the directory holding ./shoal-data: the CLI uses
-    the node's local admin credential, and each new token works at once."""
+    the node's local admin credential, each new token works at once, and revoking
+    the last one gives loopback clients their token-free access back."""
     data = tmp_path / "shoal-data"
     node = start_node(data_dir=data)
     url = ["--url", node.url]
@@ -177,9 +179,12 @@ def test_creating_a_token_keeps_the_cli_working_on_the_nodes_machine(
             env={"SHOAL_TOKEN": made.stdout.strip()},
         )
         assert written.returncode == 0, written.stderr
-    elsewhere = shoal_command("db", "list", *url, cwd=data)
-    assert elsewhere.returncode == 1 and len(elsewhere.stderr.strip().splitlines()) == 1
-    assert f"--data-dir {data}" in elsewhere.stderr and "SHOAL_TOKEN" in elsewhere.stderr
+        elsewhere = shoal_command("db", "list", *url, cwd=data)
+        assert elsewhere.returncode == 1 and len(elsewhere.stderr.strip().splitlines()) == 1
+        assert f"--data-dir {data}" in elsewhere.stderr and "SHOAL_TOKEN" in elsewhere.stderr
+        assert httpx.get(f"{node.url}/v1/databases").status_code == 401
+        assert shoal_command("token", "revoke", "ci", cwd=tmp_path).returncode == 0
+        assert httpx.get(f"{node.url}/v1/databases").status_code == 200  # loopback, no token
     by_env = {"SHOAL_DATA_DIR": str(data)}
     assert shoal_command("db", "list", *url, env=by_env, cwd=data).returncode == 0
 
