@@ -205,6 +205,18 @@ def test_a_follower_applies_with_foreign_keys_off_whatever_the_setting(pair: Pai
     assert pair.follower.role is Role.FOLLOWER and pair.follower.foreign_keys
 
 
+def test_a_change_by_another_process_is_enforced_at_the_next_write(tmp_path: Path) -> None:
+    """Two openers of one file, as two worker processes of an application are."""
+    with Database(tmp_path / "app.db") as first, Database(tmp_path / "app.db") as second:
+        with_tables(first)
+        second.execute("PRAGMA foreign_keys = ON")
+        with pytest.raises(IntegrityError):
+            orphan_insert(first)
+        assert first.query("PRAGMA foreign_keys").results[0].rows == [(1,)]
+        second.execute("PRAGMA foreign_keys = OFF")
+        orphan_insert(first)
+
+
 def test_a_snapshot_and_a_seeded_copy_carry_the_setting(db: Database, tmp_path: Path) -> None:
     db.execute("PRAGMA foreign_keys = ON")
     db.snapshot(tmp_path / "snap.db")

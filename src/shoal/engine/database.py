@@ -590,12 +590,7 @@ class Transaction:
                 raise ReadOnly(f"database {db.name!r} is a follower here; writes go to its leader")
             conn = db._writer
             with db._policy.trusted():
-                conn.execute("BEGIN IMMEDIATE")
-                head = log.head(conn)
-                if head != db._version:  # another process wrote the file: refresh caches
-                    db._version = head
-                    db._sequence = read_sequence(conn)
-            self._base = head
+                self._base = self._begin(conn)
             self._capture = Capture(conn, db._policy, db._sequence, db._read_committed)
             self._barrier = False
             self._open = True
@@ -607,6 +602,24 @@ class Transaction:
             if isinstance(exc, apsw.Error):
                 raise from_apsw(exc) from None
             raise
+
+    def _begin(self, conn: apsw.Connection) -> int:
+        """BEGIN IMMEDIATE; returns the log's head. When another process wrote the
+        file meanwhile, refreshes the caches, and the writer's foreign keys if that
+        write changed the setting (SQLite changes them only between transactions)."""
+        db = self._db
+        while True:
+            conn.execute("BEGIN IMMEDIATE")
+            head = log.head(conn)
+            if head == db._version:
+                return head
+            db._version, db._sequence = head, read_sequence(conn)
+            enforced = db._settings.foreign_keys
+            db._read_settings()
+            if db._settings.foreign_keys == enforced:
+                return head
+            conn.execute("ROLLBACK")
+            db._configure_writer()
 
     @property
     def is_open(self) -> bool:
