@@ -176,11 +176,11 @@ class Database:
             )
             meta = dict(conn.execute("SELECT key, value FROM _shoal_meta"))
         self.began_empty = meta["origin"] == "empty"
-        self._settings.foreign_keys = meta.get("foreign_keys") == 1
+        self._read_settings()
         return str(meta["name"]), int(meta["epoch"])
 
     def _read_settings(self) -> None:
-        """Re-reads the settings a replayed record may have changed."""
+        """Reads the settings kept in `_shoal_meta` (a record may have changed them)."""
         with self._policy.trusted():
             rows = self._writer.execute(
                 "SELECT value FROM _shoal_meta WHERE key = 'foreign_keys'"
@@ -203,8 +203,9 @@ class Database:
         # statements, so a cached user pragma is judged again under the new one.
         if local.foreign_keys is not self._settings.foreign_keys:
             local.foreign_keys = self._settings.foreign_keys
-            with reader[1].trusted():
-                reader[0].execute(f"PRAGMA foreign_keys = {int(local.foreign_keys)}")
+            conn, policy, _ = reader
+            with policy.trusted():
+                conn.execute(f"PRAGMA foreign_keys = {int(local.foreign_keys)}")
         return reader
 
     # -- reads ---------------------------------------------------------------

@@ -65,6 +65,7 @@ _HARMLESS = frozenset(
 )
 # Settings of the connection that runs them: memory, temporary storage, waits.
 _CONNECTION_TUNING = frozenset({"busy_timeout", "cache_size", "temp_store", "mmap_size"})
+_RUN_AS_IN_SQLITE = _INSPECTING | _HARMLESS | _CONNECTION_TUNING
 _SYNCHRONOUS_LEVELS = {"off": 0, "normal": 1, "full": 2, "extra": 3}
 _BOOLEANS = {"on": 1, "yes": 1, "true": 1, "off": 0, "no": 0, "false": 0}
 _DURABILITY = "a statement may not change its durability"
@@ -98,23 +99,22 @@ def judge(name: str, argument: str | None, settings: Settings, *, reader: bool) 
     name = name.lower()
     if name == "optimize":
         return Verdict.NO_OP
-    if argument is None or name in _INSPECTING or name in _HARMLESS:
+    if argument is None or name in _RUN_AS_IN_SQLITE:
         return Verdict.RUN
-    if name in _CONNECTION_TUNING:
-        return Verdict.RUN
-    value = argument.strip().strip("'\"").lower()
     if name == "journal_mode":
-        return Verdict.RUN if value == "wal" else _fixed(name, argument, "WAL", _DURABILITY)
+        if _plain(argument) == "wal":
+            return Verdict.RUN
+        return _fixed(name, argument, "WAL", _DURABILITY)
     if name == "synchronous":
-        if _level(value, _SYNCHRONOUS_LEVELS) == _SYNCHRONOUS_LEVELS[settings.synchronous]:
+        if _level(argument, _SYNCHRONOUS_LEVELS) == _SYNCHRONOUS_LEVELS[settings.synchronous]:
             return Verdict.NO_OP
         return _fixed(name, argument, settings.synchronous.upper(), _DURABILITY)
     if name == "legacy_alter_table":
-        if _level(value, _BOOLEANS) == 0:
+        if _level(argument, _BOOLEANS) == 0:
             return Verdict.NO_OP
         return _fixed(name, argument, "OFF", _REPLAYED_ALTER)
     if name == "foreign_keys":
-        wanted = _level(value, _BOOLEANS)
+        wanted = _level(argument, _BOOLEANS)
         if wanted is None:
             return Refused(f"PRAGMA foreign_keys = {argument}: the value must be ON or OFF")
         if bool(wanted) == settings.foreign_keys:
@@ -131,13 +131,19 @@ def foreign_keys_request(sql: str) -> bool | None:
     match = _ASSIGNMENT.match(sql)
     if match is None or match.group(1).lower() != "foreign_keys":
         return None
-    text = (match.group("eq") if match.group("eq") is not None else match.group("paren")) or ""
-    wanted = _level(text.strip().strip("'\"").lower(), _BOOLEANS)
+    text = match.group("eq") if match.group("eq") is not None else match.group("paren")
+    wanted = _level(text or "", _BOOLEANS)
     return None if wanted is None else bool(wanted)
 
 
-def _level(value: str, names: dict[str, int]) -> int | None:
+def _plain(argument: str) -> str:
+    """The argument without blanks, quotes or case: `'WAL'` is `wal`."""
+    return argument.strip().strip("'\"").lower()
+
+
+def _level(argument: str, names: dict[str, int]) -> int | None:
     """A pragma's argument as SQLite reads it: a number, or one of `names`."""
+    value = _plain(argument)
     if value.lstrip("-").isdigit():
         return int(value)
     return names.get(value)
