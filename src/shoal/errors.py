@@ -36,7 +36,8 @@ with shoal's own errors as named leaves that carry their context::
         │   ├── WrongDatabase          a record of another database
         │   ├── OutOfOrder             a gap or a repeat in versions
         │   ├── ApplyConflict          the changeset does not fit the data
-        │   └── ReseedRequired         a barrier (VACUUM): seed from a snapshot
+        │   ├── ReseedRequired         a barrier (VACUUM): seed from a snapshot
+        │   └── LogTruncated           the log no longer holds it: seed from a snapshot
         └── ArchiveError               the archive cannot do what was asked
             ├── StoreUnavailable       the blob store cannot be reached now; retry
             ├── BlobNotFound           no object at that key
@@ -67,6 +68,7 @@ __all__ = [
     "InterfaceError",
     "InternalError",
     "InvalidRequest",
+    "LogTruncated",
     "NotArchived",
     "NotLeader",
     "OutcomeUnknown",
@@ -282,6 +284,19 @@ class ReseedRequired(ReplicationError):
             f"at version {version} or later"
         )
         self.version = version
+
+
+class LogTruncated(ReplicationError):
+    """The log no longer holds the record asked for: seed from a snapshot instead."""
+
+    def __init__(self, database: str, after: int, oldest: int) -> None:
+        super().__init__(
+            f"this copy of {database!r} no longer holds record {after + 1} in its log "
+            f"(it starts at {oldest}): seed from a snapshot "
+            f"(GET /v1/databases/{database}/snapshot), then follow from its version"
+        )
+        self.after = after
+        self.oldest = oldest
 
 
 _APSW_TO_SHOAL: list[tuple[type[BaseException], type[Error]]] = [

@@ -1,4 +1,5 @@
-"""The embedded log (read, truncate) and snapshots taken while writers write."""
+"""The embedded log (read, follow, truncate), the version listeners, and snapshots
+taken while writers write."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from shoal.engine import Database
-from shoal.errors import OperationalError
+from shoal.errors import LogTruncated, OperationalError
+from shoal.record import decode
+from tests.conftest import Pair
 
 
 def write(db: Database, count: int) -> None:
@@ -105,3 +108,26 @@ def test_snapshot_and_seed_refuse_to_overwrite(db: Database, tmp_path: Path) -> 
     with pytest.raises(OperationalError, match="already exists"):
         Database.seed(tmp_path / "test.db", tmp_path / "taken.db")
     assert (tmp_path / "taken.db").read_bytes() == b"precious"
+
+
+def test_listeners_hear_each_version_committed_or_applied(pair: Pair) -> None:
+    heard: dict[str, list[int]] = {"leader": [], "follower": []}
+    pair.leader.listeners.append(heard["leader"].append)
+    pair.follower.listeners.append(heard["follower"].append)
+    pair.leader.execute("CREATE TABLE t(a)")
+    pair.leader.execute("INSERT INTO t VALUES (1)")
+    pair.leader.execute("SELECT 1")  # writes nothing: no version, no call
+    pair.sync()
+    assert heard == {"leader": [1, 2], "follower": [1, 2]}
+
+
+def test_log_after_reads_on_from_a_version_or_says_it_is_gone(db: Database) -> None:
+    db.execute("CREATE TABLE t(a)")
+    for i in range(5):
+        db.execute(f"INSERT INTO t VALUES ({i})")
+    assert [decode(raw).version for raw in db.log_after(2, limit=2)] == [3, 4]
+    assert db.log_after(6, limit=10) == []
+    db.truncate_log(below=4)
+    assert [decode(raw).version for raw in db.log_after(3, limit=10)] == [4, 5, 6]
+    with pytest.raises(LogTruncated, match="no longer holds record 3"):
+        db.log_after(2, limit=10)

@@ -42,6 +42,8 @@ ENDPOINTS: list[tuple[str, str, Any, Scope | None]] = [
     ("POST", "/v1/databases/app/request", {"sql": "SELECT 1"}, READ),
     ("POST", "/v1/databases/app/request", {"sql": "INSERT INTO t VALUES (1)"}, WRITE),
     ("GET", "/v1/databases/app/backup", None, READ),
+    ("GET", "/v1/databases/app/log?after=0&until=0", None, READ),
+    ("GET", "/v1/databases/app/snapshot", None, READ),
     ("POST", "/v1/databases/app/load", "CREATE TABLE IF NOT EXISTS u(a);", ADMIN),
     ("POST", "/v1/databases/app/transactions", None, WRITE),
     ("POST", "/v1/databases/app/transactions/nope", {"sql": "SELECT 1"}, WRITE),

@@ -27,6 +27,7 @@ from starlette.testclient import TestClient
 from shoal.server.auth import hash_secret
 from shoal.server.config import TokenSpec
 from shoal.server.openapi import document
+from shoal.stream import FrameKind, FrameReader
 
 ADMIN = "admin-secret"
 READER = "reader-secret"
@@ -40,6 +41,7 @@ DBS = "/v1/databases"
 DB = "/v1/databases/{name}"
 QUERY, EXECUTE, REQUEST = f"{DB}/query", f"{DB}/execute", f"{DB}/request"
 BACKUP, LOAD = f"{DB}/backup", f"{DB}/load"
+LOG, SNAPSHOT = f"{DB}/log", f"{DB}/snapshot"
 BEGIN = f"{DB}/transactions"
 RUN, COMMIT, ROLLBACK = f"{BEGIN}/{{tx}}", f"{BEGIN}/{{tx}}/commit", f"{BEGIN}/{{tx}}/rollback"
 
@@ -363,6 +365,22 @@ def copies(c: Contract) -> None:
     c.call("post", LOAD, 404, content=b"SELECT 1;", name="missing")
 
 
+def replication(c: Contract) -> None:
+    version = c.call("post", EXECUTE, 200, json={"sql": "INSERT INTO t(v) VALUES (0)"})
+    head = version.json()["version"]
+    streamed = c.call("get", LOG, 200, params={"after": "1", "until": "3"}, auth=basic(READER))
+    assert [f.kind for f in FrameReader().feed(streamed.content)] == [FrameKind.RECORD] * 2
+    c.call("get", LOG, 400, params={"after": "-1"})
+    c.call("get", LOG, 404, name="missing")
+    node = c.client.app.state.node  # type: ignore[attr-defined]
+    node._open["app"].db.truncate_log(below=head)
+    c.call("get", LOG, 410, params={"after": "1"})
+    seed = c.call("get", SNAPSHOT, 200, auth=basic(READER))
+    assert seed.content.startswith(b"SQLite format 3\x00")
+    c.call("get", SNAPSHOT, 400, name="-bad")
+    c.call("get", SNAPSHOT, 404, name="missing")
+
+
 SAMPLE_BODIES = {
     "createDatabase": {"name": "new"},
     "query": {"sql": "SELECT 1"},
@@ -381,6 +399,8 @@ STOPPING = {
     "backup",
     "load",
     "beginTransaction",
+    "followLog",
+    "snapshot",
 }
 # Documented statuses the scenario cannot reach without a fault, besides every 500.
 NEEDS_A_FAULT = {
@@ -388,6 +408,8 @@ NEEDS_A_FAULT = {
     (RUN, "post", 503),  # Busy or I/O errors inside an open transaction
     (COMMIT, "post", 409),  # a deferred constraint: the node runs without foreign keys
     (COMMIT, "post", 503),  # Busy or I/O errors at COMMIT
+    (LOG, "get", 301),  # a cluster node holding no copy (routing's redirect)
+    (SNAPSHOT, "get", 301),
 }
 
 
@@ -439,7 +461,8 @@ def drops(c: Contract) -> None:
 
 
 def test_every_operation_answers_as_documented(contract: Contract) -> None:
-    for step in (probes_and_auth, databases, statements, transactions, copies, refusals, drops):
+    steps = (probes_and_auth, databases, statements, transactions, copies, replication)
+    for step in (*steps, refusals, drops):
         step(contract)
     documented = documented_operations(contract.doc)
     succeeded = {(path, method.upper()) for path, method, status in contract.seen if status < 300}

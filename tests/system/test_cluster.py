@@ -21,6 +21,8 @@ import pytest
 from shoal.archive.catalog import read_index
 from shoal.archive.local import FolderStore
 from shoal.errors import NotArchived
+from shoal.record import decode
+from shoal.stream import FrameKind, FrameReader
 from tests.services import Cluster, Writer, postgres_server, shoal_cluster, wait_until
 
 SCHEMA = "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"
@@ -498,6 +500,23 @@ def test_a_vacuum_right_after_a_change_of_leader_reaches_every_copy(
     cluster[leader].start()
     cluster.wait_members()
     assert_healed_after_vacuum(cluster, "app", new, {1, 2, 3})
+
+
+def test_a_follower_serves_the_log_stream_from_its_own_copy(cluster: Cluster) -> None:
+    """Replicas spread over the nodes: a follower streams records as it applies them."""
+    leader = create(cluster, "app", "sync")
+    follower = next(node_id for node_id in cluster.live if node_id != leader)
+    reader, got = FrameReader(), []
+    params = {"after": 1, "heartbeat": 0.2}
+    url = f"{cluster[follower].url}/v1/databases/app/log"
+    with httpx.stream("GET", url, params=params, timeout=30) as response:
+        assert response.status_code == 200 and response.headers["shoal-node"] == follower
+        ok(insert(cluster[leader].url, "app", 1, 3))
+        for chunk in response.iter_raw():
+            got += [f for f in reader.feed(chunk) if f.kind is FrameKind.RECORD]
+            if got:
+                break
+    assert decode(got[0].payload).version == 2
 
 
 def test_foreign_keys_turned_on_stay_on_for_the_next_leader(cluster: Cluster) -> None:

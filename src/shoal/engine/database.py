@@ -20,7 +20,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -41,6 +41,7 @@ from shoal.engine.sqltext import Kind, classify, is_single_statement
 from shoal.errors import (
     Busy,
     Error,
+    LogTruncated,
     OperationalError,
     OutOfOrder,
     QueryWrites,
@@ -125,6 +126,9 @@ class Database:
         self.name, self.epoch = self._init_meta(name or self.path.stem)
         self.role = role
         self.commit_hook: CommitHook | None = None
+        # Called with the new version from the thread that committed or applied it
+        # (a node wakes what waits for versions); they must be quick and not raise.
+        self.listeners: list[Callable[[int], None]] = []
         self._configure_writer()
         with self._policy.trusted():
             self._version = log.head(self._writer)
@@ -413,7 +417,12 @@ class Database:
                 self._sequence = read_sequence(conn)
             if statements:
                 self._read_settings()
+        self._advanced(version)
         return version
+
+    def _advanced(self, version: int) -> None:
+        for listener in self.listeners:
+            listener(version)
 
     def _apply_next(
         self, conn: apsw.Connection, data: bytes | Record, expected: int
@@ -436,6 +445,15 @@ class Database:
         """The encoded records from `start` to `end` (inclusive; to the newest if None)."""
         conn, _, _ = self._reader()
         return log.read_range(conn, start, end)
+
+    def log_after(self, after: int, limit: int) -> list[bytes]:
+        """Up to `limit` encoded records from version `after + 1` on, read in one
+        statement; LogTruncated when this copy's log no longer holds `after + 1`."""
+        conn, _, _ = self._reader()
+        rows = log.read_after(conn, after, limit)
+        if rows and rows[0][0] != after + 1:
+            raise LogTruncated(self.name, after, rows[0][0])
+        return [record for _, record in rows]
 
     def records(self, start: int, end: int | None = None) -> list[Record]:
         """The decoded records from `start` to `end`."""
@@ -708,6 +726,8 @@ class Transaction:
                 db.commit_hook.after_commit(version, raw)
         finally:
             self._end()
+        if raw:
+            db._advanced(version)
         return version
 
     def rollback(self) -> None:

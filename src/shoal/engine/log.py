@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import apsw
 
-__all__ = ["append", "create", "head", "oldest", "read_range", "truncate"]
+__all__ = ["append", "create", "head", "oldest", "read_after", "read_range", "truncate"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS _shoal_log(version INTEGER PRIMARY KEY, record BLOB NOT NULL);
@@ -46,6 +46,15 @@ def read_range(conn: apsw.Connection, start: int, end: int | None = None) -> lis
             (start, end),
         )
     return [bytes(record) for (record,) in rows]
+
+
+def read_after(conn: apsw.Connection, after: int, limit: int) -> list[tuple[int, bytes]]:
+    """Up to `limit` (version, record) pairs with version > after, oldest first."""
+    rows = conn.execute(
+        "SELECT version, record FROM _shoal_log WHERE version > ? ORDER BY version LIMIT ?",
+        (after, limit),
+    )
+    return [(int(version), bytes(record)) for version, record in rows]
 
 
 def oldest(conn: apsw.Connection) -> int:

@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as ASGIScope
 
 from shoal.errors import Error
-from shoal.server import native, rqlite, transactions
+from shoal.server import logstream, native, rqlite, transactions
 from shoal.server.auth import Scope
 from shoal.server.config import Settings
 from shoal.server.httputil import (
@@ -145,6 +145,7 @@ def create_app(
         *native.routes(),
         *rqlite.routes(),
         *transactions.routes(native.BASE),
+        *logstream.routes(native.BASE),
         Route("/livez", livez, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

@@ -21,6 +21,7 @@ from shoal.errors import (
     IntegrityError,
     InternalError,
     InvalidRequest,
+    LogTruncated,
     OperationalError,
     OutcomeUnknown,
     QueryWrites,
@@ -54,6 +55,7 @@ _STATUS: list[tuple[type[BaseException], int]] = [
     (TransactionNotFound, 404),
     (DatabaseExists, 409),
     (IntegrityError, 409),
+    (LogTruncated, 410),  # gone from this copy's log: seed from a snapshot
     (RequestTooLarge, 413),
     (QueryWrites, 400),
     (StatementTimeout, 400),  # the request is over a limit of the node: not worth a retry

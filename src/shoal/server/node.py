@@ -130,6 +130,8 @@ class Node:
         )
         self.cluster: Cluster | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._advanced: dict[str, asyncio.Event] = {}  # set at a database's next version
+        self.draining = False  # stopping: long-lived responses (log streams) end
         # In a cluster every copy opens as a follower; its replica promotes it.
         self._role = Role.FOLLOWER if settings.control_plane else Role.LEADER
 
@@ -205,8 +207,11 @@ class Node:
         logger.info("node %s joined the cluster as %s", self.node_id, settings.url)
 
     async def leave(self) -> None:
-        """Hands this node's leases over (before the HTTP server stops, so that
-        requests meanwhile are forwarded to the new leaders, not refused)."""
+        """Ends log streams, and hands this node's leases over (before the HTTP
+        server stops, so that requests meanwhile are forwarded to the new leaders,
+        not refused)."""
+        self.draining = True
+        self._wake_all()
         if self.cluster is not None:
             self.ready = False  # /readyz: send new clients elsewhere
             await self.cluster.leave()
@@ -216,7 +221,8 @@ class Node:
         if self.cluster is not None:
             await self.cluster.close()
         self.ready = False
-        self.closing = True
+        self.closing = self.draining = True
+        self._wake_all()
         for task in (self._housekeeper, self._archiving):
             if task is not None:
                 task.cancel()
@@ -310,7 +316,13 @@ class Node:
         path = self.path(name)
         if not path.exists():
             raise DatabaseNotFound(name)
-        return Database(path, name=name, options=self.options, role=self._role)
+        return self._database(path, name)
+
+    def _database(self, path: Path, name: str) -> Database:
+        """Opens (or creates) the file as this node opens every database."""
+        db = Database(path, name=name, options=self.options, role=self._role)
+        db.listeners.append(functools.partial(self._on_version, db.name))
+        return db
 
     # -- a cluster's copies (cluster.coordinator.Databases) ---------------------
 
@@ -323,7 +335,7 @@ class Node:
         return entry.db
 
     def _create_copy(self, name: str) -> None:
-        Database(self.path(name), name=name, options=self.options, role=self._role).close()
+        self._database(self.path(name), name).close()
 
     async def release(self, name: str, *, remove: bool, dropped: bool = False) -> None:
         entry = self._open.get(name)
@@ -376,7 +388,7 @@ class Node:
         async with self._admin:
             if name in self._open or await self.write(path.exists):
                 raise DatabaseExists(name)
-            db = await self.write(lambda: Database(path, name=name, options=self.options))
+            db = await self.write(self._database, path, name)
             self._open[name] = _Entry(db)
             self._track(db)
         return await self.info(name)
@@ -488,12 +500,37 @@ class Node:
     async def wait_for_version(self, db: Database, wanted: int, timeout: float) -> None:
         """Returns once `db` reached version `wanted`; VersionNotReached after `timeout`."""
         deadline = time.monotonic() + timeout
-        delay = 0.001
         while db.version < wanted:
-            if time.monotonic() >= deadline:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise VersionNotReached(wanted, db.version, timeout)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
+            await self.next_version(db.name, remaining)
+
+    async def next_version(self, name: str, timeout: float) -> None:
+        """Returns when database `name` commits or applies a version, when the node
+        starts draining, or after `timeout` seconds, whichever comes first. The
+        caller checks what it waits for before calling: a version committed after
+        that check wakes it, one committed before is already visible."""
+        if self.draining:
+            return
+        event = self._advanced.setdefault(name, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+
+    def _on_version(self, name: str, version: int) -> None:
+        """A database's listener, on the thread that committed or applied `version`."""
+        if name in self._advanced and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits
+                self._loop.call_soon_threadsafe(self._wake, name)
+
+    def _wake(self, name: str) -> None:
+        event = self._advanced.pop(name, None)
+        if event is not None:
+            event.set()
+
+    def _wake_all(self) -> None:
+        for name in list(self._advanced):
+            self._wake(name)
 
 
 def _node_id(data_dir: Path) -> str:

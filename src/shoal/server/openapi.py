@@ -31,6 +31,7 @@ _RESPONSES = {
     403: ("Forbidden", "The token's scope or database patterns do not allow this."),
     404: ("NotFound", "No such database, or no such open transaction."),
     409: ("Conflict", "The database exists already, or a constraint failed."),
+    410: ("Gone", "This copy's log no longer holds the records asked for: seed from a snapshot."),
     413: ("PayloadTooLarge", "The body is over `max_body_bytes`, or has over `max_statements`."),
     500: ("ServerError", "Something that should not happen; the type names it."),
     503: ("ServiceUnavailable", "Retry later: busy, not at `min_version` yet, or stopping."),
@@ -690,6 +691,90 @@ def statement_paths() -> Json:
     }
 
 
+def replication_paths() -> Json:
+    base = "/v1/databases/{name}"
+    name = [ref("DatabaseName", "parameters")]
+
+    def version_parameter(key: str, description: str) -> Json:
+        schema = {"type": "integer", "minimum": 0}
+        return {
+            "name": key,
+            "in": "query",
+            "required": False,
+            "schema": schema,
+            "description": description,
+        }
+
+    moved = {
+        "301": {
+            "description": "This node holds no copy: the same request at a node that does.",
+            "headers": {"Location": header("That node's URL for it.", {"type": "string"})},
+        }
+    }
+    stream = {
+        "description": "Frames until the client goes, `until` is reached, or the node "
+        "stops (an end frame): each `kind u8 | length u32 | payload`, kind 1 a record "
+        '(the next version), 2 a heartbeat (JSON `{"version": N}`, this copy\'s), 3 the '
+        "end (JSON, the error that ended it). The record format document has the bytes.",
+        "headers": {
+            "Shoal-Version": header("This copy's version as the stream began.", {"type": "integer"})
+        },
+        "content": {
+            "application/vnd.shoal.log": {
+                "schema": {"type": "string", "contentMediaType": "application/vnd.shoal.log"}
+            }
+        },
+    }
+    seed = {
+        "description": "A SQLite file of this copy (its log trimmed to the newest record): "
+        "seed from it, then follow the log after its version.",
+        "headers": {"Shoal-Version": version_header()},
+        "content": {
+            "application/octet-stream": {
+                "schema": {"type": "string", "contentMediaType": "application/vnd.sqlite3"}
+            }
+        },
+    }
+    return {
+        f"{base}/log": {
+            "parameters": name,
+            "get": operation(
+                "followLog",
+                "replication",
+                "Streams the records after a version, as this copy gets them.",
+                responses({"200": stream} | moved, 400, 401, 403, 404, 410, 500, 503),
+                scope="read",
+                parameters=[
+                    version_parameter("after", "Send the records after this version (0)."),
+                    version_parameter(
+                        "until", "End once this version is sent (never, by default)."
+                    ),
+                    {
+                        "name": "heartbeat",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "number", "minimum": 0.05, "maximum": 60},
+                        "description": "Seconds without a record before a heartbeat (1).",
+                    },
+                ],
+                description="Served by any node from its own copy, so replicas need not "
+                "all follow the leader. 410 when this copy's log no longer holds the "
+                "record after `after`.",
+            ),
+        },
+        f"{base}/snapshot": {
+            "parameters": name,
+            "get": operation(
+                "snapshot",
+                "replication",
+                "Downloads this copy to seed a replica from.",
+                responses({"200": seed} | moved, 400, 401, 403, 404, 500, 503),
+                scope="read",
+            ),
+        },
+    }
+
+
 def copy_paths() -> Json:
     base = "/v1/databases/{name}"
     name = [ref("DatabaseName", "parameters")]
@@ -864,12 +949,14 @@ def document() -> dict[str, Any]:
             {"name": "statements", "description": "Run SQL; each answers with a batch."},
             {"name": "transactions", "description": "Interactive: begin, run, commit."},
             {"name": "backup", "description": "Whole-database copies out and in."},
+            {"name": "replication", "description": "Follow a database: its log and a seed."},
             {"name": "operations", "description": "Probes, metrics and this document."},
         ],
         "paths": probe_paths()
         | database_paths()
         | statement_paths()
         | copy_paths()
+        | replication_paths()
         | transaction_paths(),
         "components": {
             "schemas": schemas,

@@ -43,7 +43,8 @@ from then on every client needs a token, loopback ones too.
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, but a cluster node leaves its cluster before it stops serving."""
+    """uvicorn's server, but the node first ends its log streams (uvicorn would wait
+    for those long responses) and leaves its cluster, if any, before serving stops."""
 
     node: Node | None = None
     leaving: asyncio.Task[None] | None = None
@@ -51,7 +52,7 @@ class _Server(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         node = self.node
-        if self._asked or node is None or node.cluster is None:
+        if self._asked or node is None:
             super().handle_exit(sig, frame)  # a second signal stops at once
             return
         self._asked = True
