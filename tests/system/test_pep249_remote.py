@@ -39,6 +39,21 @@ class TestRemoteConnection(dbapi20.DatabaseAPI20Test):  # type: ignore[misc]
     test_non_idempotent_close = embedded.TestEmbeddedConnection.test_non_idempotent_close
 
 
+@pytest.fixture(scope="class")
+def replica_of(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    with shoal_node(tmp_path_factory.mktemp("pep249-replica")) as node:
+        request.cls.connect_args = (tmp_path_factory.mktemp("replica") / "local.db",)
+        request.cls.connect_kw_args = {"replica_of": f"{node.url}/default"}
+        yield
+
+
+@pytest.mark.usefixtures("replica_of")
+class TestReplicaConnection(TestRemoteConnection):
+    """The same suite on an embedded replica: reads local, writes through the node."""
+
+
 def test_what_django_sends_works_over_http_and_foreign_keys_hold(tmp_path: Path) -> None:
     with (
         shoal_node(tmp_path) as node,

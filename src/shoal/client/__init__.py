@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from shoal.archive.archiver import ArchivePolicy
 from shoal.archive.base import BlobStore
-from shoal.client import embedded, remote
+from shoal.client import embedded, remote, replica
 from shoal.client.dbapi import BaseConnection
 from shoal.engine import Options
 from shoal.errors import InterfaceError
@@ -24,6 +25,7 @@ def connect(
     timeout: float = 60.0,
     archive: str | BlobStore | None = None,
     archive_policy: ArchivePolicy | None = None,
+    replica_of: str | Sequence[str] | None = None,
 ) -> BaseConnection:
     """Opens a DB-API 2.0 connection.
 
@@ -37,6 +39,11 @@ def connect(
     For a file, `archive` ("s3://bucket/prefix", "file:///path", a folder, or a
     BlobStore) runs the archiver inside the application: continuous backup, with
     point-in-time restore by `shoal restore`, and no server.
+
+    With `replica_of` (a node's database URL, or several nodes' for the same
+    database) the file is an embedded replica: seeded from the node when new, kept
+    in step by a background thread, read in process; writes go to the node, and
+    `commit()` returns once the local copy has them (docs/embedded.md).
     """
     if isinstance(database, str) and database.startswith(("http://", "https://")):
         if name is not None or options is not None or archive is not None:
@@ -44,6 +51,12 @@ def connect(
                 "name, options and archive apply to files; a node archives its own databases"
             )
         return remote.Connection(database, token=token, autocommit=autocommit, timeout=timeout)
+    if replica_of is not None:
+        if name is not None or options is not None or archive is not None:
+            raise InterfaceError("name, options and archive do not apply to a replica")
+        return replica.Connection(
+            database, replica_of, token=token, autocommit=autocommit, timeout=timeout
+        )
     if token is not None:
         raise InterfaceError("a token is for a node's URL, not a database file")
     return embedded.Connection(

@@ -26,7 +26,7 @@ import httpx
 import shoal.errors
 from shoal.client.dbapi import BaseConnection
 from shoal.engine.execute import Params, Result
-from shoal.errors import Error, InterfaceError, OperationalError
+from shoal.errors import Error, InterfaceError, OperationalError, Unavailable
 
 __all__ = ["Connection", "NodeClient", "error_from"]
 
@@ -121,6 +121,8 @@ class NodeClient:
                     response.read()
                     raise error_from(response)
                 yield response
+        except httpx.ConnectError as exc:  # nothing was sent: safe to retry
+            raise Unavailable(f"cannot reach {self.base_url}: {exc}; retry") from None
         except httpx.TransportError as exc:
             raise OperationalError(f"cannot reach {self.base_url}: {exc}") from None
 
@@ -134,7 +136,7 @@ class _RemoteTransaction:
     def __init__(self, client: NodeClient, path: str) -> None:
         self._client = client
         created = client.call("POST", f"{path}/transactions")
-        self._path = f"{path}/transactions/{created['id']}"
+        self.path = f"{path}/transactions/{created['id']}"
         self.version: int = created["version"]
         self._open = True
 
@@ -145,7 +147,7 @@ class _RemoteTransaction:
     def execute(self, sql: str, params: Params = None) -> list[Result]:
         try:
             body = self._client.call(
-                "POST", self._path, {"sql": sql, "params": encode_params(params)}
+                "POST", self.path, {"sql": sql, "params": encode_params(params)}
             )
         except Error as exc:
             if "whole transaction was rolled back" in str(exc) or isinstance(
@@ -157,13 +159,13 @@ class _RemoteTransaction:
 
     def commit(self) -> int:
         self._open = False
-        self.version = int(self._client.call("POST", f"{self._path}/commit")["version"])
+        self.version = int(self._client.call("POST", f"{self.path}/commit")["version"])
         return self.version
 
     def rollback(self) -> None:
         if self._open:
             self._open = False
-            self._client.call("POST", f"{self._path}/rollback")
+            self._client.call("POST", f"{self.path}/rollback")
 
 
 class Connection(BaseConnection):
@@ -187,7 +189,7 @@ class Connection(BaseConnection):
         if token is None:  # as the CLI does
             token = os.environ.get("SHOAL_TOKEN") or None
         self.client = NodeClient(f"{parts.scheme}://{parts.netloc}", token, timeout)
-        self._path = f"/v1/databases/{quote(self.name, safe='')}"
+        self.path = f"/v1/databases/{quote(self.name, safe='')}"
 
     @property
     def version(self) -> int:
@@ -201,15 +203,15 @@ class Connection(BaseConnection):
         body = self._statement(sql, params)
         if self.client.last_version:
             body["min_version"] = self.client.last_version
-        response = self.client.call("POST", f"{self._path}/query", body)
+        response = self.client.call("POST", f"{self.path}/query", body)
         return [result_from(r) for r in response["results"]]
 
     def _write(self, sql: str, params: Params) -> list[Result]:
-        response = self.client.call("POST", f"{self._path}/execute", self._statement(sql, params))
+        response = self.client.call("POST", f"{self.path}/execute", self._statement(sql, params))
         return [result_from(r) for r in response["results"]]
 
     def _begin(self) -> _RemoteTransaction:
-        return _RemoteTransaction(self.client, self._path)
+        return _RemoteTransaction(self.client, self.path)
 
     def _close_backend(self) -> None:
         self.client.close()

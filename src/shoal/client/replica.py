@@ -1,0 +1,282 @@
+"""Embedded replicas: a local copy of a node's database, read in process.
+
+`shoal.connect("local.db", replica_of="http://host:4001/orders")` keeps `local.db`
+a follower of the node's database: seeded from the node's snapshot when the file
+is new, then fed the node's log stream by a background thread (`Follow`), which
+moves to the next URL of `replica_of` when a node fails. Reads run on the local
+file; writes run on the node (the remote connection's interactive transaction),
+and `commit()` returns once the local copy has applied the committed version, so
+a process reads its own writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from shoal.client import remote
+from shoal.client.dbapi import BaseConnection, TransactionHandle
+from shoal.engine import Database, Role
+from shoal.engine.execute import Params, Result
+from shoal.errors import (
+    Error,
+    InterfaceError,
+    OperationalError,
+    ReplicationError,
+    Unavailable,
+    VersionNotReached,
+)
+from shoal.stream import FrameKind, FrameReader
+
+__all__ = ["Connection", "Follow"]
+
+logger = logging.getLogger("shoal.replica")
+
+HEARTBEAT_SECONDS = 1.0
+RETRY_SECONDS = (0.05, 0.2, 1.0)  # between attempts, growing; the last repeats
+
+
+class Follow:
+    """Keeps a follower Database at `path` in step with a node's copy, in a thread."""
+
+    def __init__(self, path: Path, name: str, urls: Sequence[str], token: str | None) -> None:
+        self.path = path
+        self.name = name
+        self.urls = list(urls)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        timeout = httpx.Timeout(30.0, connect=2.0, read=4 * HEARTBEAT_SECONDS)
+        self._http = httpx.Client(headers=headers, timeout=timeout, follow_redirects=True)
+        self._changed = threading.Condition()
+        self._stopping = threading.Event()
+        self.heard = 0.0  # time.monotonic() of the last frame from a node
+        self.problem: Error | None = None  # why the last attempt to follow failed
+        self._response: httpx.Response | None = None  # the stream being read
+        if not path.exists():
+            self._seed_from_any()
+        self.db = Database(path, name=name, role=Role.FOLLOWER)
+        self._thread = threading.Thread(target=self._run, name=f"shoal-follow-{name}", daemon=True)
+        self._thread.start()
+
+    # -- the thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            url = self.urls[failures % len(self.urls)]
+            try:
+                self._follow(url)
+                failures = 0
+            except ReplicationError as exc:  # truncated log, a barrier, a diverged copy
+                logger.warning("%s: re-seeding from %s: %s", self.name, url, exc)
+                self._reseed(url)
+            except (Error, httpx.HTTPError) as exc:
+                self.problem = exc if isinstance(exc, Error) else _unreachable(url, exc)
+                delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+                failures += 1
+                self._stopping.wait(delay)
+
+    def _follow(self, url: str) -> None:
+        """Applies `url`'s log stream until it ends; raises why it ended."""
+        params = {"after": self.db.version, "heartbeat": HEARTBEAT_SECONDS}
+        with self._http.stream("GET", self._path(url, "log"), params=params) as response:
+            self._response = response
+            if response.status_code >= 400:
+                response.read()
+                raise remote.error_from(response)
+            self.problem = None
+            reader = FrameReader()
+            for chunk in response.iter_raw():
+                if self._stopping.is_set():
+                    return
+                self.heard = time.monotonic()
+                frames = list(reader.feed(chunk))
+                records = [f.payload for f in frames if f.kind is FrameKind.RECORD]
+                if records:
+                    self.db.apply_many(records)
+                with self._changed:
+                    self._changed.notify_all()
+                for end in (f for f in frames if f.kind is FrameKind.END):
+                    raise _error_of(end.json())
+        raise Unavailable(f"{url} closed the log stream; following another node")
+
+    def _seed_from_any(self) -> None:
+        problems = []
+        for url in self.urls:
+            try:
+                self._download(url, self.path)
+                return
+            except (Error, httpx.HTTPError) as exc:
+                problems.append(f"{url}: {exc}")
+        raise OperationalError(
+            f"cannot seed replica {self.path} of {self.name!r}: " + "; ".join(problems)
+        )
+
+    def _reseed(self, url: str) -> None:
+        fresh = self.path.with_name(self.path.name + ".seed")
+        fresh.unlink(missing_ok=True)
+        try:
+            self._download(url, fresh)
+        except (Error, httpx.HTTPError) as exc:
+            self.problem = exc if isinstance(exc, Error) else _unreachable(url, exc)
+            fresh.unlink(missing_ok=True)
+            self._stopping.wait(RETRY_SECONDS[-1])
+            return
+        old = self.db
+        old.close()
+        for suffix in ("-wal", "-shm"):
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        os.replace(fresh, self.path)
+        self.db = Database(self.path, name=self.name, role=Role.FOLLOWER)
+
+    def _download(self, url: str, target: Path) -> None:
+        partial = target.with_name(target.name + ".partial")
+        with self._http.stream("GET", self._path(url, "snapshot")) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise remote.error_from(response)
+            with partial.open("wb") as out:
+                for chunk in response.iter_bytes(1 << 20):
+                    out.write(chunk)
+        os.replace(partial, target)
+        logger.info("%s: seeded %s from %s", self.name, target, url)
+
+    def _path(self, url: str, what: str) -> str:
+        return f"{url}/v1/databases/{quote(self.name, safe='')}/{what}"
+
+    # -- callers ---------------------------------------------------------------
+
+    def wait_for(self, version: int, timeout: float) -> None:
+        """Returns once the copy holds `version`; VersionNotReached after `timeout`."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self.db.version < version:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise VersionNotReached(version, self.db.version, timeout)
+                self._changed.wait(remaining)
+
+    def close(self) -> None:
+        self._stopping.set()
+        response = self._response
+        if response is not None:  # end its read at once, not at the next heartbeat
+            stream = response.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(10)
+        self._http.close()
+        self.db.close()
+
+
+def _unreachable(url: str, exc: httpx.HTTPError) -> Unavailable:
+    return Unavailable(f"cannot follow {url}: {type(exc).__name__}: {exc}")
+
+
+def _error_of(body: dict[str, object]) -> Error:
+    return remote.error_from(httpx.Response(503, json=body))
+
+
+class _WriteThrough:
+    """The node's interactive transaction; commit returns once the copy has it."""
+
+    def __init__(self, tx: TransactionHandle, follow: Follow, timeout: float) -> None:
+        self._tx, self._follow, self._timeout = tx, follow, timeout
+
+    @property
+    def is_open(self) -> bool:
+        return self._tx.is_open
+
+    def execute(self, sql: str, params: Params = None) -> list[Result]:
+        return self._tx.execute(sql, params)
+
+    def commit(self) -> int:
+        version = self._tx.commit()
+        self._follow.wait_for(version, self._timeout)
+        return version
+
+    def rollback(self) -> None:
+        self._tx.rollback()
+
+
+class Connection(BaseConnection):
+    """A PEP 249 connection reading a local replica and writing through a node."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        replica_of: str | Sequence[str],
+        *,
+        token: str | None = None,
+        autocommit: bool = False,
+        timeout: float = 60.0,
+    ) -> None:
+        super().__init__(autocommit=autocommit)
+        urls = [replica_of] if isinstance(replica_of, str) else list(replica_of)
+        if not urls:
+            raise InterfaceError("replica_of needs at least one node URL")
+        bases, names = zip(*(_split(url) for url in urls), strict=True)
+        if len(set(names)) != 1:
+            raise InterfaceError(f"replica_of names more than one database: {sorted(set(names))}")
+        if token is None:
+            token = os.environ.get("SHOAL_TOKEN") or None
+        self.timeout = timeout
+        self.follow = Follow(Path(path), names[0], bases, token)
+        self.writer = remote.Connection(urls[0], token=token, autocommit=True, timeout=timeout)
+
+    @property
+    def database(self) -> Database:
+        """The local copy."""
+        return self.follow.db
+
+    @property
+    def version(self) -> int:
+        """The local copy's version: at least that of every write this process committed."""
+        return self.follow.db.version
+
+    def wait_for(self, version: int, timeout: float | None = None) -> None:
+        """Waits until the copy holds `version` (another process's `conn.version`,
+        say); VersionNotReached after `timeout` seconds (the connection's timeout)."""
+        self.follow.wait_for(version, self.timeout if timeout is None else timeout)
+
+    def sync(self, timeout: float | None = None) -> int:
+        """Waits until the copy holds every version the node had committed; returns it."""
+        body = {"sql": "SELECT 1", "level": "linearizable"}  # the leader's head
+        head = self.writer.client.call("POST", f"{self.writer.path}/query", body)["version"]
+        self.follow.wait_for(int(head), self.timeout if timeout is None else timeout)
+        return self.version
+
+    def _read(self, sql: str, params: Params) -> list[Result]:
+        return self.follow.db.query(sql, params).results
+
+    def _write(self, sql: str, params: Params) -> list[Result]:
+        results = self.writer._write(sql, params)
+        self.follow.wait_for(self.writer.version, self.timeout)
+        return results
+
+    def _begin(self) -> _WriteThrough:
+        return _WriteThrough(self.writer._begin(), self.follow, self.timeout)
+
+    def _close_backend(self) -> None:
+        self.writer.close()
+        self.follow.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+
+def _split(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    name = parts.path.strip("/")
+    if parts.scheme not in ("http", "https") or not parts.netloc or not name or "/" in name:
+        raise InterfaceError(f"{url!r} is not an http(s)://host:port/database URL")
+    return f"{parts.scheme}://{parts.netloc}", name

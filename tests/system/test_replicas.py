@@ -1,0 +1,159 @@
+"""Embedded replicas against a real `shoal serve`: seeded once, reads in process,
+writes through the node that the writer then reads back, another process reading
+what this one wrote, a restart that resumes from the file, and a node outage."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+import shoal
+from shoal.client.replica import Connection as Replica
+from shoal.errors import Unavailable
+from tests.services import Node
+from tests.system.conftest import StartNode
+
+
+def replica(node: Node, path: Path) -> Replica:
+    conn = shoal.connect(path, replica_of=f"{node.url}/default")
+    assert isinstance(conn, Replica)
+    return conn
+
+
+def rows(conn: shoal.Connection, sql: str) -> list[tuple[object, ...]]:
+    return conn.execute(sql).fetchall()
+
+
+@pytest.fixture
+def table(node: Node) -> Node:
+    with contextlib.closing(shoal.connect(f"{node.url}/default")) as conn:
+        conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        conn.execute("INSERT INTO t(v) VALUES ('seeded')")
+        conn.commit()
+    return node
+
+
+def test_a_replica_reads_its_own_writes_at_once(table: Node, tmp_path: Path) -> None:
+    with contextlib.closing(replica(table, tmp_path / "local.db")) as conn:
+        assert conn.version == 1 and rows(conn, "SELECT v FROM t") == [("seeded",)]
+        cursor = conn.cursor()
+        cursor.execute("INSERT INTO t(v) VALUES ('mine')")
+        assert cursor.lastrowid == 2
+        conn.commit()  # returns once the local copy has it
+        assert conn.version == 2 and rows(conn, "SELECT count(*) FROM t") == [(2,)]
+        conn.execute("UPDATE t SET v = 'changed' WHERE id = 1")  # opens a transaction
+        conn.rollback()
+        assert rows(conn, "SELECT v FROM t WHERE id = 1") == [("seeded",)]
+        with contextlib.closing(shoal.connect(f"{table.url}/default")) as other:
+            other.execute("INSERT INTO t(v) VALUES ('elsewhere')")
+            other.commit()
+        assert conn.sync() == 3 and rows(conn, "SELECT v FROM t WHERE id = 3") == [("elsewhere",)]
+        assert conn.database.checksum() == table_checksum(table)
+
+
+def table_checksum(node: Node) -> str:
+    info = httpx.get(f"{node.url}/v1/databases/default", params={"checksum": "1"}).json()
+    return str(info["checksum"])
+
+
+READER = """
+import sys, shoal
+conn = shoal.connect(sys.argv[1], replica_of=sys.argv[2])
+conn.wait_for(int(sys.argv[3]), timeout=10)
+print(conn.execute("SELECT v FROM t ORDER BY id DESC LIMIT 1").fetchone()[0])
+conn.close()
+"""
+
+
+def test_another_process_reads_a_write_given_its_version(table: Node, tmp_path: Path) -> None:
+    with contextlib.closing(replica(table, tmp_path / "a.db")) as writer:
+        writer.execute("INSERT INTO t(v) VALUES ('for b')")
+        writer.commit()
+        token = writer.version
+        read = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                READER,
+                str(tmp_path / "b.db"),
+                f"{table.url}/default",
+                str(token),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert read.returncode == 0, read.stderr
+    assert read.stdout.strip() == "for b"
+
+
+def test_a_restarted_replica_resumes_from_its_file(
+    table: Node, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="shoal.replica")
+    path = tmp_path / "local.db"
+    replica(table, path).close()
+    assert sum("seeded" in r.message for r in caplog.records) == 1
+    with contextlib.closing(shoal.connect(f"{table.url}/default")) as other:
+        other.execute("INSERT INTO t(v) VALUES ('while closed')")
+        other.commit()
+    with contextlib.closing(replica(table, path)) as conn:
+        assert conn.sync() == 2
+        assert rows(conn, "SELECT v FROM t WHERE id = 2") == [("while closed",)]
+    assert sum("seeded" in r.message for r in caplog.records) == 1  # no second download
+
+
+def test_with_the_node_down_reads_go_on_and_writes_say_so(
+    start_node: StartNode, tmp_path: Path
+) -> None:
+    node = start_node(data_dir=tmp_path / "node")
+    with contextlib.closing(shoal.connect(f"{node.url}/default")) as conn:
+        conn.execute("CREATE TABLE t(v)")
+        conn.commit()
+    conn = replica(node, tmp_path / "local.db")
+    try:
+        assert node.stop() == 0
+        assert rows(conn, "SELECT count(*) FROM t") == [(0,)]
+        with pytest.raises(Unavailable, match=r"cannot reach .*; retry"):
+            conn.execute("INSERT INTO t VALUES (1)")
+        conn.rollback()
+        node.start()
+        with contextlib.closing(shoal.connect(f"{node.url}/default")) as other:
+            other.execute("INSERT INTO t VALUES ('back')")
+            other.commit()
+        assert conn.sync(timeout=15) == 2
+        assert rows(conn, "SELECT v FROM t") == [("back",)]
+    finally:
+        conn.close()
+
+
+def test_a_replica_url_must_name_one_database(tmp_path: Path) -> None:
+    with pytest.raises(shoal.InterfaceError, match="host:port/database"):
+        shoal.connect(tmp_path / "x.db", replica_of="http://127.0.0.1:1")
+    with pytest.raises(shoal.InterfaceError, match="more than one database"):
+        shoal.connect(tmp_path / "x.db", replica_of=["http://a:1/one", "http://b:1/two"])
+    with pytest.raises(shoal.OperationalError, match="cannot seed replica"):
+        shoal.connect(tmp_path / "x.db", replica_of="http://127.0.0.1:9/default")
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_a_vacuum_on_the_node_makes_the_replica_reseed_and_carry_on(
+    table: Node, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="shoal.replica")
+    with contextlib.closing(replica(table, tmp_path / "local.db")) as conn:
+        conn.execute("INSERT INTO t(v) VALUES ('before')")
+        conn.commit()
+        with contextlib.closing(shoal.connect(f"{table.url}/default", autocommit=True)) as other:
+            other.execute("VACUUM")
+            other.execute("INSERT INTO t(v) VALUES ('after')")
+        assert conn.sync(timeout=15) == 4
+        assert rows(conn, "SELECT v FROM t ORDER BY id") == [("seeded",), ("before",), ("after",)]
+        assert conn.database.checksum() == table_checksum(table)
+    assert any("re-seeding" in r.message and "VACUUM" in r.message for r in caplog.records)
