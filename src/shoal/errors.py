@@ -19,7 +19,8 @@ with shoal's own errors as named leaves that carry their context::
         │   ├── VersionNotReached      min_version not reached within the wait
         │   ├── OutcomeUnknown         a write whose commit was cut off: check it
         │   └── Unavailable            the node cannot serve now (starting, stopping)
-        │       └── NotLeader              this node does not lead the database now
+        │       ├── NotLeader          this node does not lead the database now
+        │       └── StaleReplica       an embedded replica heard nothing for too long
         ├── IntegrityError             a constraint failed
         ├── InternalError
         ├── ProgrammingError
@@ -85,6 +86,7 @@ __all__ = [
     "ReseedRequired",
     "ResultTooLarge",
     "SQLError",
+    "StaleReplica",
     "StatementTimeout",
     "StoreUnavailable",
     "TransactionNotFound",
@@ -210,6 +212,10 @@ class NotLeader(Unavailable):
     def __init__(self, message: str, leader: str | None = None) -> None:
         super().__init__(message)
         self.leader = leader
+
+
+class StaleReplica(Unavailable):
+    """An embedded replica has heard from no node for longer than its max lag."""
 
 
 class InvalidRequest(ProgrammingError):

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -15,7 +16,7 @@ import pytest
 
 import shoal
 from shoal.client.replica import Connection as Replica
-from shoal.errors import Unavailable
+from shoal.errors import StaleReplica, Unavailable
 from tests.services import Node
 from tests.system.conftest import StartNode
 
@@ -129,6 +130,29 @@ def test_with_the_node_down_reads_go_on_and_writes_say_so(
             other.commit()
         assert conn.sync(timeout=15) == 2
         assert rows(conn, "SELECT v FROM t") == [("back",)]
+    finally:
+        conn.close()
+
+
+def test_max_lag_refuses_reads_once_no_node_was_heard_from_for_longer(
+    start_node: StartNode, tmp_path: Path
+) -> None:
+    node = start_node(data_dir=tmp_path / "node")
+    url = f"{node.url}/default"
+    with pytest.raises(shoal.InterfaceError, match="must be over 1 s"):
+        shoal.connect(tmp_path / "local.db", replica_of=url, max_lag_seconds=0.5)
+    conn = shoal.connect(tmp_path / "local.db", replica_of=url, max_lag_seconds=1.5)
+    try:
+        assert rows(conn, "SELECT 1") == [(1,)]
+        time.sleep(2)  # idle: heartbeats keep it fresh
+        assert rows(conn, "SELECT 1") == [(1,)]
+        node.kill()
+        time.sleep(2)
+        with pytest.raises(StaleReplica, match="heard from no node for"):
+            conn.execute("SELECT 1")
+        node.start()
+        conn.sync(timeout=15)  # following again
+        assert rows(conn, "SELECT 1") == [(1,)]
     finally:
         conn.close()
 

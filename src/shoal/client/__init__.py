@@ -26,6 +26,7 @@ def connect(
     archive: str | BlobStore | None = None,
     archive_policy: ArchivePolicy | None = None,
     replica_of: str | Sequence[str] | None = None,
+    max_lag_seconds: float | None = None,
 ) -> BaseConnection:
     """Opens a DB-API 2.0 connection.
 
@@ -43,7 +44,9 @@ def connect(
     With `replica_of` (a node's database URL, or several nodes' for the same
     database) the file is an embedded replica: seeded from the node when new, kept
     in step by a background thread, read in process; writes go to the node, and
-    `commit()` returns once the local copy has them (docs/embedded.md).
+    `commit()` returns once the local copy has them (docs/embedded.md). With
+    `max_lag_seconds`, a read waits that long for news from a node when the copy
+    has heard none for longer, then raises StaleReplica.
     """
     if isinstance(database, str) and database.startswith(("http://", "https://")):
         if name is not None or options is not None or archive is not None:
@@ -55,7 +58,12 @@ def connect(
         if name is not None or options is not None or archive is not None:
             raise InterfaceError("name, options and archive do not apply to a replica")
         return replica.Connection(
-            database, replica_of, token=token, autocommit=autocommit, timeout=timeout
+            database,
+            replica_of,
+            token=token,
+            autocommit=autocommit,
+            timeout=timeout,
+            max_lag_seconds=max_lag_seconds,
         )
     if token is not None:
         raise InterfaceError("a token is for a node's URL, not a database file")

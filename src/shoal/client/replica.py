@@ -32,6 +32,7 @@ from shoal.errors import (
     InterfaceError,
     OperationalError,
     ReplicationError,
+    StaleReplica,
     Unavailable,
     VersionNotReached,
 )
@@ -93,20 +94,24 @@ class Follow:
                 response.read()
                 raise remote.error_from(response)
             self.problem = None
+            self._heard()  # the node answered: it is heard from, before any frame
             reader = FrameReader()
             for chunk in response.iter_raw():
                 if self._stopping.is_set():
                     return
-                self.heard = time.monotonic()
                 frames = list(reader.feed(chunk))
                 records = [f.payload for f in frames if f.kind is FrameKind.RECORD]
                 if records:
                     self.db.apply_many(records)
-                with self._changed:
-                    self._changed.notify_all()
+                self._heard()
                 for end in (f for f in frames if f.kind is FrameKind.END):
                     raise _error_of(end.json())
         raise Unavailable(f"{url} closed the log stream; following another node")
+
+    def _heard(self) -> None:
+        with self._changed:
+            self.heard = time.monotonic()
+            self._changed.notify_all()
 
     def _seed_from_any(self) -> None:
         problems = []
@@ -153,6 +158,22 @@ class Follow:
         return f"{url}/v1/databases/{quote(self.name, safe='')}/{what}"
 
     # -- callers ---------------------------------------------------------------
+
+    def wait_until_heard(self, within: float) -> None:
+        """Returns once a node was heard from in the last `within` seconds, waiting
+        up to `within` for it; StaleReplica otherwise."""
+        deadline = time.monotonic() + within
+        with self._changed:
+            while time.monotonic() - self.heard > within:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    quiet = time.monotonic() - self.heard
+                    why = f": {self.problem}" if self.problem is not None else ""
+                    raise StaleReplica(
+                        f"replica {self.path} of {self.name!r} has heard from no node for "
+                        f"{quiet:.1f} s (max_lag_seconds={within:g}){why}"
+                    )
+                self._changed.wait(remaining)
 
     def wait_for(self, version: int, timeout: float) -> None:
         """Returns once the copy holds `version`; VersionNotReached after `timeout`."""
@@ -219,8 +240,15 @@ class Connection(BaseConnection):
         token: str | None = None,
         autocommit: bool = False,
         timeout: float = 60.0,
+        max_lag_seconds: float | None = None,
     ) -> None:
         super().__init__(autocommit=autocommit)
+        if max_lag_seconds is not None and max_lag_seconds <= HEARTBEAT_SECONDS:
+            raise InterfaceError(
+                f"max_lag_seconds must be over {HEARTBEAT_SECONDS:g} s, the heartbeat of an "
+                "idle stream; a quiet copy would always be refused"
+            )
+        self.max_lag_seconds = max_lag_seconds
         urls = [replica_of] if isinstance(replica_of, str) else list(replica_of)
         if not urls:
             raise InterfaceError("replica_of needs at least one node URL")
@@ -256,6 +284,8 @@ class Connection(BaseConnection):
         return self.version
 
     def _read(self, sql: str, params: Params) -> list[Result]:
+        if self.max_lag_seconds is not None:
+            self.follow.wait_until_heard(self.max_lag_seconds)
         return self.follow.db.query(sql, params).results
 
     def _write(self, sql: str, params: Params) -> list[Result]:
