@@ -8,6 +8,7 @@ import contextlib
 import logging
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 import shoal
 from shoal.client.replica import Connection as Replica
 from shoal.errors import StaleReplica, Unavailable
-from tests.services import Node
+from tests.services import Cluster, Node, wait_until
 from tests.system.conftest import StartNode
 
 
@@ -181,3 +182,60 @@ def test_a_vacuum_on_the_node_makes_the_replica_reseed_and_carry_on(
         assert rows(conn, "SELECT v FROM t ORDER BY id") == [("seeded",), ("before",), ("after",)]
         assert conn.database.checksum() == table_checksum(table)
     assert any("re-seeding" in r.message and "VACUUM" in r.message for r in caplog.records)
+
+
+def test_a_replica_writing_in_a_loop_through_a_handover_and_a_failover_loses_nothing(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """Three nodes on PostgreSQL; the replica knows all three. The leader hands over
+    (SIGTERM), then the next one is killed (SIGKILL), while the replica writes."""
+    admin = httpx.post(f"{cluster['n1'].url}/v1/databases", json={"name": "app"}, timeout=30)
+    assert admin.status_code == 201, admin.text
+    urls = [f"{url}/app" for url in cluster.urls()]
+    with contextlib.closing(shoal.connect(urls[0])) as setup:
+        setup.execute("CREATE TABLE t(id INTEGER PRIMARY KEY)")
+        setup.commit()
+    conn = shoal.connect(tmp_path / "local.db", replica_of=urls)
+    acknowledged: list[int] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        key = 0
+        while not stop.is_set():
+            key += 1
+            try:
+                conn.execute("INSERT INTO t(id) VALUES (?)", (key,))
+                conn.commit()
+                acknowledged.append(key)
+            except shoal.Error:
+                with contextlib.suppress(shoal.Error):
+                    conn.rollback()
+                time.sleep(0.05)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        wait_until(lambda: len(acknowledged) > 20, 30, "the first writes")
+        first = cluster.leader("app")
+        assert cluster.stop(first) == 0
+        seen = len(acknowledged)
+        wait_until(lambda: len(acknowledged) > seen + 20, 30, "writes after the handover")
+        second = cluster.leader("app")
+        cluster.kill(second)
+        seen = len(acknowledged)
+        wait_until(lambda: len(acknowledged) > seen + 20, 60, "writes after the failover")
+    finally:
+        stop.set()
+        writer.join(30)
+    try:
+        assert acknowledged, "nothing was written"
+        conn.sync(timeout=30)
+        local = {row[0] for row in rows(conn, "SELECT id FROM t")}
+        assert set(acknowledged) <= local  # every acknowledged write, in the local copy
+        leader = cluster.leader("app")
+        info = httpx.get(
+            f"{cluster[leader].url}/v1/databases/app", params={"checksum": "1"}, timeout=30
+        ).json()
+        assert (conn.version, conn.database.checksum()) == (info["version"], info["checksum"])
+    finally:
+        conn.close()

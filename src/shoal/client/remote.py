@@ -86,10 +86,17 @@ def error_from(response: httpx.Response) -> Error:
 class NodeClient:
     """Keep-alive HTTP to one node, with its token; JSON in, JSON out, errors raised."""
 
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self, base_url: str, token: str | None = None, timeout: float | httpx.Timeout = 60.0
+    ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=timeout,
+            follow_redirects=True,  # a node without a copy sends a replica to one with it
+        )
         self.last_version: int | None = None
 
     def call(self, method: str, path: str, body: Any = None) -> Any:

@@ -15,16 +15,20 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
 
 from shoal.client import remote
 from shoal.client.dbapi import BaseConnection, TransactionHandle
+from shoal.client.remote import NodeClient
+from shoal.client.transfer import Progress, download
 from shoal.engine import Database, Role
 from shoal.engine.execute import Params, Result
 from shoal.errors import (
@@ -40,6 +44,8 @@ from shoal.stream import FrameKind, FrameReader
 
 __all__ = ["Connection", "Follow"]
 
+T = TypeVar("T")
+
 logger = logging.getLogger("shoal.replica")
 
 HEARTBEAT_SECONDS = 1.0
@@ -49,13 +55,19 @@ RETRY_SECONDS = (0.05, 0.2, 1.0)  # between attempts, growing; the last repeats
 class Follow:
     """Keeps a follower Database at `path` in step with a node's copy, in a thread."""
 
-    def __init__(self, path: Path, name: str, urls: Sequence[str], token: str | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        name: str,
+        urls: Sequence[str],
+        token: str | None,
+        progress: Progress | None = None,
+    ) -> None:
         self.path = path
         self.name = name
-        self.urls = list(urls)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
         timeout = httpx.Timeout(30.0, connect=2.0, read=4 * HEARTBEAT_SECONDS)
-        self._http = httpx.Client(headers=headers, timeout=timeout, follow_redirects=True)
+        self._nodes = [NodeClient(url, token, timeout) for url in urls]
+        self._progress = progress
         self._changed = threading.Condition()
         self._stopping = threading.Event()
         self.heard = 0.0  # time.monotonic() of the last frame from a node
@@ -72,27 +84,24 @@ class Follow:
     def _run(self) -> None:
         failures = 0
         while not self._stopping.is_set():
-            url = self.urls[failures % len(self.urls)]
+            node = self._nodes[failures % len(self._nodes)]
             try:
-                self._follow(url)
+                self._follow(node)
                 failures = 0
             except ReplicationError as exc:  # truncated log, a barrier, a diverged copy
-                logger.warning("%s: re-seeding from %s: %s", self.name, url, exc)
-                self._reseed(url)
+                logger.warning("%s: re-seeding from %s: %s", self.name, node.base_url, exc)
+                self._reseed(node)
             except (Error, httpx.HTTPError) as exc:
-                self.problem = exc if isinstance(exc, Error) else _unreachable(url, exc)
+                self.problem = exc if isinstance(exc, Error) else _unreachable(node, exc)
                 delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
                 failures += 1
                 self._stopping.wait(delay)
 
-    def _follow(self, url: str) -> None:
-        """Applies `url`'s log stream until it ends; raises why it ended."""
-        params = {"after": self.db.version, "heartbeat": HEARTBEAT_SECONDS}
-        with self._http.stream("GET", self._path(url, "log"), params=params) as response:
+    def _follow(self, node: NodeClient) -> None:
+        """Applies the node's log stream until it ends; raises why it ended."""
+        query = f"?after={self.db.version}&heartbeat={HEARTBEAT_SECONDS:g}"
+        with node.stream("GET", self._path("log") + query) as response:
             self._response = response
-            if response.status_code >= 400:
-                response.read()
-                raise remote.error_from(response)
             self.problem = None
             self._heard()  # the node answered: it is heard from, before any frame
             reader = FrameReader()
@@ -106,7 +115,7 @@ class Follow:
                 self._heard()
                 for end in (f for f in frames if f.kind is FrameKind.END):
                     raise _error_of(end.json())
-        raise Unavailable(f"{url} closed the log stream; following another node")
+        raise Unavailable(f"{node.base_url} closed the log stream; following another node")
 
     def _heard(self) -> None:
         with self._changed:
@@ -115,24 +124,22 @@ class Follow:
 
     def _seed_from_any(self) -> None:
         problems = []
-        for url in self.urls:
+        for node in self._nodes:
             try:
-                self._download(url, self.path)
+                self._download(node, self.path)
                 return
             except (Error, httpx.HTTPError) as exc:
-                problems.append(f"{url}: {exc}")
+                problems.append(f"{node.base_url}: {exc}")
         raise OperationalError(
             f"cannot seed replica {self.path} of {self.name!r}: " + "; ".join(problems)
         )
 
-    def _reseed(self, url: str) -> None:
+    def _reseed(self, node: NodeClient) -> None:
         fresh = self.path.with_name(self.path.name + ".seed")
-        fresh.unlink(missing_ok=True)
         try:
-            self._download(url, fresh)
+            self._download(node, fresh)
         except (Error, httpx.HTTPError) as exc:
-            self.problem = exc if isinstance(exc, Error) else _unreachable(url, exc)
-            fresh.unlink(missing_ok=True)
+            self.problem = exc if isinstance(exc, Error) else _unreachable(node, exc)
             self._stopping.wait(RETRY_SECONDS[-1])
             return
         old = self.db
@@ -142,20 +149,19 @@ class Follow:
         os.replace(fresh, self.path)
         self.db = Database(self.path, name=self.name, role=Role.FOLLOWER)
 
-    def _download(self, url: str, target: Path) -> None:
-        partial = target.with_name(target.name + ".partial")
-        with self._http.stream("GET", self._path(url, "snapshot")) as response:
-            if response.status_code >= 400:
-                response.read()
-                raise remote.error_from(response)
-            with partial.open("wb") as out:
-                for chunk in response.iter_bytes(1 << 20):
-                    out.write(chunk)
-        os.replace(partial, target)
-        logger.info("%s: seeded %s from %s", self.name, target, url)
+    def _download(self, node: NodeClient, target: Path) -> None:
+        version, size = download(node, self._path("snapshot"), target, self._progress)
+        logger.info(
+            "%s: seeded %s from %s at version %d (%d bytes)",
+            self.name,
+            target,
+            node.base_url,
+            version,
+            size,
+        )
 
-    def _path(self, url: str, what: str) -> str:
-        return f"{url}/v1/databases/{quote(self.name, safe='')}/{what}"
+    def _path(self, what: str) -> str:
+        return f"/v1/databases/{quote(self.name, safe='')}/{what}"
 
     # -- callers ---------------------------------------------------------------
 
@@ -195,12 +201,13 @@ class Follow:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
         self._thread.join(10)
-        self._http.close()
+        for node in self._nodes:
+            node.close()
         self.db.close()
 
 
-def _unreachable(url: str, exc: httpx.HTTPError) -> Unavailable:
-    return Unavailable(f"cannot follow {url}: {type(exc).__name__}: {exc}")
+def _unreachable(node: NodeClient, exc: httpx.HTTPError) -> Unavailable:
+    return Unavailable(f"cannot follow {node.base_url}: {type(exc).__name__}: {exc}")
 
 
 def _error_of(body: dict[str, object]) -> Error:
@@ -258,8 +265,11 @@ class Connection(BaseConnection):
         if token is None:
             token = os.environ.get("SHOAL_TOKEN") or None
         self.timeout = timeout
-        self.follow = Follow(Path(path), names[0], bases, token)
-        self.writer = remote.Connection(urls[0], token=token, autocommit=True, timeout=timeout)
+        self.follow = Follow(Path(path), names[0], bases, token, _terminal_progress())
+        self._writers = [
+            remote.Connection(url, token=token, autocommit=True, timeout=timeout) for url in urls
+        ]
+        self._current = 0  # the writer that answered last
 
     @property
     def database(self) -> Database:
@@ -279,7 +289,9 @@ class Connection(BaseConnection):
     def sync(self, timeout: float | None = None) -> int:
         """Waits until the copy holds every version the node had committed; returns it."""
         body = {"sql": "SELECT 1", "level": "linearizable"}  # the leader's head
-        head = self.writer.client.call("POST", f"{self.writer.path}/query", body)["version"]
+        head = self._on_a_node(
+            lambda writer: writer.client.call("POST", f"{writer.path}/query", body)["version"]
+        )
         self.follow.wait_for(int(head), self.timeout if timeout is None else timeout)
         return self.version
 
@@ -289,19 +301,51 @@ class Connection(BaseConnection):
         return self.follow.db.query(sql, params).results
 
     def _write(self, sql: str, params: Params) -> list[Result]:
-        results = self.writer._write(sql, params)
-        self.follow.wait_for(self.writer.version, self.timeout)
+        results, version = self._on_a_node(
+            lambda writer: (writer._write(sql, params), writer.version)
+        )
+        self.follow.wait_for(version, self.timeout)
         return results
 
     def _begin(self) -> _WriteThrough:
-        return _WriteThrough(self.writer._begin(), self.follow, self.timeout)
+        return _WriteThrough(
+            self._on_a_node(lambda writer: writer._begin()), self.follow, self.timeout
+        )
+
+    def _on_a_node(self, call: Callable[[remote.Connection], T]) -> T:
+        """`call` on the nodes of `replica_of` in turn, from the one that answered
+        last, while they answer Unavailable (retryable: nothing was done)."""
+        tried = 0
+        while True:
+            try:
+                return call(self._writers[self._current])
+            except Unavailable:
+                tried += 1
+                if tried == len(self._writers):
+                    raise
+                self._current = (self._current + 1) % len(self._writers)
 
     def _close_backend(self) -> None:
-        self.writer.close()
+        for writer in self._writers:
+            writer.close()
         self.follow.close()
 
     def __enter__(self) -> Connection:
         return self
+
+
+def _terminal_progress() -> Progress | None:
+    """A progress bar for seeding, when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    from shoal.cli import progress_bar  # late: the CLI imports the clients
+
+    def bar(done: int, total: int) -> None:
+        progress_bar(done, total)
+        if done >= total:
+            print(file=sys.stderr)
+
+    return bar
 
 
 def _split(url: str) -> tuple[str, str]:

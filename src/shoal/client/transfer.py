@@ -22,7 +22,7 @@ from shoal.client.remote import NodeClient
 from shoal.dump import SQLITE_HEADER
 from shoal.errors import InvalidRequest
 
-__all__ = ["Transfer", "backup", "file_kind", "load"]
+__all__ = ["Transfer", "backup", "download", "file_kind", "load"]
 
 Kind = Literal["sqlite", "sql"]
 Progress = Callable[[int, int], None]
@@ -59,9 +59,18 @@ def backup(
     if target.exists() and not overwrite:
         raise InvalidRequest(f"{target} exists; add --force to overwrite it")
     query = "?format=sql" if kind == "sql" else ""
+    version, size = download(client, _path(name, "backup") + query, target, progress)
+    return Transfer(version, size, kind)
+
+
+def download(
+    client: NodeClient, path: str, target: Path, progress: Progress | None = None
+) -> tuple[int, int]:
+    """Writes the body of GET `path` to `target`, whole or not at all; returns the
+    Shoal-Version it came with and its size."""
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
     partial.unlink(missing_ok=True)  # left by a crashed run of a process of the same id
-    with client.stream("GET", _path(name, "backup") + query) as response:
+    with client.stream("GET", path) as response:
         total = int(response.headers.get("content-length", 0))
         done = 0
         try:
@@ -76,7 +85,7 @@ def backup(
             raise InvalidRequest(f"cannot write {target}: {exc.strerror}") from None
         finally:
             partial.unlink(missing_ok=True)
-    return Transfer(int(response.headers["shoal-version"]), done, kind)
+    return int(response.headers["shoal-version"]), done
 
 
 def file_kind(source: Path) -> Kind:
