@@ -74,7 +74,11 @@ class Follow:
         self.problem: Error | None = None  # why the last attempt to follow failed
         self._response: httpx.Response | None = None  # the stream being read
         if not path.exists():
-            self._seed_from_any()
+            try:
+                self._seed_from_any()
+            except OperationalError:
+                self._close_nodes()
+                raise
         self.db = Database(path, name=name, role=Role.FOLLOWER)
         self._thread = threading.Thread(target=self._run, name=f"shoal-follow-{name}", daemon=True)
         self._thread.start()
@@ -160,6 +164,10 @@ class Follow:
             size,
         )
 
+    def _close_nodes(self) -> None:
+        for node in self._nodes:
+            node.close()
+
     def _path(self, what: str) -> str:
         return f"/v1/databases/{quote(self.name, safe='')}/{what}"
 
@@ -201,8 +209,7 @@ class Follow:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
         self._thread.join(10)
-        for node in self._nodes:
-            node.close()
+        self._close_nodes()
         self.db.close()
 
 
