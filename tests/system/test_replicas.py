@@ -184,11 +184,30 @@ def test_a_vacuum_on_the_node_makes_the_replica_reseed_and_carry_on(
     assert any("re-seeding" in r.message and "VACUUM" in r.message for r in caplog.records)
 
 
-def test_a_replica_writing_in_a_loop_through_a_handover_and_a_failover_loses_nothing(
+WRITER = """
+import contextlib, pathlib, sys, time, shoal
+conn = shoal.connect(sys.argv[1], replica_of=sys.argv[3:])
+key, stop = 1_000_000, pathlib.Path(sys.argv[2])
+while not stop.exists():
+    key += 1
+    try:
+        conn.execute("INSERT INTO t(id) VALUES (?)", (key,))
+        conn.commit()
+        print(key, flush=True)
+    except shoal.Error:
+        with contextlib.suppress(shoal.Error):
+            conn.rollback()
+        time.sleep(0.05)
+conn.close()
+"""
+
+
+def test_replicas_writing_in_a_loop_through_a_handover_and_a_failover_lose_nothing(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    """Three nodes on PostgreSQL; the replica knows all three. The leader hands over
-    (SIGTERM), then the next one is killed (SIGKILL), while the replica writes."""
+    """Three nodes on PostgreSQL; two application processes (this one and another),
+    each with a replica that knows all three nodes. The leader hands over (SIGTERM),
+    then the next one is killed (SIGKILL), while both write."""
     admin = httpx.post(f"{cluster['n1'].url}/v1/databases", json={"name": "app"}, timeout=30)
     assert admin.status_code == 201, admin.text
     urls = [f"{url}/app" for url in cluster.urls()]
@@ -196,6 +215,13 @@ def test_a_replica_writing_in_a_loop_through_a_handover_and_a_failover_loses_not
         setup.execute("CREATE TABLE t(id INTEGER PRIMARY KEY)")
         setup.commit()
     conn = shoal.connect(tmp_path / "local.db", replica_of=urls)
+    stop_file = tmp_path / "stop"
+    other = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(tmp_path / "other.db"), str(stop_file), *urls],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     acknowledged: list[int] = []
     stop = threading.Event()
 
@@ -226,12 +252,16 @@ def test_a_replica_writing_in_a_loop_through_a_handover_and_a_failover_loses_not
         wait_until(lambda: len(acknowledged) > seen + 20, 60, "writes after the failover")
     finally:
         stop.set()
+        stop_file.touch()
         writer.join(30)
+        out, err = other.communicate(timeout=60)
     try:
-        assert acknowledged, "nothing was written"
+        theirs = [int(line) for line in out.split()]
+        assert other.returncode == 0, err
+        assert acknowledged and theirs, "a process wrote nothing"
         conn.sync(timeout=30)
         local = {row[0] for row in rows(conn, "SELECT id FROM t")}
-        assert set(acknowledged) <= local  # every acknowledged write, in the local copy
+        assert set(acknowledged) | set(theirs) <= local  # every acknowledged write
         leader = cluster.leader("app")
         info = httpx.get(
             f"{cluster[leader].url}/v1/databases/app", params={"checksum": "1"}, timeout=30
@@ -239,3 +269,19 @@ def test_a_replica_writing_in_a_loop_through_a_handover_and_a_failover_loses_not
         assert (conn.version, conn.database.checksum()) == (info["version"], info["checksum"])
     finally:
         conn.close()
+
+
+def test_fifty_replicas_follow_one_database(table: Node, tmp_path: Path) -> None:
+    replicas = [replica(table, tmp_path / f"r{i}.db") for i in range(50)]
+    try:
+        with contextlib.closing(shoal.connect(f"{table.url}/default")) as conn:
+            for i in range(20):
+                conn.execute("INSERT INTO t(v) VALUES (?)", (f"row {i}",))
+                conn.commit()
+        checksum = table_checksum(table)
+        for copy in replicas:
+            assert copy.sync(timeout=30) == 21
+            assert copy.database.checksum() == checksum
+    finally:
+        for copy in replicas:
+            copy.close()
