@@ -18,7 +18,7 @@ import pytest
 import shoal
 from shoal.client.replica import Connection as Replica
 from shoal.errors import StaleReplica, Unavailable
-from tests.services import Cluster, Node, wait_until
+from tests.services import Cluster, Node, free_port, wait_until
 from tests.system.conftest import StartNode
 
 
@@ -285,3 +285,16 @@ def test_fifty_replicas_follow_one_database(table: Node, tmp_path: Path) -> None
     finally:
         for copy in replicas:
             copy.close()
+
+
+def test_a_dead_first_node_is_passed_over_for_seeding_following_and_writes(
+    table: Node, tmp_path: Path
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/default"
+    with contextlib.closing(
+        shoal.connect(tmp_path / "local.db", replica_of=[dead, f"{table.url}/default"])
+    ) as conn:
+        conn.execute("INSERT INTO t(v) VALUES ('past the dead one')")
+        conn.commit()
+        assert conn.sync() == 2
+        assert rows(conn, "SELECT v FROM t WHERE id = 2") == [("past the dead one",)]
