@@ -42,6 +42,18 @@ def test_writes_are_captured_one_record_per_commit(conn: shoal.Connection) -> No
     assert len(conn.database.records(2)[0].ops) == 1
 
 
+def test_min_version_is_the_files_newest_or_an_error(conn: shoal.Connection) -> None:
+    other = shoal.connect(conn.database.path)  # another writer of the file
+    other.execute("INSERT INTO t(name) VALUES ('elsewhere')")
+    other.commit()
+    assert conn.version == 1 < other.version == 2  # this one has not written since
+    read = conn.execute("SELECT name FROM t", min_version=other.version)
+    assert read.fetchall() == [("elsewhere",)]
+    with pytest.raises(shoal.OperationalError, match="min_version 3 not reached"):
+        conn.execute("SELECT name FROM t", min_version=3)
+    other.close()
+
+
 def test_rollback_makes_no_record(conn: shoal.Connection) -> None:
     conn.execute("INSERT INTO t(name) VALUES ('gone')")
     conn.rollback()

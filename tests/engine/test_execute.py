@@ -53,6 +53,23 @@ def test_empty_result_keeps_its_columns(people: Database) -> None:
     assert (result.columns, result.rows) == (["name", "age"], [])
 
 
+def test_a_failed_read_leaves_the_reader_ready_and_current(people: Database) -> None:
+    """A thread's reader reuses one cursor for point reads: a read that fails
+    halfway must not leave it in a statement that pins an old snapshot."""
+    many = Limits(statement_seconds=0.05)
+    forever = (
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
+    )
+    with pytest.raises(StatementTimeout):
+        people.query(forever, limits=many)
+    with pytest.raises(ProgrammingError):
+        people.query("SELECT name FROM people WHERE id = ?", (1, 2))
+    people.execute("INSERT INTO people(name, age) VALUES ('grace', 85)")
+    assert people.query("SELECT count(*) FROM people").results[0].rows == [(3,)]
+    result = people.query("SELECT name FROM people WHERE id = ?", (99,)).results[0]
+    assert (result.columns, result.rows) == (["name"], [])
+
+
 def test_several_statements_are_one_transaction_with_a_result_each(people: Database) -> None:
     outcome = people.execute(
         "UPDATE people SET age = age + 1; SELECT count(*) FROM people; "

@@ -342,6 +342,20 @@ def transactions(c: Contract) -> None:
     c.call("post", BEGIN, 404, name="missing")
     c.call("post", BEGIN, 403, auth=bearer(READER))
     c.call("post", BEGIN, 400, name="-bad")
+
+    # The first statement sent with the begin: one request for both.
+    first = {"sql": "INSERT INTO t(v) VALUES (?)", "params": [8]}
+    with_first = c.call("post", BEGIN, 201, json=first).json()
+    assert with_first["results"][0]["rows_affected"] == 1
+    c.call("post", ROLLBACK, 200, tx=with_first["id"])
+    # A failing one begins nothing: the error, and the writer free at once.
+    failed = c.call("post", BEGIN, 409, json={"sql": "INSERT INTO t(id) VALUES (1)"}).json()
+    assert failed["error"]["type"] == "IntegrityError" and "id" not in failed
+    c.call("post", BEGIN, 400, json={"sql": "SELECT 1", "level": "none"}, malformed=True)
+    c.call("post", BEGIN, 413, json={"statements": ["SELECT 1"] * (MAX_STATEMENTS + 1)})
+    free = c.call("post", BEGIN, 201, json={"sql": "SELECT count(*) FROM t WHERE v = 8"}).json()
+    assert free["results"][0]["rows"] == [[0]]  # the rolled back 8 is not there
+    c.call("post", ROLLBACK, 200, tx=free["id"])
     c.call("post", COMMIT, 401, auth={})
 
 
@@ -387,6 +401,7 @@ SAMPLE_BODIES = {
     "execute": {"sql": "SELECT 1"},
     "request": {"sql": "SELECT 1"},
     "runInTransaction": {"sql": "SELECT 1"},
+    "beginTransaction": {"sql": "SELECT 1"},
 }
 # The operations that answer 503 while the node stops (a transaction already open
 # is not refused: it ends with the node).

@@ -105,6 +105,21 @@ def test_remote_dbapi_behaves_like_the_embedded_one(node: Node) -> None:
     other.close()
 
 
+def test_remote_dbapi_read_with_min_version_waits_for_it(node: Node) -> None:
+    conn = shoal.connect(f"{node.url}/default", autocommit=True)
+    conn.execute("CREATE TABLE t(x)")
+    wanted = conn.version + 1
+    reader = shoal.connect(f"{node.url}/default")
+    write = threading.Timer(0.3, lambda: conn.execute("INSERT INTO t VALUES (1)"))
+    write.start()
+    try:  # asked before the write lands: the node waits for it, then answers
+        assert reader.execute("SELECT count(*) FROM t", min_version=wanted).fetchone() == (1,)
+    finally:
+        write.join()
+        conn.close()
+        reader.close()
+
+
 def test_remote_dbapi_autocommit_errors_and_tokens(start_node: StartNode, tmp_path: Path) -> None:
     data = tmp_path / "node"
     secret = shoal_command("token", "create", "me", "--scope", "admin", "--data-dir", str(data))

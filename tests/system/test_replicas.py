@@ -17,7 +17,7 @@ import pytest
 
 import shoal
 from shoal.client.replica import Connection as Replica
-from shoal.errors import StaleReplica, Unavailable
+from shoal.errors import StaleReplica, Unavailable, VersionNotReached
 from tests.services import Cluster, Node, free_port, wait_until
 from tests.system.conftest import StartNode
 
@@ -57,6 +57,24 @@ def test_a_replica_reads_its_own_writes_at_once(table: Node, tmp_path: Path) -> 
             other.commit()
         assert conn.sync() == 3 and rows(conn, "SELECT v FROM t WHERE id = 3") == [("elsewhere",)]
         assert conn.database.checksum() == table_checksum(table)
+
+
+def test_a_read_with_min_version_waits_for_another_writers_commit(
+    table: Node, tmp_path: Path
+) -> None:
+    path = tmp_path / "local.db"
+    url = f"{table.url}/default"
+    with contextlib.closing(shoal.connect(path, replica_of=url, timeout=1)) as conn:
+        with contextlib.closing(shoal.connect(url)) as other:
+            for n in range(20):  # each read must see the write it names, not race it
+                other.execute("INSERT INTO t(v) VALUES (?)", (f"w{n}",))
+                other.commit()
+                wanted = other.version
+                read = conn.execute("SELECT v FROM t WHERE id = ?", (n + 2,), min_version=wanted)
+                assert read.fetchone() == (f"w{n}",)
+        future = conn.version + 100
+        with pytest.raises(VersionNotReached, match=f"min_version {future} not reached"):
+            conn.execute("SELECT 1", min_version=future)
 
 
 def table_checksum(node: Node) -> str:

@@ -110,6 +110,7 @@ DATETIME = _TypeObject("DATETIME")
 ROWID = _TypeObject("ROWID")
 
 _NATIVE = (int, float, str, bytes, type(None))
+_NATIVE_TYPES = frozenset({int, float, str, bytes, bool, type(None)})
 
 
 def _adapt(value: Any) -> Any:
@@ -126,36 +127,51 @@ def adapt_params(params: Params) -> Params:
     """Dates and times become ISO 8601 text, as sqlite3's adapters made them."""
     if params is None:
         return None
+    if type(params) in (tuple, list):  # the commonest case, checked in one C call
+        if _NATIVE_TYPES.issuperset(map(type, params)):
+            return params
+        return [_adapt(v) for v in params]
     if isinstance(params, Mapping):
-        if all(isinstance(v, _NATIVE) for v in params.values()):
+        if _NATIVE_TYPES.issuperset(map(type, params.values())):
             return params
         return {k: _adapt(v) for k, v in params.items()}
     if isinstance(params, (str, bytes)):
         raise ProgrammingError("parameters must be a sequence or a mapping, not a string")
-    if all(isinstance(v, _NATIVE) for v in params):
-        return params
     return [_adapt(v) for v in params]
 
 
 class Runner(Protocol):
     """What a cursor needs from its connection."""
 
-    def run(self, sql: str, params: Params) -> list[Result]: ...
+    def run(self, sql: str, params: Params, min_version: int | None = None) -> list[Result]: ...
 
     def check_open(self) -> None: ...
 
 
 class Cursor:
-    """A PEP 249 cursor. Rows are fetched whole when a statement runs."""
+    """A PEP 249 cursor. Rows are fetched whole when a statement runs; the
+    description is built only when asked for."""
 
-    arraysize = 1
+    __slots__ = (
+        "_at",
+        "_closed",
+        "_description",
+        "_rows",
+        "_shown",
+        "arraysize",
+        "connection",
+        "lastrowid",
+        "rowcount",
+    )
 
     def __init__(self, connection: Runner) -> None:
         self.connection = connection
+        self.arraysize = 1
         self._rows: list[tuple[Any, ...]] = []
         self._at = 0
+        # The last execute's result set (None if it produced none: fetch needs one).
+        self._shown: Result | None = None
         self._description: tuple[tuple[Any, ...], ...] | None = None
-        self._result_set = False  # whether the last execute produced one (fetch needs it)
         self.rowcount = -1
         self.lastrowid: int | None = None
         self._closed = False
@@ -163,11 +179,23 @@ class Cursor:
     @property
     def description(self) -> tuple[tuple[Any, ...], ...] | None:
         """(name, declared type, None, None, None, None, None) per column, or None."""
+        shown = self._shown
+        if self._description is None and shown is not None:
+            self._description = tuple(
+                (name, decltype, None, None, None, None, None)
+                for name, decltype in shown.description
+            )
         return self._description
 
-    def execute(self, operation: str, parameters: Params = None) -> Cursor:
-        self._check_open()
-        self._take(self.connection.run(operation, adapt_params(parameters)))
+    def execute(
+        self, operation: str, parameters: Params = None, *, min_version: int | None = None
+    ) -> Cursor:
+        """Runs `operation`. `min_version` (a shoal extension) makes a read outside a
+        transaction see at least that version: a replica waits for it, a remote
+        connection asks the node for it, a file raises if it has not got it."""
+        if self._closed:
+            raise InterfaceError("the cursor is closed")
+        self._take(self.connection.run(operation, adapt_params(parameters), min_version))
         return self
 
     def executemany(self, operation: str, seq_of_parameters: Sequence[Params]) -> Cursor:
@@ -177,47 +205,45 @@ class Cursor:
             self._take(self.connection.run(operation, adapt_params(parameters)))
             total += max(self.rowcount, 0)
         self.rowcount = total
-        self._rows, self._at, self._description = [], 0, None
-        self._result_set = False
+        self._rows, self._at, self._shown, self._description = [], 0, None, None
         return self
 
     def _take(self, results: list[Result]) -> None:
-        with_rows = [r for r in results if r.columns]
-        self._result_set = bool(with_rows)
-        if with_rows:
-            last = with_rows[-1]
-            self._rows, self._description = (
-                last.rows,
-                tuple(
-                    (name, decltype, None, None, None, None, None)
-                    for name, decltype in zip(last.columns, last.types, strict=True)
-                ),
-            )
-            self.rowcount = -1
+        if len(results) == 1:  # one statement: most calls
+            result = results[0]
+            shown = result if result.description else None
+            last_insert_id = result.last_insert_id
         else:
-            self._rows, self._description = [], None
-            self.rowcount = sum(r.rows_affected for r in results)
-        self._at = 0
-        for result in reversed(results):
-            if result.last_insert_id is not None:
-                self.lastrowid = result.last_insert_id
-                break
+            shown = next((r for r in reversed(results) if r.description), None)
+            last_insert_id = next(
+                (r.last_insert_id for r in reversed(results) if r.last_insert_id is not None),
+                None,
+            )
+        self._shown, self._description, self._at = shown, None, 0
+        if shown is not None:
+            self._rows, self.rowcount = shown.rows, -1
+        else:
+            self._rows, self.rowcount = [], sum(r.rows_affected for r in results)
+        if last_insert_id is not None:
+            self.lastrowid = last_insert_id
 
     def _check_result_set(self) -> None:
         self._check_open()
-        if not self._result_set:
+        if self._shown is None:
             raise ProgrammingError(
                 "no result set to fetch from: the last execute() ran no query that returns "
                 "rows (or nothing ran yet)"
             )
 
     def fetchone(self) -> tuple[Any, ...] | None:
-        self._check_result_set()
-        if self._at >= len(self._rows):
+        if self._shown is None or self._closed:
+            self._check_result_set()
+        self.connection.check_open()
+        rows = self._rows
+        if self._at >= len(rows):
             return None
-        row = self._rows[self._at]
         self._at += 1
-        return row
+        return rows[self._at - 1]
 
     def fetchmany(self, size: int | None = None) -> list[tuple[Any, ...]]:
         self._check_result_set()
@@ -235,7 +261,7 @@ class Cursor:
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         """The rows left (none after a statement without a result set, as sqlite3)."""
         self._check_open()
-        while self._result_set and (row := self.fetchone()) is not None:
+        while self._shown is not None and (row := self.fetchone()) is not None:
             yield row
 
     def setinputsizes(self, sizes: Any) -> None:
@@ -305,8 +331,9 @@ class BaseConnection(ABC):
     # -- the backend -----------------------------------------------------------
 
     @abstractmethod
-    def _read(self, sql: str, params: Params) -> list[Result]:
-        """Runs statements that only read; raises ReadOnly if they write."""
+    def _read(self, sql: str, params: Params, min_version: int | None) -> list[Result]:
+        """Runs statements that only read, on a copy holding at least `min_version`;
+        raises ReadOnly if they write."""
 
     @abstractmethod
     def _write(self, sql: str, params: Params) -> list[Result]:
@@ -330,9 +357,12 @@ class BaseConnection(ABC):
         self.check_open()
         return Cursor(self)
 
-    def execute(self, sql: str, parameters: Params = None) -> Cursor:
-        """A shortcut, as in sqlite3: a new cursor with `sql` executed."""
-        return self.cursor().execute(sql, parameters)
+    def execute(
+        self, sql: str, parameters: Params = None, *, min_version: int | None = None
+    ) -> Cursor:
+        """A shortcut, as in sqlite3: a new cursor with `sql` executed (run() checks
+        that the connection is open)."""
+        return Cursor(self).execute(sql, parameters, min_version=min_version)
 
     def executemany(self, sql: str, seq_of_parameters: Sequence[Params]) -> Cursor:
         return self.cursor().executemany(sql, seq_of_parameters)
@@ -371,9 +401,12 @@ class BaseConnection(ABC):
         if self._closed:
             raise InterfaceError("the connection is closed")
 
-    def run(self, sql: str, params: Params) -> list[Result]:
-        """Routes one request: to the open transaction, a reader, or a new transaction."""
-        self.check_open()
+    def run(self, sql: str, params: Params, min_version: int | None = None) -> list[Result]:
+        """Routes one request: to the open transaction, a reader, or a new transaction.
+        Only a read outside a transaction heeds `min_version`: a write and what runs
+        in a transaction run on the leader's newest state."""
+        if self._closed:
+            self.check_open()
         kind = classify(sql)
         if kind is Kind.TRANSACTION:
             return self._transaction_statement(sql, params)
@@ -381,7 +414,7 @@ class BaseConnection(ABC):
             return self._in_transaction(sql, params)
         if kind in _READ_FIRST or leading_keyword(sql) == "WITH":
             try:
-                return self._read(sql, params)
+                return self._read(sql, params, min_version)
             except ReadOnly:
                 pass  # it writes after all (a PRAGMA that sets, WITH ... INSERT)
         if kind is Kind.VACUUM or self.autocommit or foreign_keys_request(sql) is not None:

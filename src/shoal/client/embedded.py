@@ -20,6 +20,7 @@ from shoal.archive.stores import open_store
 from shoal.client.dbapi import BaseConnection, Cursor
 from shoal.engine import Database, Options, Transaction
 from shoal.engine.execute import Params, Result
+from shoal.errors import VersionNotReached
 
 __all__ = ["Connection", "Cursor"]
 
@@ -54,8 +55,12 @@ class Connection(BaseConnection):
         """The database's version: the number of its last committed write transaction."""
         return self.database.version
 
-    def _read(self, sql: str, params: Params) -> list[Result]:
-        return self.database.query(sql, params).results
+    def _read(self, sql: str, params: Params, min_version: int | None) -> list[Result]:
+        if min_version is not None and min_version > self.database.version:
+            head = self.database.file_version()  # another process may have written it
+            if min_version > head:
+                raise VersionNotReached(min_version, head, 0)
+        return self.database.read(sql, params)
 
     def _write(self, sql: str, params: Params) -> list[Result]:
         return self.database.execute(sql, params).results

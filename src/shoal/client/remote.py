@@ -59,8 +59,7 @@ def _decode(value: Any) -> Any:
 def result_from(raw: dict[str, Any]) -> Result:
     """A Result from the native API's JSON."""
     return Result(
-        columns=raw["columns"],
-        types=raw["types"],
+        description=tuple(zip(raw["columns"], raw["types"], strict=True)),
         rows=[tuple(_decode(v) for v in row) for row in raw["rows"]],
         rows_affected=raw["rows_affected"],
         last_insert_id=raw["last_insert_id"],
@@ -138,13 +137,14 @@ class NodeClient:
 
 
 class _RemoteTransaction:
-    """An interactive transaction on the server."""
+    """An interactive transaction on the server, begun by its first statement (one
+    request for both), as SQLite's deferred BEGIN takes the writer only when a
+    statement needs it."""
 
     def __init__(self, client: NodeClient, path: str) -> None:
         self._client = client
-        created = client.call("POST", f"{path}/transactions")
-        self.path = f"{path}/transactions/{created['id']}"
-        self.version: int = created["version"]
+        self._database_path = path
+        self.path: str | None = None  # the transaction's, once begun
         self._open = True
 
     @property
@@ -152,10 +152,13 @@ class _RemoteTransaction:
         return self._open
 
     def execute(self, sql: str, params: Params = None) -> list[Result]:
+        statement = {"sql": sql, "params": encode_params(params)}
+        if self.path is None:  # a failure here began nothing: the next statement begins
+            created = self._client.call("POST", f"{self._database_path}/transactions", statement)
+            self.path = f"{self._database_path}/transactions/{created['id']}"
+            return [result_from(r) for r in created["results"]]
         try:
-            body = self._client.call(
-                "POST", self.path, {"sql": sql, "params": encode_params(params)}
-            )
+            body = self._client.call("POST", self.path, statement)
         except Error as exc:
             if "whole transaction was rolled back" in str(exc) or isinstance(
                 exc, shoal.errors.TransactionNotFound
@@ -165,14 +168,17 @@ class _RemoteTransaction:
         return [result_from(r) for r in body["results"]]
 
     def commit(self) -> int:
+        """The committed version (the newest seen, if no statement ever ran)."""
         self._open = False
-        self.version = int(self._client.call("POST", f"{self.path}/commit")["version"])
-        return self.version
+        if self.path is None:
+            return self._client.last_version or 0
+        return int(self._client.call("POST", f"{self.path}/commit")["version"])
 
     def rollback(self) -> None:
         if self._open:
             self._open = False
-            self._client.call("POST", f"{self.path}/rollback")
+            if self.path is not None:
+                self._client.call("POST", f"{self.path}/rollback")
 
 
 class Connection(BaseConnection):
@@ -206,10 +212,11 @@ class Connection(BaseConnection):
     def _statement(self, sql: str, params: Params) -> dict[str, Any]:
         return {"sql": sql, "params": encode_params(params)}
 
-    def _read(self, sql: str, params: Params) -> list[Result]:
+    def _read(self, sql: str, params: Params, min_version: int | None) -> list[Result]:
         body = self._statement(sql, params)
-        if self.client.last_version:
-            body["min_version"] = self.client.last_version
+        at_least = max(self.client.last_version or 0, min_version or 0)
+        if at_least:
+            body["min_version"] = at_least
         response = self.client.call("POST", f"{self.path}/query", body)
         return [result_from(r) for r in response["results"]]
 

@@ -222,25 +222,38 @@ def _error_of(body: dict[str, object]) -> Error:
 
 
 class _WriteThrough:
-    """The node's interactive transaction; commit returns once the copy has it."""
+    """A node's interactive transaction, begun with its first statement on the first
+    node that answers; commit returns once the copy has it."""
 
-    def __init__(self, tx: TransactionHandle, follow: Follow, timeout: float) -> None:
-        self._tx, self._follow, self._timeout = tx, follow, timeout
+    def __init__(self, replica: Connection) -> None:
+        self._replica = replica
+        self._tx: TransactionHandle | None = None
 
     @property
     def is_open(self) -> bool:
-        return self._tx.is_open
+        return self._tx is None or self._tx.is_open
 
     def execute(self, sql: str, params: Params = None) -> list[Result]:
-        return self._tx.execute(sql, params)
+        if self._tx is not None:
+            return self._tx.execute(sql, params)
+
+        def begin_with(writer: remote.Connection) -> tuple[TransactionHandle, list[Result]]:
+            tx = writer._begin()
+            return tx, tx.execute(sql, params)
+
+        self._tx, results = self._replica._on_a_node(begin_with)
+        return results
 
     def commit(self) -> int:
+        if self._tx is None:
+            return self._replica.version  # nothing ran: nothing to commit
         version = self._tx.commit()
-        self._follow.wait_for(version, self._timeout)
+        self._replica.wait_for(version)
         return version
 
     def rollback(self) -> None:
-        self._tx.rollback()
+        if self._tx is not None:
+            self._tx.rollback()
 
 
 class Connection(BaseConnection):
@@ -302,10 +315,12 @@ class Connection(BaseConnection):
         self.follow.wait_for(int(head), self.timeout if timeout is None else timeout)
         return self.version
 
-    def _read(self, sql: str, params: Params) -> list[Result]:
+    def _read(self, sql: str, params: Params, min_version: int | None) -> list[Result]:
+        if min_version is not None and min_version > self.follow.db.version:
+            self.follow.wait_for(min_version, self.timeout)
         if self.max_lag_seconds is not None:
             self.follow.wait_until_heard(self.max_lag_seconds)
-        return self.follow.db.query(sql, params).results
+        return self.follow.db.read(sql, params)
 
     def _write(self, sql: str, params: Params) -> list[Result]:
         results, version = self._on_a_node(
@@ -315,9 +330,7 @@ class Connection(BaseConnection):
         return results
 
     def _begin(self) -> _WriteThrough:
-        return _WriteThrough(
-            self._on_a_node(lambda writer: writer._begin()), self.follow, self.timeout
-        )
+        return _WriteThrough(self)
 
     def _on_a_node(self, call: Callable[[remote.Connection], T]) -> T:
         """`call` on the nodes of `replica_of` in turn, from the one that answered

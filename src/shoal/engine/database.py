@@ -90,6 +90,17 @@ class CommitHook(Protocol):
         ...
 
 
+@dataclass(slots=True)
+class _Reader:
+    """A thread's read-only connection, with the cursor its point reads reuse."""
+
+    conn: apsw.Connection
+    policy: Policy
+    deadline: Deadline
+    cursor: apsw.Cursor
+    foreign_keys: bool = False  # the setting the connection mirrors
+
+
 @dataclass(frozen=True)
 class Outcome:
     """Results of a request and the database version they reflect."""
@@ -191,25 +202,22 @@ class Database:
             ).fetchall()
         self._settings.foreign_keys = bool(rows) and rows[0][0] == 1
 
-    def _reader(self) -> tuple[apsw.Connection, Policy, Deadline]:
-        local = self._local
-        reader = getattr(local, "reader", None)
+    def _reader(self) -> _Reader:
+        reader: _Reader | None = getattr(self._local, "reader", None)
         if reader is None:
             if self._closed:
                 raise OperationalError(f"database {self.name!r} is closed")
             policy, deadline = Policy(self._settings, reader=True), Deadline()
             conn = self._connect(readonly=True, policy=policy, deadline=deadline)
-            reader = (conn, policy, deadline)
-            local.reader, local.foreign_keys = reader, False
+            reader = self._local.reader = _Reader(conn, policy, deadline, conn.cursor())
             with self._readers_lock:
                 self._readers.append(conn)
         # Mirror the setting. Setting it also expires the connection's prepared
         # statements, so a cached user pragma is judged again under the new one.
-        if local.foreign_keys is not self._settings.foreign_keys:
-            local.foreign_keys = self._settings.foreign_keys
-            conn, policy, _ = reader
-            with policy.trusted():
-                conn.execute(f"PRAGMA foreign_keys = {int(local.foreign_keys)}")
+        if reader.foreign_keys is not self._settings.foreign_keys:
+            reader.foreign_keys = self._settings.foreign_keys
+            with reader.policy.trusted():
+                reader.conn.execute(f"PRAGMA foreign_keys = {int(reader.foreign_keys)}")
         return reader
 
     # -- reads ---------------------------------------------------------------
@@ -219,6 +227,11 @@ class Database:
         """The version of the last committed write transaction."""
         return self._version
 
+    def file_version(self) -> int:
+        """The newest version in the file, which another process may have written
+        since this one last did (`version` is this process's view)."""
+        return log.head(self._reader().conn)
+
     def query(self, sql: str, params: Params = None, *, limits: Limits | None = None) -> Outcome:
         """Runs statements that only read, on this thread's reader; never takes the writer.
 
@@ -226,27 +239,40 @@ class Database:
         rows reflect at least that version.
         """
         version = self._version
-        conn, policy, deadline = self._reader()
+        return Outcome(version, self.read(sql, params, limits=limits))
+
+    def read(
+        self, sql: str, params: Params = None, *, limits: Limits | None = None
+    ) -> list[Result]:
+        """`query` without the version: the DB-API's reads, where every call counts."""
+        reader = self._reader()
         try:
-            results = run(conn, policy, deadline, sql, params, limits or self.options.limits)
+            return run(
+                reader.conn,
+                reader.policy,
+                reader.deadline,
+                sql,
+                params,
+                limits or self.options.limits,
+                cursor=reader.cursor,
+            )
         except ReadOnly:
             raise QueryWrites(
                 "this statement writes, and a query runs only statements that read; "
                 "send it as a write (execute)"
             ) from None
-        return Outcome(version, results)
 
     def _read_committed(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """Runs an engine query on this thread's reader: the last committed state."""
-        conn, policy, _ = self._reader()
-        with policy.trusted():
-            return conn.execute(sql, params).fetchall()
+        reader = self._reader()
+        with reader.policy.trusted():
+            return reader.conn.execute(sql, params).fetchall()
 
     def checksum(self) -> str:
         """The logical checksum of the schema and every row (see engine.checksum)."""
-        conn, policy, _ = self._reader()
-        with policy.trusted():
-            return logical_checksum(conn)
+        reader = self._reader()
+        with reader.policy.trusted():
+            return logical_checksum(reader.conn)
 
     # -- writes --------------------------------------------------------------
 
@@ -443,14 +469,12 @@ class Database:
 
     def log_range(self, start: int, end: int | None = None) -> list[bytes]:
         """The encoded records from `start` to `end` (inclusive; to the newest if None)."""
-        conn, _, _ = self._reader()
-        return log.read_range(conn, start, end)
+        return log.read_range(self._reader().conn, start, end)
 
     def log_after(self, after: int, limit: int) -> list[bytes]:
         """Up to `limit` encoded records from version `after + 1` on, read in one
         statement; LogTruncated when this copy's log no longer holds `after + 1`."""
-        conn, _, _ = self._reader()
-        rows = log.read_after(conn, after, limit)
+        rows = log.read_after(self._reader().conn, after, limit)
         if rows and rows[0][0] != after + 1:
             raise LogTruncated(self.name, after, rows[0][0])
         return [record for _, record in rows]

@@ -26,7 +26,7 @@ from shoal.errors import (
     from_apsw,
 )
 
-__all__ = ["USER_PREPARE_FLAGS", "Deadline", "Limits", "Params", "Result", "run"]
+__all__ = ["USER_PREPARE_FLAGS", "Deadline", "Description", "Limits", "Params", "Result", "run"]
 
 Params = Sequence[Any] | Mapping[str, Any] | None
 
@@ -47,15 +47,26 @@ class Limits:
     max_bytes: int | None = None
 
 
+Description = tuple[tuple[str, str | None], ...]  # (name, declared type) per column
+
+
 @dataclass(slots=True)
 class Result:
-    """What one statement returned."""
+    """What one statement returned. Its columns are kept as SQLite described them,
+    and split into names and types only when asked (most reads never ask)."""
 
-    columns: list[str] = field(default_factory=list)
-    types: list[str | None] = field(default_factory=list)
+    description: Description = ()
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     rows_affected: int = 0
     last_insert_id: int | None = None
+
+    @property
+    def columns(self) -> list[str]:
+        return [name for name, _ in self.description]
+
+    @property
+    def types(self) -> list[str | None]:
+        return [declared for _, declared in self.description]
 
 
 class Deadline:
@@ -95,11 +106,7 @@ class _Collector:
     def begin_statement(self, cursor: apsw.Cursor, sql: str) -> None:
         if self._before is not None:
             self._before(sql)
-        description = cursor.get_description()
-        self.current = Result(
-            columns=[column[0] for column in description],
-            types=[column[1] for column in description],
-        )
+        self.current = Result(cursor.get_description())
         self._changes_at_start = self._conn.total_changes()
         self._rowid_at_start = self._conn.last_insert_rowid()
         self._inserting = leading_keyword(sql) in ("INSERT", "REPLACE")
@@ -142,55 +149,100 @@ def run(
     params: Params,
     limits: Limits,
     before: BeforeStatement | None = None,
+    *,
+    cursor: apsw.Cursor | None = None,
 ) -> list[Result]:
-    """Runs every statement in `sql`; `before` sees each statement's text before it runs."""
-    cursor = conn.cursor()
+    """Runs every statement in `sql`; `before` sees each statement's text before it runs.
+
+    `cursor` is one of `conn`'s to reuse (a reader's, for its point reads); without
+    it a cursor is made and closed here.
+    """
     seconds = limits.statement_seconds
     if seconds is not None:
         deadline.at = time.monotonic() + seconds
     fast = before is None and limits.max_rows is None and limits.max_bytes is None
-    collector = None if fast and is_single_statement(sql) else _Collector(conn, limits, before)
+    own = cursor is None
+    if cursor is None:
+        cursor = conn.cursor()
     try:
-        if collector is None:
+        if fast and is_single_statement(sql):
             return [_read_one(cursor, sql, params)]
-        cursor.exec_trace = collector.trace
+        return _run_collected(conn, cursor, sql, params, limits, before)
+    except Exception as exc:
+        raise _error_from(exc, policy, deadline, seconds) from None
+    finally:
+        if seconds is not None:
+            deadline.at = float("inf")
+        if own:
+            cursor.close(force=True)
+
+
+def _run_collected(
+    conn: apsw.Connection,
+    cursor: apsw.Cursor,
+    sql: str,
+    params: Params,
+    limits: Limits,
+    before: BeforeStatement | None,
+) -> list[Result]:
+    """Any number of statements, each one's rows checked against the limits."""
+    collector = _Collector(conn, limits, before)
+    cursor.exec_trace = collector.trace
+    try:
         cursor.execute(sql, params, prepare_flags=USER_PREPARE_FLAGS)
         for row in cursor:
             collector.add(row)
         collector.end_statement()
-    except apsw.InterruptError:
-        if seconds is not None and time.monotonic() > deadline.at:
-            raise StatementTimeout(seconds) from None
-        raise from_apsw(apsw.InterruptError("interrupted")) from None
-    except apsw.AuthError as exc:
-        raise policy.take_refusal() or Refused(str(exc)) from None
-    except Error:
-        raise
-    except KeyError as exc:
-        raise ProgrammingError(f"no value supplied for parameter :{exc.args[0]}") from None
-    except (apsw.Error, TypeError, ValueError, OverflowError) as exc:
-        refusal = policy.take_refusal()
-        if refusal is not None:
-            raise refusal from None
-        raise from_apsw(exc) from None
     finally:
-        if seconds is not None:
-            deadline.at = float("inf")
-        cursor.close(force=True)
+        cursor.exec_trace = None
     return collector.results
+
+
+def _error_from(
+    exc: Exception, policy: Policy, deadline: Deadline, seconds: float | None
+) -> Exception:
+    """The shoal error for what running a statement raised (a refusal the policy
+    recorded first: SQLite reports it only as "not authorized")."""
+    if isinstance(exc, apsw.InterruptError):
+        if seconds is not None and time.monotonic() > deadline.at:
+            return StatementTimeout(seconds)
+        return from_apsw(apsw.InterruptError("interrupted"))
+    if isinstance(exc, apsw.AuthError):
+        return policy.take_refusal() or Refused(str(exc))
+    if isinstance(exc, Error):
+        return exc
+    if isinstance(exc, KeyError):
+        return ProgrammingError(f"no value supplied for parameter :{exc.args[0]}")
+    if isinstance(exc, (apsw.Error, TypeError, ValueError, OverflowError)):
+        return policy.take_refusal() or from_apsw(exc)
+    return exc
 
 
 def _read_one(cursor: apsw.Cursor, sql: str, params: Params) -> Result:
     """The fast path for the commonest request: one statement that only reads (its
     text has no ';'), with no result limits, fetched in one call."""
-    descriptions: list[tuple[tuple[str, str | None], ...]] = []
-
-    def trace(cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
-        descriptions.append(cursor.get_description())
-        return True
-
-    cursor.exec_trace = trace
     cursor.execute(sql, params, prepare_flags=USER_PREPARE_FLAGS)
-    rows = cursor.fetchall()
-    columns, types = zip(*descriptions[0], strict=True) if descriptions[0] else ((), ())
-    return Result(list(columns), list(types), rows)
+    try:
+        description = cursor.get_description()
+    except apsw.ExecutionCompleteError:  # no rows: the statement is already done
+        return Result(_description_without_running(cursor, sql, params))
+    return Result(description, cursor.fetchall())
+
+
+def _description_without_running(cursor: apsw.Cursor, sql: str, params: Params) -> Description:
+    """The columns of a statement that returned no rows, from preparing it again and
+    stopping before its first step (running it twice could see different rows)."""
+    seen: list[Description] = []
+
+    def stop(cursor: apsw.Cursor, sql: str, bindings: Any) -> bool:
+        seen.append(cursor.get_description())
+        return False
+
+    cursor.exec_trace = stop
+    try:
+        cursor.execute(sql, params, prepare_flags=USER_PREPARE_FLAGS)
+    except apsw.ExecTraceAbort:
+        pass
+    finally:
+        cursor.exec_trace = None
+    return seen[0]

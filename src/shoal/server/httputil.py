@@ -40,6 +40,7 @@ __all__ = [
     "error_body",
     "json_response",
     "node_of",
+    "parse_json",
     "read_body",
     "read_json",
     "status_of",
@@ -143,7 +144,11 @@ async def read_body(request: Request) -> bytes:
 
 async def read_json(request: Request) -> Any:
     """The body parsed as JSON; InvalidRequest naming the problem when it is not."""
-    body = await read_body(request)
+    return parse_json(await read_body(request))
+
+
+def parse_json(body: bytes) -> Any:
+    """`body` parsed as JSON; InvalidRequest naming the problem when it is not."""
     if not body.strip():
         raise InvalidRequest("the request body is empty; it must be JSON")
     try:

@@ -160,20 +160,29 @@ def result_json(result: Result) -> dict[str, Any]:
     }
 
 
-def batch_response(batch: Batch) -> Response:
-    """200 with every result; or the first error's status, the error, and per
-    statement its result or error (statements run on their own stay committed)."""
-    headers = {"Shoal-Version": str(batch.version)}
+def batch_json(batch: Batch) -> dict[str, Any]:
+    """The version, and per statement its result or error; with the first error's
+    own fields when one failed."""
     results = [
         error_body(item)["error"] if isinstance(item, Error) else result_json(item)
         for item in batch.items
     ]
     failure = batch.first_error
     if failure is None:
-        return json_response({"version": batch.version, "results": results}, headers=headers)
+        return {"version": batch.version, "results": results}
     index, first = failure
-    body = {**error_body(first, statement=index), "version": batch.version, "results": results}
-    status = status_of(first)
+    return {**error_body(first, statement=index), "version": batch.version, "results": results}
+
+
+def batch_response(batch: Batch) -> Response:
+    """200 with every result; or the first error's status, the error, and per
+    statement its result or error (statements run on their own stay committed)."""
+    headers = {"Shoal-Version": str(batch.version)}
+    body = batch_json(batch)
+    failure = batch.first_error
+    if failure is None:
+        return json_response(body, headers=headers)
+    status = status_of(failure[1])
     if status == 503:
         headers["Retry-After"] = "1"
     return json_response(body, status, headers)

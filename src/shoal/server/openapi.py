@@ -351,7 +351,11 @@ def result_schemas() -> Json:
                     "type": "number",
                     "description": "Seconds without a request before it is rolled back.",
                 },
-            }
+                "results": array(
+                    ref("Result"), description="The results of the statements sent with it."
+                ),
+            },
+            optional=("results",),
         ),
         "Committed": closed({"version": count("The version of the committed transaction.")}),
         "RolledBack": closed({"rolled_back": {"const": True}}),
@@ -855,10 +859,18 @@ def transaction_paths() -> Json:
                 "beginTransaction",
                 "transactions",
                 "Opens a write transaction, once the database's writer is free.",
-                responses(ok("Transaction", "Open.", status=201), 400, 401, 403, 404, 500, 503),
+                responses(
+                    ok("Transaction", "Open.", status=201),
+                    *(400, 401, 403, 404, 409, 413, 500, 503),
+                    batch=True,
+                ),
                 scope="write",
+                body={"required": False, "content": json_content(ref("TransactionRequest"))},
                 description="It holds the writer until committed, rolled back, or idle for "
-                "`idle_timeout` seconds (then rolled back). Only its token may use it.",
+                "`idle_timeout` seconds (then rolled back). Only its token may use it. "
+                "Statements in the body (optional) run in it at once, saving the first "
+                "statement a round trip; if one fails, the transaction is rolled back and "
+                "the answer is that statement's error, as from running statements.",
             ),
         },
         f"{base}/{{tx}}": {

@@ -15,6 +15,7 @@ writer for its whole length, as SQLite's `BEGIN IMMEDIATE` does, so:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +30,15 @@ from starlette.routing import Route
 from shoal.engine import Transaction
 from shoal.errors import Error, TransactionNotFound
 from shoal.server.auth import Scope
-from shoal.server.httputil import authorize, json_response, node_of, read_json
-from shoal.server.native import batch_response, statements_from
+from shoal.server.httputil import (
+    authorize,
+    json_response,
+    node_of,
+    parse_json,
+    read_body,
+    read_json,
+)
+from shoal.server.native import batch_json, batch_response, statements_from
 from shoal.server.node import Node, check_name
 from shoal.server.routing import Need, dispatch
 from shoal.server.statements import Batch, Statement
@@ -173,13 +181,33 @@ def _registry(request: Request) -> InteractiveTransactions:
 
 
 async def begin(request: Request) -> Response:
+    """Opens a transaction; with statements in the body, also runs them in it, so a
+    client's first statement costs no round trip of its own. If one of them fails,
+    the transaction is rolled back and the answer is that statement's error: the
+    client holds no transaction it was not told the id of."""
     name = request.path_params["name"]
     grant = await authorize(request, Scope.WRITE, name)
+    node = node_of(request)
+    raw = await read_body(request)
+    statements: list[Statement] = []
+    if raw.strip():
+        statements = statements_from(parse_json(raw), _FIELDS, node.settings.max_statements)
 
     async def here() -> Response:
-        tx_id, version = await _registry(request).begin(name, grant.name)
-        seconds = node_of(request).settings.transaction_seconds
-        body = {"id": tx_id, "version": version, "idle_timeout": seconds}
+        registry = _registry(request)
+        tx_id, version = await registry.begin(name, grant.name)
+        body: dict[str, Any] = {
+            "id": tx_id,
+            "version": version,
+            "idle_timeout": node.settings.transaction_seconds,
+        }
+        if statements:
+            batch = await registry.execute(tx_id, name, grant.name, statements)
+            if batch.first_error is not None:
+                with contextlib.suppress(TransactionNotFound):  # SQLite may have ended it
+                    await registry.rollback(tx_id, name, grant.name)
+                return batch_response(batch)
+            body["results"] = batch_json(batch)["results"]
         return json_response(body, 201, {"Shoal-Version": str(version)})
 
     return await dispatch(request, name, LEADER, here)
