@@ -9,7 +9,9 @@ In one run, on this machine:
   response) to the row being visible in the replica's process, idle (one write at
   a time) and under load (a writer thread committing as fast as it can);
 - a write-through transaction (`commit()` returns once the local copy has it)
-  against the same INSERT sent to the node over HTTP.
+  against the same INSERT sent to the node over HTTP;
+- the node's CPU while idle with 0, 10 and 50 replicas following it (its process's
+  user + system time over the window, as a share of one core).
 
     python bench/replica.py                  # defaults: 2 s per measurement
     python bench/replica.py --seconds 5 --rows 100000
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import random
 import shutil
 import statistics
@@ -39,7 +42,7 @@ for folder in (ROOT / "src", ROOT):
         sys.path.insert(0, str(folder))
 
 from bench.common import Step, ratio, table, threaded_rate  # noqa: E402
-from tests.services import postgres, shoal_node  # noqa: E402
+from tests.services import Node, postgres, shoal_node  # noqa: E402
 
 import shoal  # noqa: E402
 from shoal.client.replica import Connection as Replica  # noqa: E402
@@ -138,6 +141,31 @@ def write_rates(node_url: str, conn: Replica, seconds: float) -> tuple[float, fl
         return one_thread(through, seconds), one_thread(over_http, seconds)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cpu(node: Node, folder: Path, followers: int, seconds: float) -> float:
+    """The node's share of one core while `followers` replicas follow it, idle."""
+    replicas = []
+    seed = folder / "replica-seed.db"  # a snapshot of the synced replica: no downloads
+    try:
+        for n in range(followers):
+            path = folder / f"follower-{followers}-{n}.db"
+            shutil.copy(seed, path)
+            replicas.append(shoal.connect(path, replica_of=f"{node.url}/default"))
+        time.sleep(1.0)  # every stream open and past its first heartbeat
+        assert node.process is not None
+        before, started = cpu_seconds(node.process.pid), time.monotonic()
+        time.sleep(seconds)
+        return (cpu_seconds(node.process.pid) - before) / (time.monotonic() - started)
+    finally:
+        for replica in replicas:
+            replica.close()
+
+
 def insert(client: httpx.Client, node_url: str, value: str) -> int:
     """One INSERT over the node's HTTP API; its version."""
     body = {"sql": "INSERT INTO t(v) VALUES (?)", "params": [value]}
@@ -155,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="per measurement (2)")
     parser.add_argument("--rows", type=int, default=10_000, help="rows to read among (10000)")
     parser.add_argument("--probes", type=int, default=200, help="writes timed for lag (200)")
+    parser.add_argument(
+        "--idle-seconds", type=float, default=10.0, help="node CPU window per count (10)"
+    )
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="shoal-bench-replica-"))
     try:
@@ -177,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             idle = lags(node.url, conn, args.probes, loaded=False)
             busy = lags(node.url, conn, args.probes, loaded=True)
             through, http = write_rates(node.url, conn, args.seconds)
+            conn.sync()
+            conn.database.snapshot(folder / "replica-seed.db")
+            cpu = {n: idle_cpu(node, folder, n, args.idle_seconds) for n in (0, 10, 50)}
         raw, pg = reads["raw APSW, same file"], reads["PostgreSQL (loopback)"]
         print(f"embedded replica benchmark: {args.seconds:g} s per measurement, {args.rows} rows")
         print()
@@ -200,6 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             ["one INSERT over HTTP", http, "1.00x"],
         ]
         print("\n".join(table(["write, one thread", "commits/s", "vs HTTP"], write_rows)))
+        print()
+        cpu_rows = [[f"{n} replicas", f"{share:.1%}"] for n, share in cpu.items()]
+        print("\n".join(table(["node idle, replicas following", "CPU, one core"], cpu_rows)))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return 0

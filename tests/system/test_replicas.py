@@ -11,9 +11,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import shoal
 from shoal.client.replica import Connection as Replica
@@ -316,3 +319,52 @@ def test_a_dead_first_node_is_passed_over_for_seeding_following_and_writes(
         conn.commit()
         assert conn.sync() == 2
         assert rows(conn, "SELECT v FROM t WHERE id = 2") == [("past the dead one",)]
+
+
+KEYS = st.integers(min_value=1, max_value=12)
+VALUES = st.one_of(
+    st.none(), st.integers(-(2**63), 2**63 - 1), st.text(max_size=8), st.binary(max_size=8)
+)
+STATEMENTS = st.one_of(
+    st.tuples(st.just("INSERT OR REPLACE INTO p(k, v) VALUES (?, ?)"), st.tuples(KEYS, VALUES)),
+    st.tuples(st.just("UPDATE p SET v = ? WHERE k >= ?"), st.tuples(VALUES, KEYS)),
+    st.tuples(st.just("DELETE FROM p WHERE k = ?"), st.tuples(KEYS)),
+    st.tuples(st.just("INSERT INTO log(at) VALUES (?)"), st.tuples(VALUES)),
+)
+TRANSACTIONS = st.lists(
+    st.tuples(st.lists(STATEMENTS, min_size=1, max_size=4), st.booleans()),  # (statements, commit?)
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(transactions=TRANSACTIONS)
+def test_random_transactions_leave_the_replica_equal_to_the_node_at_every_version(
+    node: Node, tmp_path_factory: pytest.TempPathFactory, transactions: list[Any]
+) -> None:
+    url = f"{node.url}/default"
+    with contextlib.closing(shoal.connect(url)) as writer:
+        writer.execute("CREATE TABLE IF NOT EXISTS p(k INTEGER PRIMARY KEY, v)")
+        writer.execute("CREATE TABLE IF NOT EXISTS log(id INTEGER PRIMARY KEY, at)")
+        writer.commit()
+        path = tmp_path_factory.mktemp("replica") / "copy.db"
+        with contextlib.closing(shoal.connect(path, replica_of=url)) as copy:
+            for statements, commit in transactions:
+                for sql, params in statements:
+                    writer.execute(sql, params)
+                if not commit:
+                    writer.rollback()
+                    continue
+                writer.commit()
+                info = httpx.get(
+                    f"{node.url}/v1/databases/default", params={"checksum": "1"}
+                ).json()
+                assert info["version"] == writer.version  # no other writer: the node is at it
+                copy.wait_for(writer.version, timeout=10)
+                assert copy.version == writer.version
+                assert copy.database.checksum() == info["checksum"]
