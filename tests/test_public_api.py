@@ -38,6 +38,8 @@ def test_top_level_names() -> None:
             "apilevel",
             "connect",
             "paramstyle",
+            "sqlite_version",
+            "sqlite_version_info",
             "threadsafety",
         ]
     )

@@ -24,6 +24,8 @@ from shoal.client.dbapi import (
     TimestampFromTicks,
     apilevel,
     paramstyle,
+    sqlite_version,
+    sqlite_version_info,
     threadsafety,
 )
 from shoal.client.embedded import Connection
@@ -71,5 +73,7 @@ __all__ = [
     "apilevel",
     "connect",
     "paramstyle",
+    "sqlite_version",
+    "sqlite_version_info",
     "threadsafety",
 ]

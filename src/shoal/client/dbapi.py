@@ -15,6 +15,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
+import apsw
+
 from shoal import errors
 from shoal.engine.execute import Params, Result
 from shoal.engine.pragmas import foreign_keys_request
@@ -47,6 +49,9 @@ __all__ = [
 apilevel = "2.0"
 threadsafety = 1  # threads may share the module, not connections
 paramstyle = "qmark"  # also :name, @name and $name with a mapping
+# The SQLite every shoal connection runs (APSW's own, whatever the system has), as sqlite3 names it.
+sqlite_version: str = apsw.sqlite_lib_version()
+sqlite_version_info: tuple[int, ...] = tuple(int(part) for part in sqlite_version.split("."))
 
 Date = datetime.date
 Time = datetime.time
