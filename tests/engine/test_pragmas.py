@@ -239,3 +239,33 @@ def test_a_snapshot_and_a_seeded_copy_carry_the_setting(db: Database, tmp_path: 
 )
 def test_foreign_keys_request_reads_one_statement_only(sql: str, wanted: bool | None) -> None:
     assert foreign_keys_request(sql) is wanted
+
+
+SCHEMA_PRAGMAS = [
+    'PRAGMA main.foreign_key_list("child")',
+    'PRAGMA main.table_xinfo("child")',
+    'PRAGMA main.index_list("child")',
+]
+
+
+def _describe(db: Database) -> list[list[tuple[Any, ...]]]:
+    return [db.read(sql)[0].rows for sql in SCHEMA_PRAGMAS]
+
+
+def test_schema_pragmas_on_a_reader_see_ddl_committed_since(pair: Pair) -> None:
+    # A temp-schema pragma first loads the reader's schema, then DDL commits on the
+    # writer (on the leader) or through apply (on the follower). SQLite answers
+    # foreign_key_list from its loaded copy, so without a refresh it said [].
+    for db in (pair.leader, pair.follower):
+        db.read('PRAGMA temp.table_info("child")')
+        assert _describe(db) == [[], [], []]
+    pair.leader.execute(
+        "CREATE TABLE parent(id INTEGER PRIMARY KEY);"
+        "CREATE TABLE child(id INTEGER PRIMARY KEY, parent REFERENCES parent(id) UNIQUE)"
+    )
+    pair.sync()
+    for db in (pair.leader, pair.follower):
+        fks, columns, indexes = _describe(db)
+        assert [(fk[2], fk[3], fk[4]) for fk in fks] == [("parent", "parent", "id")]
+        assert [column[1] for column in columns] == ["id", "parent"]
+        assert len(indexes) == 1

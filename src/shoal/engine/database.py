@@ -101,6 +101,15 @@ class _Reader:
     foreign_keys: bool = False  # the setting the connection mirrors
 
 
+def _refresh_schema(reader: _Reader) -> None:
+    """Brings the reader's copy of the schema up to date. SQLite reloads it when a
+    statement reads a table and finds the schema changed, but some pragmas
+    (`foreign_key_list`, for one) answer from the copy it has, so without this a
+    reader would describe tables as they were before another connection's DDL."""
+    with reader.policy.trusted():
+        reader.conn.execute("SELECT 1 FROM sqlite_schema LIMIT 0").fetchall()
+
+
 @dataclass(frozen=True)
 class Outcome:
     """Results of a request and the database version they reflect."""
@@ -246,6 +255,8 @@ class Database:
     ) -> list[Result]:
         """`query` without the version: the DB-API's reads, where every call counts."""
         reader = self._reader()
+        if classify(sql) is Kind.PRAGMA:
+            _refresh_schema(reader)
         try:
             return run(
                 reader.conn,
