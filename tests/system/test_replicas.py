@@ -1,11 +1,16 @@
 """Embedded replicas against a real `shoal serve`: seeded once, reads in process,
 writes through the node that the writer then reads back, another process reading
-what this one wrote, a restart that resumes from the file, and a node outage."""
+what this one wrote, a restart that resumes from the file, a node outage, a 30 s
+network cut that the replica catches up from, and a 200 MB seed's progress bar."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import pty
+import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -19,9 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import shoal
+from shoal.cli import human_size
 from shoal.client.replica import Connection as Replica
 from shoal.errors import StaleReplica, Unavailable, VersionNotReached
-from tests.services import Cluster, Node, free_port, wait_until
+from tests.services import Cluster, Node, TcpProxy, free_port, wait_until
 from tests.system.conftest import StartNode
 
 
@@ -368,3 +374,149 @@ def test_random_transactions_leave_the_replica_equal_to_the_node_at_every_versio
                 copy.wait_for(writer.version, timeout=10)
                 assert copy.version == writer.version
                 assert copy.database.checksum() == info["checksum"]
+
+
+@pytest.mark.slow
+def test_a_replica_cut_off_for_30_s_catches_up_without_a_second_download(
+    table: Node, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The replica reaches the node only through a proxy, cut for 30 s while another
+    client goes on writing to the node. Meanwhile the replica reads its own copy, as
+    it was, and its writes are Unavailable; once healed it follows on from its own
+    version to the node's version and checksum, in the same file, seeded once."""
+    caplog.set_level(logging.INFO, logger="shoal.replica")
+    path = tmp_path / "local.db"
+    with (
+        TcpProxy(table.port) as proxy,
+        contextlib.closing(shoal.connect(path, replica_of=f"{proxy.url}/default")) as conn,
+        contextlib.closing(shoal.connect(f"{table.url}/default", autocommit=True)) as other,
+    ):
+        other.execute("INSERT INTO t(v) VALUES ('before the cut')")
+        conn.wait_for(other.version, timeout=10)
+        before, inode = conn.version, path.stat().st_ino
+        assert before == 2
+
+        def cut_off() -> None:
+            """Nothing reaches the node through the proxy: the copy stays as it was."""
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"{proxy.url}/readyz")
+            assert conn.version == before
+            assert rows(conn, "SELECT count(*), max(v) FROM t") == [(2, "seeded")]
+            with pytest.raises(Unavailable, match=r"cannot reach .*; retry"):
+                conn.execute("INSERT INTO t(v) VALUES ('through the replica')")
+            conn.rollback()
+
+        proxy.cut()
+        cut_at = time.monotonic()
+        written, checks = 0, 0
+        while (elapsed := time.monotonic() - cut_at) < 30:  # the node takes writes all along
+            other.execute("INSERT INTO t(v) VALUES (?)", (f"written while cut off: {written}",))
+            written += 1
+            if elapsed >= checks:  # about once a second
+                cut_off()
+                checks += 1
+        cut_off()
+        assert checks >= 20 and written > 300, (checks, written)
+        node_side = httpx.get(f"{table.url}/v1/databases/default", params={"checksum": "1"})
+        head = node_side.json()
+        assert head["version"] == before + written == other.version
+
+        proxy.heal()
+        healed_at = time.monotonic()
+        assert conn.sync(timeout=30) == head["version"]
+        caught_up = time.monotonic() - healed_at
+        assert conn.database.checksum() == head["checksum"]
+        assert rows(conn, "SELECT count(*) FROM t") == [(2 + written,)]
+        conn.execute("INSERT INTO t(v) VALUES ('through the replica, healed')")
+        conn.commit()
+        assert conn.version == head["version"] + 1
+    assert path.stat().st_ino == inode  # the same file: followed on, not replaced
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("seeded" in m for m in messages) == 1, messages  # the first seed only
+    assert not [m for m in messages if "re-seeding" in m]
+    print(f"{written} writes in the 30 s cut; caught up {caught_up:.2f} s after the heal")
+
+
+SEEDER = """
+import sys, shoal
+conn = shoal.connect(sys.argv[1], replica_of=sys.argv[2])
+print(conn.version, conn.database.checksum())
+conn.close()
+"""
+BAR = re.compile(rb"\[([#.]{30})\] ([\d.]+ [KMG]?i?B) / ([\d.]+ [KMG]?i?B)")
+
+
+def bytes_of(size: bytes) -> float:
+    """What human_size printed ("12.0 MiB"), in bytes, to its 0.1 unit."""
+    number, unit = size.decode().split()
+    return float(number) * 1024 ** ["B", "KiB", "MiB", "GiB"].index(unit)
+
+
+@pytest.mark.slow
+def test_a_replica_seeded_from_a_200_mb_database_draws_its_progress_on_a_terminal(
+    start_node: StartNode, tmp_path: Path
+) -> None:
+    """200 MiB of random blobs (they do not compress), written through the node's API
+    in four transactions; a replica of it made by another process, whose stderr is a
+    terminal (a pty), draws the bar from its first MiB to the whole file, and holds
+    the node's database. (The file is some 400 MiB: the snapshot keeps, free, the
+    pages its log's records held.)"""
+    node = start_node(data_dir=tmp_path / "node")
+    copy = tmp_path / "replica" / "copy.db"
+    copy.parent.mkdir()
+    try:
+        with httpx.Client(base_url=f"{node.url}/v1/databases", timeout=60) as http:
+
+            def execute(sql: str) -> None:
+                response = http.post("/default/execute", json={"sql": sql})
+                assert response.status_code == 200, response.text
+
+            execute("CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB)")
+            for _ in range(4):
+                execute(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50) "
+                    "INSERT INTO big(b) SELECT randomblob(1048576) FROM n"
+                )
+            sql = "SELECT count(*), sum(length(b)) FROM big"
+            sizes = http.post("/default/query", json={"sql": sql}).json()
+            assert sizes["results"][0]["rows"] == [[200, 200 * 2**20]]
+            info = http.get("/default", params={"checksum": "1"}).json()
+        master, terminal = pty.openpty()
+        seeder = subprocess.Popen(
+            [sys.executable, "-c", SEEDER, str(copy), f"{node.url}/default"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+        )
+        os.close(terminal)
+        drawn = bytearray()
+
+        def read_the_terminal() -> None:
+            with contextlib.suppress(OSError):  # EIO: the seeder has closed it
+                while chunk := os.read(master, 1 << 16):
+                    drawn.extend(chunk)
+
+        reader = threading.Thread(target=read_the_terminal)
+        reader.start()
+        try:
+            out, _ = seeder.communicate(timeout=60)
+        finally:
+            seeder.kill()
+            reader.join(10)
+            os.close(master)
+        assert seeder.returncode == 0, bytes(drawn[-2000:])
+        version, checksum = out.decode().split()
+        assert (int(version), checksum) == (info["version"], info["checksum"])
+        bars = BAR.findall(drawn)
+        assert len(bars) > 100, bytes(drawn[-2000:])  # a bar for each MiB
+        assert {total for _, _, total in bars} == {human_size(copy.stat().st_size).encode()}
+        total = bytes_of(bars[0][2])
+        done = [bytes_of(size) for _, size, _ in bars]
+        assert total >= 200 * 2**20 and done == sorted(done)
+        assert done[0] <= 2**20 and len({d for d in done if d < total}) > 100
+        assert bars[-1][:2] == (b"#" * 30, bars[-1][2])  # full, at the whole file
+        assert drawn.endswith(b"\n")  # and the line ended there
+    finally:
+        node.stop()
+        shutil.rmtree(tmp_path / "node")
+        shutil.rmtree(copy.parent)
