@@ -520,3 +520,33 @@ def test_a_replica_seeded_from_a_200_mb_database_draws_its_progress_on_a_termina
         node.stop()
         shutil.rmtree(tmp_path / "node")
         shutil.rmtree(copy.parent)
+
+
+def test_two_connections_to_one_replica_file_share_its_follower(
+    table: Node, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A connection pool (SQLAlchemy's) opens several connections to one file. Each
+    # used to follow the stream on its own, so the second to apply a version found
+    # it applied already and re-seeded the file under the first.
+    path = tmp_path / "pooled.db"
+    caplog.set_level(logging.INFO, logger="shoal.replica")
+    first, second = replica(table, path), replica(table, path)
+    try:
+        assert first.follow is second.follow
+        for n in range(20):
+            conn = (first, second)[n % 2]
+            conn.execute("INSERT INTO t(v) VALUES (?)", (f"pooled {n}",))
+            conn.commit()
+            assert rows(first, "SELECT count(*) FROM t") == [(n + 2,)]
+            assert rows(second, "SELECT count(*) FROM t") == [(n + 2,)]
+        first.close()
+        conn = replica(table, path)  # the second still follows; a third joins it
+        conn.execute("INSERT INTO t(v) VALUES ('after a close')")
+        conn.commit()
+        assert second.version == conn.version == 22
+        conn.close()
+    finally:
+        first.close()
+        second.close()
+    assert "re-seeding" not in caplog.text
+    assert caplog.text.count("seeded") == 1

@@ -213,6 +213,40 @@ class Follow:
         self.db.close()
 
 
+# One Follow per replica file in this process, shared by every connection to it (a
+# pool's): two would each apply every record to the same file, and the second to
+# reach a version, finding it applied, would re-seed the file under the first.
+_following: dict[Path, tuple[Follow, int]] = {}  # resolved path: (follow, connections)
+_following_lock = threading.Lock()
+
+
+def _follow(path: Path, name: str, urls: Sequence[str], token: str | None) -> Follow:
+    """The Follow of `path`, started (and the file seeded) by its first connection."""
+    key = path.resolve()
+    with _following_lock:
+        follow, users = _following.get(key) or (None, 0)
+        if follow is None:
+            follow = Follow(path, name, urls, token, _terminal_progress())
+        elif follow.name != name:
+            raise InterfaceError(
+                f"{path} is already a replica of {follow.name!r} in this process, not of {name!r}"
+            )
+        _following[key] = (follow, users + 1)
+        return follow
+
+
+def _release(follow: Follow) -> None:
+    """One connection fewer on `follow`; the last one stops it."""
+    key = follow.path.resolve()
+    with _following_lock:
+        _, users = _following[key]
+        if users > 1:
+            _following[key] = (follow, users - 1)
+            return
+        del _following[key]
+    follow.close()
+
+
 def _unreachable(node: NodeClient, exc: httpx.HTTPError) -> Unavailable:
     return Unavailable(f"cannot follow {node.base_url}: {type(exc).__name__}: {exc}")
 
@@ -285,7 +319,7 @@ class Connection(BaseConnection):
         if token is None:
             token = os.environ.get("SHOAL_TOKEN") or None
         self.timeout = timeout
-        self.follow = Follow(Path(path), names[0], bases, token, _terminal_progress())
+        self.follow = _follow(Path(path), names[0], bases, token)
         self._writers = [
             remote.Connection(url, token=token, autocommit=True, timeout=timeout) for url in urls
         ]
@@ -348,7 +382,7 @@ class Connection(BaseConnection):
     def _close_backend(self) -> None:
         for writer in self._writers:
             writer.close()
-        self.follow.close()
+        _release(self.follow)
 
     def __enter__(self) -> Connection:
         return self
