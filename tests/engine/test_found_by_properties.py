@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import apsw
 import pytest
 
-from shoal.engine import Database
+from shoal.engine import Database, Role
 from shoal.errors import DataError, IntegrityError, NotSupportedError, OperationalError
 from tests.conftest import Pair, rows
 
@@ -202,3 +203,26 @@ def test_text_that_is_not_utf8(pair: Pair) -> None:
     before = pair.leader.checksum()
     pair.leader.execute("UPDATE t SET a = CAST(x'ac' AS TEXT) WHERE rowid = 2")
     assert pair.leader.checksum() != before  # the bytes are hashed, not lost
+
+
+def test_a_key_change_in_a_table_keyed_by_text_leaves_copies_checksum_equal(pair: Pair) -> None:
+    # Alembic's version table: `UPDATE alembic_version SET version_num = '0002'`. The
+    # session records it as a delete and an insert by key, so the follower's row gets
+    # a new hidden rowid; the rows, by their key, are the same (decision 32).
+    pair.leader.execute("CREATE TABLE v(num TEXT PRIMARY KEY, note)")
+    pair.leader.execute("INSERT INTO v VALUES ('0001', 'first'), ('0000', 'zero')")
+    pair.leader.execute("UPDATE v SET num = '0002' WHERE num = '0001'")
+    pair.assert_equal()
+    assert rows(pair.follower, "SELECT num, note FROM v ORDER BY num") == rows(
+        pair.leader, "SELECT num, note FROM v ORDER BY num"
+    )
+    # A difference in the rows themselves is still seen.
+    pair.follower.close()
+    raw = apsw.Connection(str(pair.follower.path))
+    raw.execute("UPDATE v SET note = 'changed' WHERE num = '0002'")
+    raw.close()
+    follower = Database(pair.follower.path, name="app", role=Role.FOLLOWER)
+    try:
+        assert follower.checksum() != pair.leader.checksum()
+    finally:
+        follower.close()

@@ -1,7 +1,11 @@
 """A logical checksum: the schema and every row, independent of the file's layout.
 
-Two copies with equal checksums hold the same schema, the same rows with the same
-rowids, and the same sqlite_sequence entries, however their pages are arranged.
+Two copies with equal checksums hold the same schema, the same rows, and the same
+sqlite_sequence entries, however their pages are arranged. A row is identified by
+its primary key, or by its rowid in a table without one. The hidden rowid of a
+table whose primary key is not an INTEGER PRIMARY KEY is left out: the session
+extension keys such rows by their primary key, so a follower numbers them as it
+inserts them, and SQLite itself renumbers them on VACUUM (decision 32).
 Values are hashed with their storage class, so 1, 1.0, '1' and x'31' differ; TEXT
 is hashed as its stored bytes, so text that is not valid UTF-8 is covered too.
 Zero is hashed without its sign, as SQL compares it (0.0 = -0.0): the session
@@ -55,8 +59,8 @@ def _row_query(conn: apsw.Connection, table: str, order: str, rowid: bool) -> st
     return f"SELECT {', '.join(parts)} FROM main.{quote_identifier(table)} ORDER BY {order}"
 
 
-def _tables(conn: apsw.Connection) -> list[tuple[str, bool]]:
-    """(name, has_rowid) of every ordinary table to hash, in name order."""
+def _tables(conn: apsw.Connection) -> list[str]:
+    """Every ordinary table to hash, in name order."""
     tables = []
     for name, sql in conn.execute(
         "SELECT name, sql FROM main.sqlite_schema WHERE type = 'table' ORDER BY name"
@@ -65,10 +69,7 @@ def _tables(conn: apsw.Connection) -> list[tuple[str, bool]]:
             continue
         if str(sql or "").upper().startswith("CREATE VIRTUAL TABLE"):
             continue  # its shadow tables hold its rows and are hashed themselves
-        without_rowid = conn.execute(
-            "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?", (name,)
-        ).fetchall()
-        tables.append((str(name), not (without_rowid and without_rowid[0][0])))
+        tables.append(str(name))
     return tables
 
 
@@ -85,13 +86,13 @@ def logical_checksum(conn: apsw.Connection) -> str:
             digest.update(b"S")
             for value in row:
                 _feed(digest, "text", value)
-        for name, has_rowid in _tables(conn):
+        for name in _tables(conn):
             if name == "sqlite_sequence":
                 query = _row_query(conn, name, "name, seq", rowid=False)
-            elif has_rowid:
-                query = _row_query(conn, name, "_rowid_", rowid=True)
+            elif key := _primary_key(conn, name):
+                query = _row_query(conn, name, key, rowid=False)
             else:
-                query = _row_query(conn, name, _primary_key(conn, name), rowid=False)
+                query = _row_query(conn, name, "_rowid_", rowid=True)
             digest.update(b"T")
             _feed(digest, "text", name)
             for row in conn.execute(query):
@@ -104,6 +105,7 @@ def logical_checksum(conn: apsw.Connection) -> str:
 
 
 def _primary_key(conn: apsw.Connection, table: str) -> str:
+    """The ORDER BY of the table's primary key ("" when it has none)."""
     columns = sorted(
         (int(pk), str(name))
         for _, name, _, _, _, pk, *_ in conn.execute(
