@@ -230,7 +230,10 @@ sa.Table(
 def alembic_config(url: str, folder: Path) -> Config:
     """An Alembic project in `folder` (its own templates) holding FIRST and SECOND."""
     command.init(Config(folder / "alembic.ini"), str(folder / "migrations"))  # `alembic init`
-    config = Config(folder / "alembic.ini")
+    # Without its .ini file, so that env.py leaves the logging configuration alone
+    # (fileConfig would disable every logger the later tests read).
+    config = Config()
+    config.set_main_option("script_location", str(folder / "migrations"))
     config.set_main_option("sqlalchemy.url", url)
     versions = folder / "migrations" / "versions"
     (versions / "0001_accounts.py").write_text(textwrap.dedent(FIRST))
