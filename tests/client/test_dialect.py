@@ -110,6 +110,19 @@ def test_a_bad_url_is_refused_saying_what_to_write(url: str, message: str) -> No
         sa.create_engine(url)  # SQLAlchemy reads the URL as it makes the engine
 
 
+def assert_log_replays_to_the_same_data(path: Path) -> None:
+    """The log holds every commit: a follower replaying it ends with the same data."""
+    leader = Database(path, name="app")
+    follower = Database(path.with_name("copy.db"), name="app", role=Role.FOLLOWER)
+    try:
+        for raw in leader.log_range(1):
+            follower.apply(raw)
+        assert follower.checksum() == leader.checksum()
+    finally:
+        leader.close()
+        follower.close()
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -145,16 +158,7 @@ def test_the_orm_round_trips_and_every_write_is_one_record(tmp_path: Path) -> No
     assert sa.inspect(engine).get_table_names() == ["authors", "books"]  # no _shoal_ tables
     engine.dispose()
 
-    # The log holds every commit: a follower replaying it ends with the same data.
-    leader = Database(tmp_path / "app.db", name="app")
-    follower = Database(tmp_path / "copy.db", name="app", role=Role.FOLLOWER)
-    try:
-        for raw in leader.log_range(1):
-            follower.apply(raw)
-        assert follower.checksum() == leader.checksum()
-    finally:
-        leader.close()
-        follower.close()
+    assert_log_replays_to_the_same_data(tmp_path / "app.db")
 
 
 def test_autocommit_isolation_level_is_the_connections_autocommit(tmp_path: Path) -> None:
@@ -268,15 +272,7 @@ def migrate_and_check(url: str, folder: Path) -> None:
 
 def test_alembic_migrates_a_file_and_the_log_replays_it(tmp_path: Path) -> None:
     migrate_and_check(f"shoal:///{tmp_path / 'app.db'}", tmp_path)
-    leader = Database(tmp_path / "app.db", name="app")
-    follower = Database(tmp_path / "copy.db", name="app", role=Role.FOLLOWER)
-    try:
-        for raw in leader.log_range(1):
-            follower.apply(raw)
-        assert follower.checksum() == leader.checksum()
-    finally:
-        leader.close()
-        follower.close()
+    assert_log_replays_to_the_same_data(tmp_path / "app.db")
 
 
 def test_shoal_names_its_sqlite_like_sqlite3() -> None:
