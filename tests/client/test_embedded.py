@@ -121,6 +121,42 @@ def test_values_round_trip(conn: shoal.Connection) -> None:
     assert rows == [("nul\x00", blob), ("2026-11-21 08:30:00", b"x")]
 
 
+def test_a_point_read_keeps_what_a_cursor_promises(conn: shoal.Connection) -> None:
+    """One statement that reads goes straight to the reader: description, rowcount,
+    lastrowid, adapted parameters and fetch errors are as on any other path."""
+    cursor = conn.cursor()
+    cursor.execute("INSERT INTO t(name) VALUES (?)", ("a",))
+    conn.commit()
+    assert cursor.lastrowid == 1
+    cursor.execute("SELECT id, name FROM t WHERE id = ?", (1,))
+    assert (cursor.lastrowid, cursor.rowcount) == (1, -1)  # a read leaves lastrowid
+    assert [d[:2] for d in cursor.description or ()] == [("id", "INTEGER"), ("name", "TEXT")]
+    assert cursor.fetchone() == (1, "a") and cursor.fetchone() is None
+    empty = conn.execute("SELECT name FROM t WHERE id = ?", [99])
+    assert [d[0] for d in empty.description or ()] == ["name"] and empty.fetchall() == []
+    day = datetime.date(2026, 11, 21)
+    assert conn.execute("SELECT ?, ?", (day, 1)).fetchone() == ("2026-11-21", 1)
+    assert conn.execute("SELECT :d", {"d": day}).fetchone() == ("2026-11-21",)
+    with pytest.raises(shoal.ProgrammingError, match="Bad binding"):
+        conn.execute("SELECT ?", (object(),))
+    with contextlib.closing(shoal.connect(conn.database.path)) as other:
+        other.execute("ALTER TABLE t ADD COLUMN extra INT DEFAULT 7")
+        other.commit()
+    row = conn.execute("SELECT * FROM t WHERE id = ?", (1,))
+    assert [d[0] for d in row.description or ()] == ["id", "name", "data", "extra"]
+    assert row.fetchone() == (1, "a", None, 7)
+    assert not conn.in_transaction
+    conn.execute("WITH x(n) AS (SELECT ?) INSERT INTO t(name) SELECT n FROM x", (day,))
+    assert conn.in_transaction  # a read that writes after all is a write
+    conn.commit()
+    assert conn.execute("SELECT name FROM t WHERE id = 2").fetchall() == [("2026-11-21",)]
+    conn.close()
+    with pytest.raises(shoal.InterfaceError):
+        row.fetchone()
+    with pytest.raises(shoal.InterfaceError):
+        conn.execute("SELECT 1")
+
+
 def test_errors_are_typed_and_change_nothing(conn: shoal.Connection) -> None:
     with pytest.raises(shoal.ProgrammingError):
         conn.execute("SELEC 1")

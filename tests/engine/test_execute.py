@@ -53,6 +53,47 @@ def test_empty_result_keeps_its_columns(people: Database) -> None:
     assert (result.columns, result.rows) == (["name", "age"], [])
 
 
+def test_a_readers_remembered_descriptions_follow_the_schema(people: Database) -> None:
+    """A reader remembers each statement's columns while the file is unchanged;
+    DDL, from this database's writer or another connection's, shows at once."""
+    star = "SELECT * FROM people WHERE id = ?"
+    columns, rows = people.read_one(star, (1,))
+    assert (columns, rows) == (
+        (("id", "INTEGER"), ("name", "TEXT"), ("age", "INT")),
+        [(1, "ada", 36)],
+    )
+    assert people.read_one(star, (2,))[0] is columns  # remembered
+    people.execute("ALTER TABLE people ADD COLUMN email TEXT")
+    assert people.read_one(star, (1,)) == (
+        (("id", "INTEGER"), ("name", "TEXT"), ("age", "INT"), ("email", "TEXT")),
+        [(1, "ada", 36, None)],
+    )
+    with Database(people.path) as other:  # another writer of the file
+        other.execute("ALTER TABLE people RENAME COLUMN email TO mail")
+    assert people.query(star, (99,)).results[0].columns == ["id", "name", "age", "mail"]
+    assert people.read_one(star, (1,))[0][3] == ("mail", "TEXT")
+
+
+def test_read_one_answers_as_query_does(people: Database) -> None:
+    assert people.read_one("SELECT name FROM people WHERE 0") == ((("name", "TEXT"),), [])
+    assert people.read_one("VALUES (1, 'x')") == (
+        (("column1", None), ("column2", None)),
+        [(1, "x")],
+    )
+    with pytest.raises(ReadOnly, match="execute"):
+        people.read_one("WITH x(n) AS (SELECT 1) DELETE FROM people")
+    with pytest.raises(ProgrammingError):
+        people.read_one("SELECT name FROM people WHERE id = ?", (1, 2))
+    assert people.read_one("SELECT count(*) FROM people") == ((("count(*)", None),), [(2,)])
+    limited = Database(people.path, options=Options(limits=Limits(max_rows=1)))
+    try:
+        with pytest.raises(ResultTooLarge):
+            limited.read_one("SELECT name FROM people")
+        assert limited.read_one("SELECT name FROM people WHERE id = 1")[1] == [("ada",)]
+    finally:
+        limited.close()
+
+
 def test_a_failed_read_leaves_the_reader_ready_and_current(people: Database) -> None:
     """A thread's reader reuses one cursor for point reads: a read that fails
     halfway must not leave it in a statement that pins an old snapshot."""

@@ -2,9 +2,11 @@
 and `BaseConnection`, which routes statements the same way whether the database
 is in-process (embedded) or behind a server (remote).
 
-A cursor needs one thing from its connection, `run(sql, params) -> [Result]`
-(the `Runner` protocol). A connection needs four things from its backend: read,
-write in a transaction of its own, begin a transaction, and close.
+A cursor hands each request to its connection, which fills the cursor in. A
+connection needs four things from its backend: read, write in a transaction of
+its own, begin a transaction, and close. A backend whose reads run in this
+process also names the database they run on (`_local_reads`): the commonest
+request, one statement that reads outside a transaction, goes straight to it.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from typing import Any, Protocol
 import apsw
 
 from shoal import errors
-from shoal.engine.execute import Params, Result
+from shoal.engine.execute import Description, Params, Result, Row
 from shoal.engine.pragmas import foreign_keys_request
-from shoal.engine.sqltext import Kind, classify, leading_keyword
+from shoal.engine.sqltext import Kind, classify, is_single_statement, leading_keyword
 from shoal.errors import InterfaceError, OperationalError, ProgrammingError, ReadOnly, Refused
 
 __all__ = [
@@ -34,7 +36,7 @@ __all__ = [
     "Cursor",
     "Date",
     "DateFromTicks",
-    "Runner",
+    "LocalReads",
     "Time",
     "TransactionHandle",
     "TimeFromTicks",
@@ -130,12 +132,13 @@ def _adapt(value: Any) -> Any:
 
 def adapt_params(params: Params) -> Params:
     """Dates and times become ISO 8601 text, as sqlite3's adapters made them."""
+    if type(params) is tuple or type(params) is list:  # the commonest case
+        for value in params:
+            if type(value) not in _NATIVE_TYPES:
+                return [_adapt(v) for v in params]
+        return params
     if params is None:
         return None
-    if type(params) in (tuple, list):  # the commonest case, checked in one C call
-        if _NATIVE_TYPES.issuperset(map(type, params)):
-            return params
-        return [_adapt(v) for v in params]
     if isinstance(params, Mapping):
         if _NATIVE_TYPES.issuperset(map(type, params.values())):
             return params
@@ -145,14 +148,6 @@ def adapt_params(params: Params) -> Params:
     return [_adapt(v) for v in params]
 
 
-class Runner(Protocol):
-    """What a cursor needs from its connection."""
-
-    def run(self, sql: str, params: Params, min_version: int | None = None) -> list[Result]: ...
-
-    def check_open(self) -> None: ...
-
-
 class Cursor:
     """A PEP 249 cursor. Rows are fetched whole when a statement runs; the
     description is built only when asked for."""
@@ -160,22 +155,23 @@ class Cursor:
     __slots__ = (
         "_at",
         "_closed",
+        "_columns",
         "_description",
         "_rows",
-        "_shown",
         "arraysize",
         "connection",
         "lastrowid",
         "rowcount",
     )
 
-    def __init__(self, connection: Runner) -> None:
+    def __init__(self, connection: BaseConnection) -> None:
         self.connection = connection
         self.arraysize = 1
-        self._rows: list[tuple[Any, ...]] = []
+        self._rows: list[Row] = []
         self._at = 0
-        # The last execute's result set (None if it produced none: fetch needs one).
-        self._shown: Result | None = None
+        # The columns of the last execute's result set (None if it produced none:
+        # fetch needs one), as SQLite described them.
+        self._columns: Description | None = None
         self._description: tuple[tuple[Any, ...], ...] | None = None
         self.rowcount = -1
         self.lastrowid: int | None = None
@@ -184,11 +180,10 @@ class Cursor:
     @property
     def description(self) -> tuple[tuple[Any, ...], ...] | None:
         """(name, declared type, None, None, None, None, None) per column, or None."""
-        shown = self._shown
-        if self._description is None and shown is not None:
+        columns = self._columns
+        if self._description is None and columns is not None:
             self._description = tuple(
-                (name, decltype, None, None, None, None, None)
-                for name, decltype in shown.description
+                (name, decltype, None, None, None, None, None) for name, decltype in columns
             )
         return self._description
 
@@ -200,7 +195,7 @@ class Cursor:
         connection asks the node for it, a file raises if it has not got it."""
         if self._closed:
             raise InterfaceError("the cursor is closed")
-        self._take(self.connection.run(operation, adapt_params(parameters), min_version))
+        self.connection._execute(self, operation, parameters, min_version)
         return self
 
     def executemany(self, operation: str, seq_of_parameters: Sequence[Params]) -> Cursor:
@@ -210,7 +205,7 @@ class Cursor:
             self._take(self.connection.run(operation, adapt_params(parameters)))
             total += max(self.rowcount, 0)
         self.rowcount = total
-        self._rows, self._at, self._shown, self._description = [], 0, None, None
+        self._rows, self._at, self._columns, self._description = [], 0, None, None
         return self
 
     def _take(self, results: list[Result]) -> None:
@@ -224,31 +219,31 @@ class Cursor:
                 (r.last_insert_id for r in reversed(results) if r.last_insert_id is not None),
                 None,
             )
-        self._shown, self._description, self._at = shown, None, 0
+        self._description, self._at = None, 0
         if shown is not None:
-            self._rows, self.rowcount = shown.rows, -1
+            self._columns, self._rows, self.rowcount = shown.description, shown.rows, -1
         else:
-            self._rows, self.rowcount = [], sum(r.rows_affected for r in results)
+            self._columns, self._rows = None, []
+            self.rowcount = sum(r.rows_affected for r in results)
         if last_insert_id is not None:
             self.lastrowid = last_insert_id
 
     def _check_result_set(self) -> None:
         self._check_open()
-        if self._shown is None:
+        if self._columns is None:
             raise ProgrammingError(
                 "no result set to fetch from: the last execute() ran no query that returns "
                 "rows (or nothing ran yet)"
             )
 
     def fetchone(self) -> tuple[Any, ...] | None:
-        if self._shown is None or self._closed:
-            self._check_result_set()
-        self.connection.check_open()
-        rows = self._rows
-        if self._at >= len(rows):
-            return None
-        self._at += 1
-        return rows[self._at - 1]
+        if self._columns is None or self._closed or self.connection._closed:
+            self._check_result_set()  # raises
+        at, rows = self._at, self._rows
+        if at < len(rows):
+            self._at = at + 1
+            return rows[at]
+        return None
 
     def fetchmany(self, size: int | None = None) -> list[tuple[Any, ...]]:
         self._check_result_set()
@@ -266,7 +261,7 @@ class Cursor:
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         """The rows left (none after a statement without a result set, as sqlite3)."""
         self._check_open()
-        while self._shown is not None and (row := self.fetchone()) is not None:
+        while self._columns is not None and (row := self.fetchone()) is not None:
             yield row
 
     def setinputsizes(self, sizes: Any) -> None:
@@ -291,6 +286,15 @@ class Cursor:
         self.close()
 
 
+_new_cursor = object.__new__
+
+
+class LocalReads(Protocol):
+    """A database whose reads run in this process (shoal.engine.Database)."""
+
+    def read_one(self, sql: str, params: Params) -> tuple[Description, list[Row]]: ...
+
+
 class TransactionHandle(Protocol):
     """An open write transaction, as a backend gives it to a connection."""
 
@@ -305,6 +309,30 @@ class TransactionHandle(Protocol):
 
 
 _READ_FIRST = frozenset({Kind.READ, Kind.PRAGMA})
+_TRANSACTION, _VACUUM, _PRAGMA = Kind.TRANSACTION, Kind.VACUUM, Kind.PRAGMA  # Kind.X costs a lookup
+
+# How a connection routes a text: (its kind, whether it is tried as a read first,
+# whether it is one statement for the reader's fast path). Decided once per text.
+Plan = tuple[Kind, bool, bool]
+_PLANS: dict[str, Plan] = {}
+_PLANS_KEPT = 4096
+
+
+def _plan(sql: str) -> Plan:
+    """`sql`'s plan, remembered. A read may write after all (a PRAGMA that sets,
+    WITH ... INSERT): the reader refuses it, and it goes on as a write. The fast
+    path takes one statement that is not a PRAGMA (a pragma read refreshes the
+    reader's schema first: Database.read)."""
+    plan = _PLANS.get(sql)
+    if plan is None:
+        kind = classify(sql)
+        read_first = kind in _READ_FIRST or leading_keyword(sql) == "WITH"
+        one_read = read_first and kind is not _PRAGMA and is_single_statement(sql)
+        plan = (kind, read_first, one_read)
+        if len(_PLANS) >= _PLANS_KEPT:
+            _PLANS.clear()
+        _PLANS[sql] = plan
+    return plan
 
 
 class BaseConnection(ABC):
@@ -332,6 +360,10 @@ class BaseConnection(ABC):
         self.autocommit = autocommit
         self._tx: TransactionHandle | None = None
         self._closed = False
+        # Where a read outside a transaction, without min_version, may run directly,
+        # skipping `_read`: a database in this process, when the backend has
+        # nothing to check before such a read. None: every read goes to `_read`.
+        self._local_reads: LocalReads | None = None
 
     # -- the backend -----------------------------------------------------------
 
@@ -367,7 +399,13 @@ class BaseConnection(ABC):
     ) -> Cursor:
         """A shortcut, as in sqlite3: a new cursor with `sql` executed (run() checks
         that the connection is open)."""
-        return Cursor(self).execute(sql, parameters, min_version=min_version)
+        cursor = _new_cursor(Cursor)  # Cursor(self), without the cost of calling __init__
+        cursor.connection = self
+        cursor.arraysize = 1
+        cursor.lastrowid = None
+        cursor._closed = False
+        self._execute(cursor, sql, parameters, min_version)  # sets the rest
+        return cursor
 
     def executemany(self, sql: str, seq_of_parameters: Sequence[Params]) -> Cursor:
         return self.cursor().executemany(sql, seq_of_parameters)
@@ -406,24 +444,61 @@ class BaseConnection(ABC):
         if self._closed:
             raise InterfaceError("the connection is closed")
 
+    def _execute(
+        self, cursor: Cursor, sql: str, parameters: Params, min_version: int | None
+    ) -> None:
+        """Runs one request into `cursor`. The commonest, one statement that reads
+        outside a transaction, goes straight to `_local_reads`; the rest through
+        run(). Every call counts on that path: a tuple of parameters is adapted
+        only if SQLite refuses to bind it (as it refuses dates; nothing has run
+        then), and the cursor is filled in as Cursor._take would."""
+        local = self._local_reads
+        if local is not None and self._tx is None and min_version is None and not self._closed:
+            plan = _PLANS.get(sql) or _plan(sql)
+            if plan[2]:
+                params = parameters if type(parameters) is tuple else adapt_params(parameters)
+                try:
+                    columns, rows = local.read_one(sql, params)
+                except ReadOnly:  # it writes after all
+                    cursor._take(self._not_a_read(sql, adapt_params(params), plan[0]))
+                    return
+                except ProgrammingError:
+                    adapted = adapt_params(params)
+                    if adapted is params:
+                        raise
+                    cursor._take(self.run(sql, adapted, min_version))
+                    return
+                cursor._description, cursor._at = None, 0
+                if columns:
+                    cursor._columns, cursor._rows, cursor.rowcount = columns, rows, -1
+                else:  # no result set: nothing to fetch, nothing affected
+                    cursor._columns, cursor._rows, cursor.rowcount = None, [], 0
+                return
+        cursor._take(self.run(sql, adapt_params(parameters), min_version))
+
     def run(self, sql: str, params: Params, min_version: int | None = None) -> list[Result]:
         """Routes one request: to the open transaction, a reader, or a new transaction.
         Only a read outside a transaction heeds `min_version`: a write and what runs
         in a transaction run on the leader's newest state."""
         if self._closed:
             self.check_open()
-        kind = classify(sql)
-        if kind is Kind.TRANSACTION:
+        kind, read_first, _ = _PLANS.get(sql) or _plan(sql)
+        if kind is _TRANSACTION:
             return self._transaction_statement(sql, params)
         if self._tx is not None:
             return self._in_transaction(sql, params)
-        if kind in _READ_FIRST or leading_keyword(sql) == "WITH":
+        if read_first:
             try:
                 return self._read(sql, params, min_version)
             except ReadOnly:
                 pass  # it writes after all (a PRAGMA that sets, WITH ... INSERT)
-        if kind is Kind.VACUUM or self.autocommit or foreign_keys_request(sql) is not None:
-            return self._write(sql, params)  # a setting for every client: alone, at once
+        return self._not_a_read(sql, params, kind)
+
+    def _not_a_read(self, sql: str, params: Params, kind: Kind) -> list[Result]:
+        """A statement that writes, outside a transaction: it opens one, or runs
+        alone at once when it is a setting for every client."""
+        if kind is _VACUUM or self.autocommit or foreign_keys_request(sql) is not None:
+            return self._write(sql, params)
         self._tx = self._begin()
         return self._in_transaction(sql, params)
 

@@ -49,6 +49,7 @@ class Connection(BaseConnection):
         if archive is not None:
             store = open_store(archive) if isinstance(archive, str) else archive
             self.archiver = BackgroundArchiver(Archiver(self.database, store, archive_policy))
+        self._local_reads = self.database
 
     @property
     def version(self) -> int:

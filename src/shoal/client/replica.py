@@ -73,6 +73,8 @@ class Follow:
         self.heard = 0.0  # time.monotonic() of the last frame from a node
         self.problem: Error | None = None  # why the last attempt to follow failed
         self._response: httpx.Response | None = None  # the stream being read
+        # Called with the new Database when a re-seed replaces `db` (from the thread).
+        self.reseeded: list[Callable[[Database], None]] = []
         if not path.exists():
             try:
                 self._seed_from_any()
@@ -152,6 +154,8 @@ class Follow:
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
         os.replace(fresh, self.path)
         self.db = Database(self.path, name=self.name, role=Role.FOLLOWER)
+        for call in self.reseeded:
+            call(self.db)
 
     def _download(self, node: NodeClient, target: Path) -> None:
         version, size = download(node, self._path("snapshot"), target, self._progress)
@@ -309,7 +313,7 @@ class Connection(BaseConnection):
                 f"max_lag_seconds must be over {HEARTBEAT_SECONDS:g} s, the heartbeat of an "
                 "idle stream; a quiet copy would always be refused"
             )
-        self.max_lag_seconds = max_lag_seconds
+        self._max_lag_seconds = max_lag_seconds
         urls = [replica_of] if isinstance(replica_of, str) else list(replica_of)
         if not urls:
             raise InterfaceError("replica_of needs at least one node URL")
@@ -320,6 +324,8 @@ class Connection(BaseConnection):
             token = os.environ.get("SHOAL_TOKEN") or None
         self.timeout = timeout
         self.follow = _follow(Path(path), names[0], bases, token)
+        self.follow.reseeded.append(self._reads_on)
+        self._reads_on(self.follow.db)
         self._writers = [
             remote.Connection(url, token=token, autocommit=True, timeout=timeout) for url in urls
         ]
@@ -329,6 +335,20 @@ class Connection(BaseConnection):
     def database(self) -> Database:
         """The local copy."""
         return self.follow.db
+
+    @property
+    def max_lag_seconds(self) -> float | None:
+        """How stale a read may be (see docs/embedded.md); None: unbounded."""
+        return self._max_lag_seconds
+
+    @max_lag_seconds.setter
+    def max_lag_seconds(self, seconds: float | None) -> None:
+        self._max_lag_seconds = seconds
+        self._reads_on(self.follow.db)
+
+    def _reads_on(self, db: Database) -> None:
+        """Plain reads run on `db` directly, unless each must check the lag first."""
+        self._local_reads = db if self._max_lag_seconds is None else None
 
     @property
     def version(self) -> int:
@@ -352,8 +372,8 @@ class Connection(BaseConnection):
     def _read(self, sql: str, params: Params, min_version: int | None) -> list[Result]:
         if min_version is not None and min_version > self.follow.db.version:
             self.follow.wait_for(min_version, self.timeout)
-        if self.max_lag_seconds is not None:
-            self.follow.wait_until_heard(self.max_lag_seconds)
+        if self._max_lag_seconds is not None:
+            self.follow.wait_until_heard(self._max_lag_seconds)
         return self.follow.db.read(sql, params)
 
     def _write(self, sql: str, params: Params) -> list[Result]:
@@ -382,6 +402,7 @@ class Connection(BaseConnection):
     def _close_backend(self) -> None:
         for writer in self._writers:
             writer.close()
+        self.follow.reseeded.remove(self._reads_on)
         _release(self.follow)
 
     def __enter__(self) -> Connection:

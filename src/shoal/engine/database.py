@@ -34,7 +34,19 @@ from shoal.engine import log
 from shoal.engine.apply import apply_record
 from shoal.engine.capture import Capture, read_sequence
 from shoal.engine.checksum import logical_checksum
-from shoal.engine.execute import Deadline, Limits, Params, Result, run
+from shoal.engine.execute import (
+    USER_PREPARE_FLAGS,
+    Deadline,
+    Description,
+    Descriptions,
+    Limits,
+    Params,
+    Result,
+    Row,
+    described,
+    error_from,
+    run,
+)
 from shoal.engine.policy import Policy
 from shoal.engine.pragmas import Settings, foreign_keys_request
 from shoal.engine.sqltext import Kind, classify, is_single_statement
@@ -55,6 +67,7 @@ from shoal.record import Record, Statement, Vacuum, decode, encode
 __all__ = ["CommitHook", "Database", "Options", "Outcome", "Role", "Transaction"]
 
 Statements = Iterable[tuple[str, Params]]
+_PRAGMA = Kind.PRAGMA  # for reads, where every call counts: Kind.PRAGMA is a lookup
 
 
 class Role(Enum):
@@ -99,6 +112,7 @@ class _Reader:
     deadline: Deadline
     cursor: apsw.Cursor
     foreign_keys: bool = False  # the setting the connection mirrors
+    descriptions: Descriptions = field(default_factory=dict)  # see execute.read_one
 
 
 def _refresh_schema(reader: _Reader) -> None:
@@ -139,6 +153,8 @@ class Database:
         self._readers_lock = threading.Lock()
         self._readers: list[apsw.Connection] = []
         self._local = threading.local()
+        # Reads under no limit take read_one's path, without run()'s bookkeeping.
+        self._unlimited = self.options.limits == Limits()
         self._settings = Settings(synchronous=self.options.synchronous)
         self._policy = Policy(self._settings)
         self._deadline = Deadline()
@@ -254,8 +270,10 @@ class Database:
         self, sql: str, params: Params = None, *, limits: Limits | None = None
     ) -> list[Result]:
         """`query` without the version: the DB-API's reads, where every call counts."""
+        if limits is None and self._unlimited and _one_statement_not_pragma(sql):
+            return [Result(*self.read_one(sql, params))]
         reader = self._reader()
-        if classify(sql) is Kind.PRAGMA:
+        if classify(sql) is _PRAGMA:
             _refresh_schema(reader)
         try:
             return run(
@@ -266,12 +284,35 @@ class Database:
                 params,
                 limits or self.options.limits,
                 cursor=reader.cursor,
+                descriptions=reader.descriptions,
             )
         except ReadOnly:
-            raise QueryWrites(
-                "this statement writes, and a query runs only statements that read; "
-                "send it as a write (execute)"
-            ) from None
+            raise _query_writes() from None
+
+    def read_one(self, sql: str, params: Params = None) -> tuple[Description, list[Row]]:
+        """`read` of a text that holds one statement other than a PRAGMA (`read`
+        refreshes the schema for those), as (description, rows): the DB-API's
+        point reads, where every call counts. The same errors as `read`."""
+        try:
+            reader: _Reader = self._local.reader
+        except AttributeError:
+            reader = self._reader()
+        if reader.foreign_keys is not self._settings.foreign_keys:
+            reader = self._reader()
+        if not self._unlimited:
+            result = self.read(sql, params)[0]
+            return result.description, result.rows
+        cursor = reader.cursor
+        try:
+            # execute.read_one, written out: every call counts here.
+            cursor.execute(sql, params, prepare_flags=USER_PREPARE_FLAGS)
+            known = reader.descriptions.get(sql)
+            if known is not None and known[0] == reader.conn.data_version():
+                return known[1], cursor.fetchall()
+            return described(reader.conn, cursor, sql, params, reader.descriptions)
+        except Exception as exc:
+            error = error_from(exc, reader.policy, reader.deadline)
+            raise (_query_writes() if isinstance(error, ReadOnly) else error) from None
 
     def _read_committed(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """Runs an engine query on this thread's reader: the last committed state."""
@@ -597,6 +638,28 @@ class Database:
 
 
 MAX_GROUP = 64  # requests committed together, at most
+
+
+_ONE_NOT_PRAGMA: dict[str, bool] = {}  # SQL text: its answer, as read() found it
+_ONE_NOT_PRAGMA_KEPT = 4096
+
+
+def _one_statement_not_pragma(sql: str) -> bool:
+    """Whether `sql` is one statement other than a PRAGMA: what read_one takes."""
+    answer = _ONE_NOT_PRAGMA.get(sql)
+    if answer is None:
+        answer = is_single_statement(sql) and classify(sql) is not _PRAGMA
+        if len(_ONE_NOT_PRAGMA) >= _ONE_NOT_PRAGMA_KEPT:
+            _ONE_NOT_PRAGMA.clear()
+        _ONE_NOT_PRAGMA[sql] = answer
+    return answer
+
+
+def _query_writes() -> QueryWrites:
+    return QueryWrites(
+        "this statement writes, and a query runs only statements that read; "
+        "send it as a write (execute)"
+    )
 
 
 def _groupable(sql: str) -> bool:

@@ -26,7 +26,20 @@ from shoal.errors import (
     from_apsw,
 )
 
-__all__ = ["USER_PREPARE_FLAGS", "Deadline", "Description", "Limits", "Params", "Result", "run"]
+__all__ = [
+    "USER_PREPARE_FLAGS",
+    "Deadline",
+    "Description",
+    "Descriptions",
+    "Limits",
+    "Params",
+    "Result",
+    "Row",
+    "described",
+    "error_from",
+    "read_one",
+    "run",
+]
 
 Params = Sequence[Any] | Mapping[str, Any] | None
 
@@ -48,6 +61,11 @@ class Limits:
 
 
 Description = tuple[tuple[str, str | None], ...]  # (name, declared type) per column
+Row = tuple[Any, ...]
+# A connection's known descriptions: SQL text -> (the connection's data_version()
+# when it was read, the description). See `read_one`.
+Descriptions = dict[str, tuple[int, Description]]
+DESCRIPTIONS_KEPT = 512  # statements whose description a connection remembers
 
 
 @dataclass(slots=True)
@@ -151,11 +169,13 @@ def run(
     before: BeforeStatement | None = None,
     *,
     cursor: apsw.Cursor | None = None,
+    descriptions: Descriptions | None = None,
 ) -> list[Result]:
     """Runs every statement in `sql`; `before` sees each statement's text before it runs.
 
     `cursor` is one of `conn`'s to reuse (a reader's, for its point reads); without
-    it a cursor is made and closed here.
+    it a cursor is made and closed here. `descriptions` is `conn`'s cache for
+    `read_one` (a reader's: it never changes the schema itself).
     """
     seconds = limits.statement_seconds
     if seconds is not None:
@@ -166,10 +186,12 @@ def run(
         cursor = conn.cursor()
     try:
         if fast and is_single_statement(sql):
+            if descriptions is not None:
+                return [Result(*read_one(conn, cursor, sql, params, descriptions))]
             return [_read_one(cursor, sql, params)]
         return _run_collected(conn, cursor, sql, params, limits, before)
     except Exception as exc:
-        raise _error_from(exc, policy, deadline, seconds) from None
+        raise error_from(exc, policy, deadline, seconds) from None
     finally:
         if seconds is not None:
             deadline.at = float("inf")
@@ -198,8 +220,8 @@ def _run_collected(
     return collector.results
 
 
-def _error_from(
-    exc: Exception, policy: Policy, deadline: Deadline, seconds: float | None
+def error_from(
+    exc: Exception, policy: Policy, deadline: Deadline, seconds: float | None = None
 ) -> Exception:
     """The shoal error for what running a statement raised (a refusal the policy
     recorded first: SQLite reports it only as "not authorized")."""
@@ -227,6 +249,53 @@ def _read_one(cursor: apsw.Cursor, sql: str, params: Params) -> Result:
     except apsw.ExecutionCompleteError:  # no rows: the statement is already done
         return Result(_description_without_running(cursor, sql, params))
     return Result(description, cursor.fetchall())
+
+
+def read_one(
+    conn: apsw.Connection,
+    cursor: apsw.Cursor,
+    sql: str,
+    params: Params,
+    descriptions: Descriptions,
+) -> tuple[Description, list[Row]]:
+    """`_read_one` for a connection that never changes the schema itself (a
+    reader), as (description, rows), with the description remembered.
+
+    Asking SQLite for a description builds every column's name and type anew,
+    which costs as much as a point read's own Python work. A statement's columns
+    depend only on its text and the schema, and the schema changes only by a
+    commit, which changes the connection's `data_version()`. That value is read
+    after the statement's first step, in the read transaction it ran in, so a
+    remembered description with the same value is the one SQLite would give now.
+    """
+    cursor.execute(sql, params, prepare_flags=USER_PREPARE_FLAGS)
+    known = descriptions.get(sql)
+    if known is not None and known[0] == conn.data_version():
+        return known[1], cursor.fetchall()
+    return described(conn, cursor, sql, params, descriptions)
+
+
+def described(
+    conn: apsw.Connection,
+    cursor: apsw.Cursor,
+    sql: str,
+    params: Params,
+    descriptions: Descriptions,
+) -> tuple[Description, list[Row]]:
+    """The rest of `read_one` once `cursor` has executed `sql` and no description
+    was remembered for the connection's data version: asks, remembers, fetches."""
+    version = conn.data_version()
+    description: Description
+    try:
+        description = cursor.get_description()
+    except apsw.ExecutionCompleteError:  # no rows: the statement is already done
+        description, rows = _description_without_running(cursor, sql, params), []
+    else:
+        rows = cursor.fetchall()
+    if len(descriptions) >= DESCRIPTIONS_KEPT:
+        descriptions.clear()
+    descriptions[sql] = (version, description)
+    return description, rows
 
 
 def _description_without_running(cursor: apsw.Cursor, sql: str, params: Params) -> Description:
