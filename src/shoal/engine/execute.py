@@ -244,11 +244,18 @@ def _read_one(cursor: apsw.Cursor, sql: str, params: Params) -> Result:
     """The fast path for the commonest request: one statement that only reads (its
     text has no ';'), with no result limits, fetched in one call."""
     cursor.execute(sql, params, prepare_flags=USER_PREPARE_FLAGS)
+    return Result(*_description_and_rows(cursor, sql, params))
+
+
+def _description_and_rows(
+    cursor: apsw.Cursor, sql: str, params: Params
+) -> tuple[Description, list[Row]]:
+    """What `cursor`, having executed `sql`, returns: its columns and every row."""
     try:
         description = cursor.get_description()
     except apsw.ExecutionCompleteError:  # no rows: the statement is already done
-        return Result(_description_without_running(cursor, sql, params))
-    return Result(description, cursor.fetchall())
+        return _description_without_running(cursor, sql, params), []
+    return description, cursor.fetchall()
 
 
 def read_one(
@@ -285,13 +292,7 @@ def described(
     """The rest of `read_one` once `cursor` has executed `sql` and no description
     was remembered for the connection's data version: asks, remembers, fetches."""
     version = conn.data_version()
-    description: Description
-    try:
-        description = cursor.get_description()
-    except apsw.ExecutionCompleteError:  # no rows: the statement is already done
-        description, rows = _description_without_running(cursor, sql, params), []
-    else:
-        rows = cursor.fetchall()
+    description, rows = _description_and_rows(cursor, sql, params)
     if len(descriptions) >= DESCRIPTIONS_KEPT:
         descriptions.clear()
     descriptions[sql] = (version, description)
