@@ -23,7 +23,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 
 import shoal
 from shoal.engine import Database, Role
-from shoal.errors import InterfaceError
+from shoal.errors import InterfaceError, Unavailable
 
 SUITE = Path(__file__).parent / "dialect_suite"
 
@@ -278,3 +278,12 @@ def test_alembic_migrates_a_file_and_the_log_replays_it(tmp_path: Path) -> None:
 def test_shoal_names_its_sqlite_like_sqlite3() -> None:
     assert shoal.sqlite_version_info >= (3, 54, 0)
     assert shoal.sqlite_version == ".".join(map(str, shoal.sqlite_version_info))
+
+
+def test_only_a_nodes_unavailability_makes_the_pool_start_afresh(tmp_path: Path) -> None:
+    closed, unreachable = InterfaceError("the connection is closed"), Unavailable("no node")
+    file, node = sa.create_engine("shoal:///x.db"), sa.create_engine("shoal+http://h:1/db")
+    assert file.dialect.is_disconnect(closed, None, None)
+    assert not file.dialect.is_disconnect(unreachable, None, None)  # a replica reads on
+    assert node.dialect.is_disconnect(unreachable, None, None)
+    assert node.dialect.is_disconnect(closed, None, None)

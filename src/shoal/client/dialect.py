@@ -80,9 +80,9 @@ class ShoalDialect(SQLiteDialect):
         return bool(_shoal_connection(dbapi_conn).autocommit)
 
     def is_disconnect(self, e: Exception, connection: Any, cursor: Any) -> bool:
-        """A closed connection, or a node that cannot be reached: the pool replaces it."""
-        closed = isinstance(e, shoal.InterfaceError) and "is closed" in str(e)
-        return closed or isinstance(e, Unavailable)
+        """A closed connection: the pool replaces it. (A replica's node that cannot be
+        reached is not one: its reads go on from the local copy.)"""
+        return isinstance(e, shoal.InterfaceError) and "is closed" in str(e)
 
     def get_table_names(
         self,
@@ -104,6 +104,10 @@ class ShoalHTTPDialect(ShoalDialect):
 
     scheme = "http"
     supports_statement_cache = True  # SQLAlchemy asks each class, not its bases
+
+    def is_disconnect(self, e: Exception, connection: Any, cursor: Any) -> bool:
+        """Also a node that cannot be reached: the pool starts afresh."""
+        return isinstance(e, Unavailable) or super().is_disconnect(e, connection, cursor)
 
     def create_connect_args(self, url: URL) -> ConnectArgsType:
         name = (url.database or "").strip("/")
