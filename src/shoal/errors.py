@@ -18,6 +18,7 @@ with shoal's own errors as named leaves that carry their context::
         │   │   └── QueryWrites        a statement sent as a read tries to write
         │   ├── VersionNotReached      min_version not reached within the wait
         │   ├── OutcomeUnknown         a write whose commit was cut off: check it
+        │   ├── FunctionFailed         a Python function called by SQL raised
         │   └── Unavailable            the node cannot serve now (starting, stopping)
         │       ├── NotLeader          this node does not lead the database now
         │       └── StaleReplica       an embedded replica heard nothing for too long
@@ -65,6 +66,7 @@ __all__ = [
     "DatabaseNotFound",
     "Error",
     "Forbidden",
+    "FunctionFailed",
     "IntegrityError",
     "InterfaceError",
     "InternalError",
@@ -199,6 +201,11 @@ class OutcomeUnknown(OperationalError):
     """A write whose commit was cut off (the leader or the control plane went away
     while committing it): it may or may not have taken effect. Not retryable as it
     is: read what it would have written before sending it again."""
+
+
+class FunctionFailed(OperationalError):
+    """A Python function the application registered raised while SQL called it;
+    the statement was undone. The message names the exception and its text."""
 
 
 class Unavailable(OperationalError):

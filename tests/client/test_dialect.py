@@ -112,8 +112,8 @@ def test_a_bad_url_is_refused_saying_what_to_write(url: str, message: str) -> No
 
 def assert_log_replays_to_the_same_data(path: Path) -> None:
     """The log holds every commit: a follower replaying it ends with the same data."""
-    leader = Database(path, name="app")
-    follower = Database(path.with_name("copy.db"), name="app", role=Role.FOLLOWER)
+    leader = Database(path)
+    follower = Database(path.with_name("copy.db"), name=leader.name, role=Role.FOLLOWER)
     try:
         for raw in leader.log_range(1):
             follower.apply(raw)

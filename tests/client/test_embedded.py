@@ -291,3 +291,61 @@ def test_what_django_sends_on_connect_works_and_foreign_keys_hold(tmp_path: Path
         assert stored(path) == before and before[1]
         connect_as_django_does(second)
         assert_foreign_keys_enforced(second)
+
+
+class Median:
+    """An aggregate as sqlite3 takes one: made per group, stepped, finalized."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def step(self, value: float) -> None:
+        self.values.append(value)
+
+    def finalize(self) -> float | None:
+        ordered = sorted(self.values)
+        return ordered[len(ordered) // 2] if ordered else None
+
+
+def test_functions_and_aggregates_as_in_sqlite3(conn: shoal.Connection) -> None:
+    conn.executemany("INSERT INTO t(name) VALUES (?)", [("b",), ("a",), ("c",)])
+    conn.commit()
+    conn.create_function("shout", 1, lambda text: text.upper() + "!", deterministic=True)
+    conn.create_aggregate("median_id", 1, Median)
+    assert conn.execute("SELECT shout(name) FROM t ORDER BY id").fetchall() == [
+        ("B!",),
+        ("A!",),
+        ("C!",),
+    ]
+    assert conn.execute("SELECT median_id(id) FROM t").fetchone() == (2,)
+    conn.execute("UPDATE t SET name = shout(name) WHERE id = 1")  # in a write transaction
+    conn.commit()
+    assert conn.execute("SELECT name FROM t WHERE id = 1").fetchone() == ("B!",)
+    conn.create_function("shout", 1, None)
+    with pytest.raises(shoal.ProgrammingError, match="no such function: shout"):
+        conn.execute("SELECT shout(name) FROM t")
+    conn.create_function("boom", 0, lambda: 1 // 0)
+    with pytest.raises(shoal.OperationalError, match=r"boom\(\) raised ZeroDivisionError"):
+        conn.execute("SELECT boom()")
+
+
+def test_isolation_level_is_autocommit_in_sqlite3s_words(conn: shoal.Connection) -> None:
+    assert conn.isolation_level == "" and not conn.autocommit
+    conn.execute("INSERT INTO t(name) VALUES ('pending')")
+    conn.isolation_level = None  # commits the open transaction, as sqlite3 does
+    assert conn.autocommit and not conn.in_transaction
+    conn.rollback()
+    assert conn.execute("SELECT name FROM t").fetchall() == [("pending",)]
+    conn.isolation_level = "IMMEDIATE"
+    assert conn.isolation_level == "" and not conn.autocommit
+    with pytest.raises(shoal.ProgrammingError, match="isolation_level must be None or one of"):
+        conn.isolation_level = "SNAPSHOT"
+    assert not conn.autocommit
+
+
+def test_cursor_takes_a_factory(conn: shoal.Connection) -> None:
+    class Tagged(shoal.Cursor):
+        tag = "mine"
+
+    cursor = conn.cursor(factory=Tagged)
+    assert isinstance(cursor, Tagged) and cursor.execute("SELECT 1").fetchone() == (1,)

@@ -200,13 +200,18 @@ def test_a_vacuum_on_the_node_makes_the_replica_reseed_and_carry_on(
 ) -> None:
     caplog.set_level(logging.INFO, logger="shoal.replica")
     with contextlib.closing(replica(table, tmp_path / "local.db")) as conn:
+        conn.create_function("shout", 1, str.upper)  # kept on the re-seeded copy
         conn.execute("INSERT INTO t(v) VALUES ('before')")
         conn.commit()
         with contextlib.closing(shoal.connect(f"{table.url}/default", autocommit=True)) as other:
             other.execute("VACUUM")
             other.execute("INSERT INTO t(v) VALUES ('after')")
         assert conn.sync(timeout=15) == 4
-        assert rows(conn, "SELECT v FROM t ORDER BY id") == [("seeded",), ("before",), ("after",)]
+        assert rows(conn, "SELECT shout(v) FROM t ORDER BY id") == [
+            ("SEEDED",),
+            ("BEFORE",),
+            ("AFTER",),
+        ]
         assert conn.database.checksum() == table_checksum(table)
     assert any("re-seeding" in r.message and "VACUUM" in r.message for r in caplog.records)
 

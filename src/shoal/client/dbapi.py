@@ -14,13 +14,14 @@ from __future__ import annotations
 import datetime
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import apsw
 
 from shoal import errors
 from shoal.engine.execute import Description, Params, Result, Row
+from shoal.engine.functions import Aggregate, Function
 from shoal.engine.pragmas import foreign_keys_request
 from shoal.engine.sqltext import Kind, classify, is_single_statement, leading_keyword
 from shoal.errors import InterfaceError, OperationalError, ProgrammingError, ReadOnly, Refused
@@ -308,6 +309,7 @@ class TransactionHandle(Protocol):
     def rollback(self) -> None: ...
 
 
+_ISOLATION_LEVELS = frozenset({"", "DEFERRED", "IMMEDIATE", "EXCLUSIVE"})
 _READ_FIRST = frozenset({Kind.READ, Kind.PRAGMA})
 _TRANSACTION, _VACUUM, _PRAGMA = Kind.TRANSACTION, Kind.VACUUM, Kind.PRAGMA  # Kind.X costs a lookup
 
@@ -384,15 +386,59 @@ class BaseConnection(ABC):
     def _close_backend(self) -> None:
         """Lets go of the database or the node."""
 
+    @abstractmethod
+    def _register(self, function: Function) -> None:
+        """Makes a Python function callable from SQL, where SQL runs in this process."""
+
     # -- PEP 249 ---------------------------------------------------------------
 
     @property
     def in_transaction(self) -> bool:
         return self._tx is not None
 
-    def cursor(self) -> Cursor:
+    @property
+    def isolation_level(self) -> str | None:
+        """sqlite3's spelling of `autocommit`: None when every write commits on its
+        own, "" (or DEFERRED, IMMEDIATE, EXCLUSIVE, all alike here: a shoal
+        transaction always holds the one writer) when a write opens a transaction."""
+        return None if self.autocommit else ""
+
+    @isolation_level.setter
+    def isolation_level(self, level: str | None) -> None:
+        if level is not None and level.upper() not in _ISOLATION_LEVELS:
+            raise ProgrammingError(
+                f"isolation_level must be None or one of {sorted(_ISOLATION_LEVELS)}, not {level!r}"
+            )
+        if level is None and self._tx is not None:
+            self.commit()  # as sqlite3 does on turning autocommit on
+        self.autocommit = level is None
+
+    def cursor(self, factory: Callable[[BaseConnection], Cursor] | None = None) -> Cursor:
+        """A new cursor; `factory` (a Cursor subclass, as in sqlite3) makes it."""
         self.check_open()
-        return Cursor(self)
+        return Cursor(self) if factory is None else factory(self)
+
+    def create_function(
+        self,
+        name: str,
+        narg: int,
+        func: Callable[..., Any] | None,
+        *,
+        deterministic: bool = False,
+    ) -> None:
+        """As sqlite3's: SQL can call `func` as `name` with `narg` arguments (-1:
+        any number); None removes it. SQL runs it in this process, so a file or
+        an embedded replica can, a node's URL cannot (docs/embedded.md)."""
+        self.check_open()
+        self._register(Function(name, narg, scalar=func, deterministic=deterministic))
+
+    def create_aggregate(
+        self, name: str, n_arg: int, aggregate_class: Callable[[], Aggregate] | None
+    ) -> None:
+        """As sqlite3's: `aggregate_class()` is made per group, `step(*values)`
+        called per row and `finalize()` for the result; None removes it."""
+        self.check_open()
+        self._register(Function(name, n_arg, aggregate=aggregate_class))
 
     def execute(
         self, sql: str, parameters: Params = None, *, min_version: int | None = None

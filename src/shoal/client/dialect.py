@@ -17,7 +17,8 @@ shoal is installed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -79,6 +80,17 @@ class ShoalDialect(SQLiteDialect):
     def detect_autocommit_setting(self, dbapi_conn: DBAPIConnection) -> bool:
         return bool(_shoal_connection(dbapi_conn).autocommit)
 
+    def on_connect(self) -> Callable[[DBAPIConnection], None] | None:
+        """The `REGEXP` operator (`regexp_match`), as SQLAlchemy's sqlite3 dialect
+        gives it: a Python function on each connection, so in process only."""
+
+        def add_regexp(dbapi_connection: DBAPIConnection) -> None:
+            _shoal_connection(dbapi_connection).create_function(
+                "regexp", 2, _regexp, deterministic=True
+            )
+
+        return add_regexp
+
     def is_disconnect(self, e: Exception, connection: Any, cursor: Any) -> bool:
         """A closed connection: the pool replaces it. (A replica's node that cannot be
         reached is not one: its reads go on from the local copy.)"""
@@ -105,6 +117,10 @@ class ShoalHTTPDialect(ShoalDialect):
     scheme = "http"
     supports_statement_cache = True  # SQLAlchemy asks each class, not its bases
 
+    def on_connect(self) -> None:
+        """Nothing: a node runs the SQL, and it has no Python functions of ours."""
+        return None
+
     def is_disconnect(self, e: Exception, connection: Any, cursor: Any) -> bool:
         """Also a node that cannot be reached: the pool starts afresh."""
         return isinstance(e, Unavailable) or super().is_disconnect(e, connection, cursor)
@@ -126,6 +142,11 @@ class ShoalHTTPSDialect(ShoalHTTPDialect):
 
     scheme = "https"
     supports_statement_cache = True
+
+
+def _regexp(pattern: str, text: str | None) -> bool | None:
+    """`text REGEXP pattern`: whether Python's `re` finds the pattern in the text."""
+    return None if text is None else re.search(pattern, text) is not None
 
 
 def _options(url: URL, allowed: tuple[str, ...]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from shoal.archive.stores import open_store
 from shoal.client.dbapi import BaseConnection, Cursor
 from shoal.engine import Database, Options, Transaction
 from shoal.engine.execute import Params, Result
+from shoal.engine.functions import Function
 from shoal.errors import VersionNotReached
 
 __all__ = ["Connection", "Cursor"]
@@ -68,6 +69,9 @@ class Connection(BaseConnection):
 
     def _begin(self) -> Transaction:
         return self.database.transaction()
+
+    def _register(self, function: Function) -> None:
+        self.database.register(function)
 
     def _close_backend(self) -> None:
         if self.archiver is not None:

@@ -26,7 +26,8 @@ import httpx
 import shoal.errors
 from shoal.client.dbapi import BaseConnection
 from shoal.engine.execute import Params, Result
-from shoal.errors import Error, InterfaceError, OperationalError, Unavailable
+from shoal.engine.functions import Function
+from shoal.errors import Error, InterfaceError, NotSupportedError, OperationalError, Unavailable
 
 __all__ = ["Connection", "NodeClient", "error_from"]
 
@@ -229,6 +230,13 @@ class Connection(BaseConnection):
 
     def _close_backend(self) -> None:
         self.client.close()
+
+    def _register(self, function: Function) -> None:
+        raise NotSupportedError(
+            f"cannot register {function.name}(): the node runs this connection's SQL in "
+            "its own process, which has no Python functions of yours; register it on a "
+            "file or an embedded replica (shoal.connect(path, replica_of=URL))"
+        )
 
     def __enter__(self) -> Connection:
         return self

@@ -31,6 +31,7 @@ from shoal.client.remote import NodeClient
 from shoal.client.transfer import Progress, download
 from shoal.engine import Database, Role
 from shoal.engine.execute import Params, Result
+from shoal.engine.functions import Function
 from shoal.errors import (
     Error,
     InterfaceError,
@@ -154,6 +155,8 @@ class Follow:
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
         os.replace(fresh, self.path)
         self.db = Database(self.path, name=self.name, role=Role.FOLLOWER)
+        for function in old.functions():
+            self.db.register(function)
         for call in self.reseeded:
             call(self.db)
 
@@ -398,6 +401,11 @@ class Connection(BaseConnection):
                 if tried == len(self._writers):
                     raise
                 self._current = (self._current + 1) % len(self._writers)
+
+    def _register(self, function: Function) -> None:
+        """On the local copy, for its reads: a write runs on a node, which has no
+        such function. Every connection to this copy in the process shares it."""
+        self.follow.db.register(function)
 
     def _close_backend(self) -> None:
         for writer in self._writers:

@@ -12,6 +12,8 @@ Concurrency rules:
 - Foreign-key enforcement is the database's setting, not a connection's: it is
   kept in `_shoal_meta`, changed by a record of its own, and mirrored on readers
   so that `PRAGMA foreign_keys` answers it everywhere.
+- An application's Python functions (engine.functions) are registered on the
+  writer at once and on each reader by its own thread, before its next read.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from shoal.engine.execute import (
     error_from,
     run,
 )
+from shoal.engine.functions import Function
 from shoal.engine.policy import Policy
 from shoal.engine.pragmas import Settings, foreign_keys_request
 from shoal.engine.sqltext import Kind, classify, is_single_statement
@@ -111,7 +114,10 @@ class _Reader:
     policy: Policy
     deadline: Deadline
     cursor: apsw.Cursor
-    foreign_keys: bool = False  # the setting the connection mirrors
+    # The foreign-key setting the connection mirrors; None until it is configured
+    # (again, once a function is registered).
+    foreign_keys: bool | None = None
+    functions: dict[tuple[str, int], Function] = field(default_factory=dict)  # installed
     descriptions: Descriptions = field(default_factory=dict)  # see execute.read_one
 
 
@@ -151,7 +157,8 @@ class Database:
         self._pending_lock = threading.Lock()
         self._pending: list[_Request] = []
         self._readers_lock = threading.Lock()
-        self._readers: list[apsw.Connection] = []
+        self._readers: list[_Reader] = []
+        self._functions: dict[tuple[str, int], Function] = {}  # by Function.key
         self._local = threading.local()
         # Reads under no limit take read_one's path, without run()'s bookkeeping.
         self._unlimited = self.options.limits == Limits()
@@ -236,14 +243,46 @@ class Database:
             conn = self._connect(readonly=True, policy=policy, deadline=deadline)
             reader = self._local.reader = _Reader(conn, policy, deadline, conn.cursor())
             with self._readers_lock:
-                self._readers.append(conn)
-        # Mirror the setting. Setting it also expires the connection's prepared
-        # statements, so a cached user pragma is judged again under the new one.
+                self._readers.append(reader)
         if reader.foreign_keys is not self._settings.foreign_keys:
-            reader.foreign_keys = self._settings.foreign_keys
-            with reader.policy.trusted():
-                reader.conn.execute(f"PRAGMA foreign_keys = {int(reader.foreign_keys)}")
+            self._configure(reader)
         return reader
+
+    def _configure(self, reader: _Reader) -> None:
+        """Mirrors the foreign-key setting on the reader, and installs the functions
+        registered since it was last configured. Setting the pragma also expires
+        the connection's prepared statements, so a cached user pragma is judged
+        again under the new setting."""
+        # Marked first: a function registered from now on marks it again.
+        reader.foreign_keys = self._settings.foreign_keys
+        with reader.policy.trusted():
+            reader.conn.execute(f"PRAGMA foreign_keys = {int(reader.foreign_keys)}")
+        for key, function in self._functions.items():
+            if reader.functions.get(key) is not function:
+                function.install(reader.conn)
+                reader.functions[key] = function
+
+    # -- functions -----------------------------------------------------------
+
+    def register(self, function: Function) -> None:
+        """Makes an application's SQL function (or its removal) hold on every
+        connection: the writer now, each reader before its thread's next read."""
+        with self._write_lock:
+            if self._closed:
+                raise OperationalError(f"database {self.name!r} is closed")
+            try:
+                function.install(self._writer)
+            except (apsw.Error, ValueError, TypeError) as exc:
+                raise from_apsw(exc) from None
+            # A new dict, not an update: readers iterate the one they took.
+            self._functions = {**self._functions, function.key: function}
+        with self._readers_lock:
+            for reader in self._readers:
+                reader.foreign_keys = None  # configured again by its own thread
+
+    def functions(self) -> list[Function]:
+        """What `register` was given, the latest per name and number of arguments."""
+        return list(self._functions.values())
 
     # -- reads ---------------------------------------------------------------
 
@@ -625,8 +664,8 @@ class Database:
                 return
             self._closed = True
             with self._readers_lock:
-                for conn in self._readers:
-                    conn.close()
+                for reader in self._readers:
+                    reader.conn.close()
                 self._readers.clear()
             self._writer.close()
 

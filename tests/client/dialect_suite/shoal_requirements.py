@@ -83,6 +83,13 @@ class Requirements(SuiteRequirements):
     )
 
     # -- what shoal does not give --------------------------------------------------
+    regexp_match = property(
+        lambda self: exclusions.skip_if(
+            lambda config: config.db.url.drivername.startswith("shoal+http"),
+            "REGEXP is a Python function on each connection; a node runs the SQL in "
+            "its own process, which has none",
+        )
+    )
     temp_table_reflection = property(
         lambda self: _closed(
             "temporary tables belong to the connection that writes; shoal reads on "
