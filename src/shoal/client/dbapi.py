@@ -196,7 +196,7 @@ class Cursor:
         connection asks the node for it, a file raises if it has not got it."""
         if self._closed:
             raise InterfaceError("the cursor is closed")
-        self.connection._execute(self, operation, parameters, min_version)
+        self.connection.execute(operation, parameters, min_version=min_version, _into=self)
         return self
 
     def executemany(self, operation: str, seq_of_parameters: Sequence[Params]) -> Cursor:
@@ -440,19 +440,6 @@ class BaseConnection(ABC):
         self.check_open()
         self._register(Function(name, n_arg, aggregate=aggregate_class))
 
-    def execute(
-        self, sql: str, parameters: Params = None, *, min_version: int | None = None
-    ) -> Cursor:
-        """A shortcut, as in sqlite3: a new cursor with `sql` executed (run() checks
-        that the connection is open)."""
-        cursor = _new_cursor(Cursor)  # Cursor(self), without the cost of calling __init__
-        cursor.connection = self
-        cursor.arraysize = 1
-        cursor.lastrowid = None
-        cursor._closed = False
-        self._execute(cursor, sql, parameters, min_version)  # sets the rest
-        return cursor
-
     def executemany(self, sql: str, seq_of_parameters: Sequence[Params]) -> Cursor:
         return self.cursor().executemany(sql, seq_of_parameters)
 
@@ -490,14 +477,30 @@ class BaseConnection(ABC):
         if self._closed:
             raise InterfaceError("the connection is closed")
 
-    def _execute(
-        self, cursor: Cursor, sql: str, parameters: Params, min_version: int | None
-    ) -> None:
-        """Runs one request into `cursor`. The commonest, one statement that reads
-        outside a transaction, goes straight to `_local_reads`; the rest through
-        run(). Every call counts on that path: a tuple of parameters is adapted
+    def execute(
+        self,
+        sql: str,
+        parameters: Params = None,
+        *,
+        min_version: int | None = None,
+        _into: Cursor | None = None,
+    ) -> Cursor:
+        """A shortcut, as in sqlite3: a new cursor with `sql` executed; and, given
+        `_into`, how that cursor's own execute() runs (run() checks that the
+        connection is open).
+
+        The commonest request, one statement that reads outside a transaction,
+        goes straight to `_local_reads`; the rest through run(). Every call counts
+        on that path, so it is this one function: a tuple of parameters is adapted
         only if SQLite refuses to bind it (as it refuses dates; nothing has run
         then), and the cursor is filled in as Cursor._take would."""
+        cursor = _into
+        if cursor is None:
+            cursor = _new_cursor(Cursor)  # Cursor(self), without the cost of __init__
+            cursor.connection = self
+            cursor.arraysize = 1
+            cursor.lastrowid = None
+            cursor._closed = False
         local = self._local_reads
         if local is not None and self._tx is None and min_version is None and not self._closed:
             plan = _PLANS.get(sql) or _plan(sql)
@@ -507,20 +510,21 @@ class BaseConnection(ABC):
                     columns, rows = local.read_one(sql, params)
                 except ReadOnly:  # it writes after all
                     cursor._take(self._not_a_read(sql, adapt_params(params), plan[0]))
-                    return
+                    return cursor
                 except ProgrammingError:
                     adapted = adapt_params(params)
                     if adapted is params:
                         raise
                     cursor._take(self.run(sql, adapted, min_version))
-                    return
+                    return cursor
                 cursor._description, cursor._at = None, 0
                 if columns:
                     cursor._columns, cursor._rows, cursor.rowcount = columns, rows, -1
                 else:  # no result set: nothing to fetch, nothing affected
                     cursor._columns, cursor._rows, cursor.rowcount = None, [], 0
-                return
+                return cursor
         cursor._take(self.run(sql, adapt_params(parameters), min_version))
+        return cursor
 
     def run(self, sql: str, params: Params, min_version: int | None = None) -> list[Result]:
         """Routes one request: to the open transaction, a reader, or a new transaction.
