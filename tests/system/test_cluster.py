@@ -637,6 +637,9 @@ def test_postgresql_restarted_under_load_loses_no_acknowledged_write(tmp_path: P
             writer.wait_for(50, timeout=60)
         print(f"outage {time.monotonic() - outage:.1f} s; retried {writer.retried}")
         assert during <= 1  # at most the write that was committing as it went down
-        assert writer.failures == [], writer.failures
+        # That write may instead have been cut off mid-append: its outcome is unknown
+        # (502 CommitUnknown), which is the truth, not a loss. Nothing else may fail.
+        unknown = [failure for failure in writer.failures if "CommitUnknown" in failure]
+        assert len(unknown) <= 1 and len(writer.failures) == len(unknown), writer.failures
         assert writer.retries > 0
         assert_nothing_lost(cluster, "app", writer)
