@@ -4,7 +4,9 @@ In one run, on this machine:
 
 - a point read through an embedded replica's DB-API connection (`shoal.connect(path,
   replica_of=...)`), against raw APSW reading a copy of the same file and against
-  PostgreSQL over loopback (psycopg, one prepared statement), one thread each;
+  PostgreSQL over loopback (psycopg, one prepared statement), one thread each; the
+  replica and raw APSW alternate over several rounds and each reports its median,
+  so a drift of the machine during the run weighs on both alike;
 - replication lag: from a write's commit on a real `shoal serve` (its HTTP
   response) to the row being visible in the replica's process, idle (one write at
   a time) and under load (a writer thread committing as fast as it can);
@@ -182,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="per measurement (2)")
     parser.add_argument("--rows", type=int, default=10_000, help="rows to read among (10000)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating rounds of local reads (3)"
+    )
     parser.add_argument("--probes", type=int, default=200, help="writes timed for lag (200)")
     parser.add_argument(
         "--idle-seconds", type=float, default=10.0, help="node CPU window per count (10)"
@@ -198,9 +203,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             conn.sync()
             copy = folder / "copy.db"
             conn.database.snapshot(copy)
+            rounds: dict[str, list[float]] = {"replica": [], "raw": []}
+            for _ in range(args.rounds):
+                rounds["replica"].append(replica_reads(conn, args.rows, args.seconds))
+                rounds["raw"].append(apsw_reads(copy, args.rows, args.seconds))
             reads = {
-                "replica (shoal.connect)": replica_reads(conn, args.rows, args.seconds),
-                "raw APSW, same file": apsw_reads(copy, args.rows, args.seconds),
+                "replica (shoal.connect)": statistics.median(rounds["replica"]),
+                "raw APSW, same file": statistics.median(rounds["raw"]),
                 "PostgreSQL (loopback)": postgres_reads(
                     stack.enter_context(postgres(folder)), args.rows, args.seconds
                 ),
@@ -212,7 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             conn.database.snapshot(folder / "replica-seed.db")
             cpu = {n: idle_cpu(node, folder, n, args.idle_seconds) for n in (0, 10, 50)}
         raw, pg = reads["raw APSW, same file"], reads["PostgreSQL (loopback)"]
-        print(f"embedded replica benchmark: {args.seconds:g} s per measurement, {args.rows} rows")
+        print(
+            f"embedded replica benchmark: {args.seconds:g} s per measurement, {args.rows} rows,"
+            f" local reads the median of {args.rounds} alternating rounds"
+        )
         print()
         rows = [[name, rate, ratio(rate, raw), ratio(rate, pg)] for name, rate in reads.items()]
         print(

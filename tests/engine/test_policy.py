@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shoal.engine import Database
+from shoal.engine.sqltext import Kind, classify
 from shoal.errors import Refused
 
 
@@ -91,8 +92,31 @@ def test_user_text_equal_to_the_engines_own_statement_is_still_checked(
 
 def test_reader_refuses_begin_after_the_checksum_used_it(db: Database) -> None:
     db.execute("CREATE TABLE t(a)")
-    db.checksum()  # runs BEGIN and COMMIT on this thread's reader
+    # Runs BEGIN and COMMIT on this thread's reader; twice, so that the second
+    # BEGIN is prepared against the schema as it is now and could be reused.
+    db.checksum()
+    db.checksum()
     with pytest.raises(Refused):
         db.query("BEGIN")
+    assert db.query("SELECT count(*) FROM t").results[0].rows == [(0,)]
     db.execute("INSERT INTO t VALUES (1)")
     assert db.query("SELECT count(*) FROM t").results[0].rows == [(1,)]  # not a stale snapshot
+
+
+def test_the_engine_caches_only_reads_and_pragmas_on_a_reader(db: Database) -> None:
+    """Point reads on a reader are prepared without USER_PREPARE_FLAGS, so they share
+    the statement cache with what the engine ran there trusted. That is safe only
+    while every such cached statement is one a user may run (a read) or one that
+    never reaches a point read (a PRAGMA)."""
+    db.execute("CREATE TABLE t(a)")
+    db.execute("INSERT INTO t VALUES (1)")
+    db.checksum()
+    db.checksum()
+    db.records(0)
+    db.file_version()
+    db.set_foreign_keys(False)
+    db.query("PRAGMA table_info(t)")  # configures the reader; a PRAGMA, so flagged
+    cached = db._reader().conn.cache_stats(True)["entries"]
+    engine = [e["query"] for e in cached if e["prepare_flags"] == 0]
+    assert engine  # the engine did run statements here
+    assert all(classify(sql) in (Kind.READ, Kind.PRAGMA) for sql in engine), engine

@@ -366,6 +366,9 @@ class BaseConnection(ABC):
         # skipping `_read`: a database in this process, when the backend has
         # nothing to check before such a read. None: every read goes to `_read`.
         self._local_reads: LocalReads | None = None
+        # The text of the last statement that took that path: a loop that runs one
+        # text (the same str object) again skips looking up its plan.
+        self._last_one_read: str | None = None
 
     # -- the backend -----------------------------------------------------------
 
@@ -502,27 +505,33 @@ class BaseConnection(ABC):
             cursor.lastrowid = None
             cursor._closed = False
         local = self._local_reads
-        if local is not None and self._tx is None and min_version is None and not self._closed:
-            plan = _PLANS.get(sql) or _plan(sql)
-            if plan[2]:
-                params = parameters if type(parameters) is tuple else adapt_params(parameters)
-                try:
-                    columns, rows = local.read_one(sql, params)
-                except ReadOnly:  # it writes after all
-                    cursor._take(self._not_a_read(sql, adapt_params(params), plan[0]))
-                    return cursor
-                except ProgrammingError:
-                    adapted = adapt_params(params)
-                    if adapted is params:
-                        raise
-                    cursor._take(self.run(sql, adapted, min_version))
-                    return cursor
-                cursor._description, cursor._at = None, 0
-                if columns:
-                    cursor._columns, cursor._rows, cursor.rowcount = columns, rows, -1
-                else:  # no result set: nothing to fetch, nothing affected
-                    cursor._columns, cursor._rows, cursor.rowcount = None, [], 0
+        if (
+            local is not None
+            and self._tx is None
+            and min_version is None
+            and not self._closed
+            and (sql is self._last_one_read or (_PLANS.get(sql) or _plan(sql))[2])
+        ):
+            self._last_one_read = sql
+            params = parameters if type(parameters) is tuple else adapt_params(parameters)
+            try:
+                columns, rows = local.read_one(sql, params)
+            except ReadOnly:  # it writes after all
+                kind = _plan(sql)[0]
+                cursor._take(self._not_a_read(sql, adapt_params(params), kind))
                 return cursor
+            except ProgrammingError:
+                adapted = adapt_params(params)
+                if adapted is params:
+                    raise
+                cursor._take(self.run(sql, adapted, min_version))
+                return cursor
+            cursor._description, cursor._at = None, 0
+            if columns:
+                cursor._columns, cursor._rows, cursor.rowcount = columns, rows, -1
+            else:  # no result set: nothing to fetch, nothing affected
+                cursor._columns, cursor._rows, cursor.rowcount = None, [], 0
+            return cursor
         cursor._take(self.run(sql, adapt_params(parameters), min_version))
         return cursor
 

@@ -76,7 +76,9 @@ def _tables(conn: apsw.Connection) -> list[str]:
 def logical_checksum(conn: apsw.Connection) -> str:
     """The hex SHA-256 of the schema and the rows of every table, read in one transaction."""
     digest = hashlib.sha256()
-    conn.execute("BEGIN")
+    # Never cached: on a reader, a user's point read shares the statement cache
+    # (Database.read_one), and a user's BEGIN must be prepared, so judged, anew.
+    conn.execute("BEGIN", can_cache=False)
     try:
         for row in conn.execute(
             "SELECT type, name, tbl_name, sql FROM main.sqlite_schema "
@@ -100,7 +102,7 @@ def logical_checksum(conn: apsw.Connection) -> str:
                 for index in range(0, len(row), 2):
                     _feed(digest, row[index], row[index + 1])
     finally:
-        conn.execute("COMMIT")
+        conn.execute("COMMIT", can_cache=False)
     return digest.hexdigest()
 
 
