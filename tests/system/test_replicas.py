@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import shoal
-from shoal.cli import human_size
 from shoal.client.replica import Connection as Replica
 from shoal.errors import StaleReplica, Unavailable, VersionNotReached
+from shoal.terminal import human_size
 from tests.services import Cluster, Node, TcpProxy, free_port, wait_until
 from tests.system.conftest import StartNode
 

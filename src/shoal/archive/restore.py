@@ -13,6 +13,8 @@ passed: a failed restore leaves nothing behind.
 from __future__ import annotations
 
 import datetime
+import os
+import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +31,7 @@ from shoal.engine import Database, Role
 from shoal.errors import ArchiveError, CorruptObject, OperationalError, ReseedRequired
 from shoal.record import decode
 
-__all__ = ["Progress", "RestorePlan", "iso_time", "plan_restore", "restore"]
+__all__ = ["Progress", "RestorePlan", "iso_time", "plan_restore", "restore", "verify"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -215,3 +217,24 @@ def _check_integrity(path: Path) -> None:
 
 def _sidecars(path: Path) -> list[Path]:
     return [Path(f"{path}{suffix}") for suffix in ("", "-wal", "-shm", ".download")]
+
+
+def verify(store: BlobStore, index: Index) -> list[tuple[str, str]]:
+    """Downloads every object the index names and checks it; (key, problem) pairs."""
+    problems = []
+    for entry in index.snapshots:
+        with tempfile.TemporaryDirectory(prefix="shoal-verify-") as tmp:
+            download = Path(tmp) / "snapshot"
+            try:
+                store.get_file(entry.key, download)
+                unpack_file(entry.key, Kind.SNAPSHOT, download, Path(os.devnull))
+            except (CorruptObject, ArchiveError) as exc:
+                problems.append((entry.key, str(exc)))
+    for segment in index.segments:
+        try:
+            first, records = open_segment(segment.key, store.get(segment.key)[0])
+            if (first, first + len(records) - 1) != (segment.first, segment.last):
+                problems.append((segment.key, "holds other versions than its index entry"))
+        except (CorruptObject, ArchiveError) as exc:
+            problems.append((segment.key, str(exc)))
+    return problems

@@ -42,6 +42,7 @@ from shoal.errors import (
     VersionNotReached,
 )
 from shoal.stream import FrameKind, FrameReader
+from shoal.terminal import progress_bar
 
 __all__ = ["Connection", "Follow"]
 
@@ -421,7 +422,6 @@ def _terminal_progress() -> Progress | None:
     """A progress bar for seeding, when stderr is a terminal."""
     if not sys.stderr.isatty():
         return None
-    from shoal.cli import progress_bar  # late: the CLI imports the clients
 
     def bar(done: int, total: int) -> None:
         progress_bar(done, total)

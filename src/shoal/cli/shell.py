@@ -26,11 +26,11 @@ from typing import Any, TextIO
 import apsw
 
 import shoal
-from shoal.cli import format_table, token_of, token_options
+from shoal.cli.format import format_table
+from shoal.cli.options import DEFAULT_URL, token_of, token_options
 from shoal.dump import dump, user_objects
 from shoal.engine.sqltext import leading_keyword, split_statements
 from shoal.errors import Error
-from shoal.server.commands import DEFAULT_URL
 
 __all__ = ["MODES", "add_shell_command", "run_shell"]
 

@@ -1,4 +1,4 @@
-"""shoal.shell: statements, dot-commands and output modes over an embedded connection."""
+"""shoal.cli.shell: statements, dot-commands and output modes over an embedded connection."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import shoal
-from shoal.shell import add_shell_command, run_shell
+from shoal.cli.shell import add_shell_command, run_shell
 
 SMALL_TABLE = """
 CREATE TABLE people(id INTEGER PRIMARY KEY, name TEXT, score REAL, photo BLOB);

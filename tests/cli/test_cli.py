@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from shoal.cli import build_parser, format_table, main
+from shoal.cli import build_parser, main
+from shoal.cli.format import format_table
 
 
 def subcommands(
@@ -76,7 +77,7 @@ def test_format_table_aligns() -> None:
 
 def test_console_script_runs() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "shoal.cli", "version"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "shoal", "version"], capture_output=True, text=True, check=True
     )
     assert done.stdout.startswith("shoal ")
 
@@ -92,7 +93,7 @@ def test_version_flag_and_a_bare_shoal_print_what_they_should() -> None:
 def test_a_bare_name_in_shell_is_a_database_on_the_node_not_a_new_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shoal.shell import shell_target
+    from shoal.cli.shell import shell_target
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SHOAL_URL", raising=False)

@@ -1,25 +1,24 @@
-"""`shoal restore` and `shoal archive ls|verify`: parse, call one function, print."""
+"""`shoal restore` and `shoal archive ls|verify`: a database's archive."""
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from shoal.archive.base import BlobStore
 from shoal.archive.catalog import Index, archived_databases, read_index, read_tombstone
-from shoal.archive.objects import Kind, open_segment, unpack_file
-from shoal.archive.restore import RestorePlan, iso_time, plan_restore, restore
-from shoal.errors import ArchiveError, CorruptObject, InvalidRequest, NotArchived
+from shoal.archive.restore import RestorePlan, iso_time, plan_restore, restore, verify
+from shoal.cli.format import local_time, print_table
+from shoal.cli.options import archive_option
+from shoal.errors import InvalidRequest, NotArchived
+from shoal.terminal import human_size, progress_bar
 
 __all__ = ["add_archive_commands", "parse_time"]
 
-DEFAULT_ARCHIVE = "shoal-data/archive"
 _SEGMENT_KINDS = {0: "segment", 1: "merged"}  # a round's segment; compaction's
 
 
@@ -46,13 +45,7 @@ def parse_time(text: str) -> int:
 
 
 def _when(time_ns: int) -> str:
-    return datetime.datetime.fromtimestamp(time_ns / 1e9).isoformat(sep=" ", timespec="seconds")
-
-
-def _size(size: int) -> str:
-    from shoal.cli import human_size
-
-    return human_size(size)
+    return local_time(time_ns / 1e9)
 
 
 def _describe(plan: RestorePlan) -> list[str]:
@@ -64,7 +57,7 @@ def _describe(plan: RestorePlan) -> list[str]:
         else "the newest archived version"
     )
     base = (
-        f"snapshot at version {plan.snapshot.version} ({_size(plan.snapshot.size)})"
+        f"snapshot at version {plan.snapshot.version} ({human_size(plan.snapshot.size)})"
         if plan.snapshot
         else "an empty database"
     )
@@ -73,9 +66,9 @@ def _describe(plan: RestorePlan) -> list[str]:
         first, last = plan.segments[0], plan.segments[-1]
         lines.append(
             f"  then {len(plan.segments)} segment(s), versions {first.first}..{last.last} "
-            f"({_size(sum(s.size for s in plan.segments))})"
+            f"({human_size(sum(s.size for s in plan.segments))})"
         )
-    lines.append(f"  downloading {_size(plan.download_bytes)} in all")
+    lines.append(f"  downloading {human_size(plan.download_bytes)} in all")
     return lines
 
 
@@ -98,8 +91,6 @@ def _dropped_note(store: BlobStore, database: str) -> str | None:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from shoal.cli import progress_bar
-
     store = _store(args.archive)
     time_ns = parse_time(args.to_time) if args.to_time else None
     plan = plan_restore(_index(store, args.database), version=args.to_version, time_ns=time_ns)
@@ -127,45 +118,22 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _ls(args: argparse.Namespace) -> int:
-    from shoal.cli import format_table
-
     store = _store(args.archive)
     index = _index(store, args.database)
     rows: list[tuple[Any, ...]] = [
-        ("snapshot", s.version, s.version, _when(s.time_ns), _size(s.size), s.key)
+        ("snapshot", s.version, s.version, _when(s.time_ns), human_size(s.size), s.key)
         for s in index.snapshots
     ]
     rows += [
-        (_SEGMENT_KINDS[s.level], s.first, s.last, _when(s.last_time_ns), _size(s.size), s.key)
+        (_SEGMENT_KINDS[s.level], s.first, s.last, _when(s.last_time_ns), human_size(s.size), s.key)
         for s in index.segments
     ]
     rows.sort(key=lambda row: (row[1], row[0]))
-    print(format_table(["kind", "from", "to", "time", "size", "key"], rows))
+    print_table(["kind", "from", "to", "time", "size", "key"], rows)
     print(f"newest archived version: {index.head}", file=sys.stderr)
     if note := _dropped_note(store, args.database):
         print(note, file=sys.stderr)
     return 0
-
-
-def verify(store: BlobStore, index: Index) -> list[tuple[str, str]]:
-    """Downloads every object the index names and checks it; (key, problem) pairs."""
-    problems = []
-    for entry in index.snapshots:
-        with tempfile.TemporaryDirectory(prefix="shoal-verify-") as tmp:
-            download = Path(tmp) / "snapshot"
-            try:
-                store.get_file(entry.key, download)
-                unpack_file(entry.key, Kind.SNAPSHOT, download, Path(os.devnull))
-            except (CorruptObject, ArchiveError) as exc:
-                problems.append((entry.key, str(exc)))
-    for segment in index.segments:
-        try:
-            first, records = open_segment(segment.key, store.get(segment.key)[0])
-            if (first, first + len(records) - 1) != (segment.first, segment.last):
-                problems.append((segment.key, "holds other versions than its index entry"))
-        except (CorruptObject, ArchiveError) as exc:
-            problems.append((segment.key, str(exc)))
-    return problems
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -179,13 +147,6 @@ def _verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def _archive_option(parser: argparse.ArgumentParser) -> None:
-    from shoal.cli import env_option
-
-    archive_help = "s3://bucket/prefix, file:///path or a path"
-    env_option(parser, "--archive", "SHOAL_ARCHIVE", archive_help, DEFAULT_ARCHIVE)
-
-
 def add_archive_commands(commands: Any) -> None:
     """Registers `restore` and `archive` on the `shoal` parser's subcommands."""
     restore_parser = commands.add_parser(
@@ -196,7 +157,7 @@ def add_archive_commands(commands: Any) -> None:
         "newest). Downloads in parallel, verifies every object, ends with integrity_check.",
     )
     restore_parser.add_argument("database", help="the database's name")
-    _archive_option(restore_parser)
+    archive_option(restore_parser)
     target = restore_parser.add_mutually_exclusive_group()
     target.add_argument("--to-version", type=int, help="restore up to this version")
     target.add_argument("--to-time", help="restore as of this time (ISO 8601, or Unix seconds)")
@@ -223,5 +184,5 @@ def add_archive_commands(commands: Any) -> None:
     ):
         action = actions.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         action.add_argument("database", help="the database's name")
-        _archive_option(action)
+        archive_option(action)
         action.set_defaults(run=run)

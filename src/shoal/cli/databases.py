@@ -1,0 +1,152 @@
+"""`shoal db`: create, list, inspect, drop, back up and load a node's databases."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from shoal.cli.format import print_table
+from shoal.cli.options import node_client, remote_options
+from shoal.errors import InvalidRequest
+from shoal.terminal import human_size, progress_bar
+
+__all__ = ["add_database_commands"]
+
+
+def _db_list(args: argparse.Namespace) -> int:
+    listing = node_client(args).call("GET", "/v1/databases")["databases"]
+    rows = [(d["name"], d["version"], human_size(d["size_bytes"]), d["open"]) for d in listing]
+    print_table(["name", "version", "size", "open"], rows)
+    return 0
+
+
+def _db_create(args: argparse.Namespace) -> int:
+    body = {"name": args.name}
+    if args.durability:
+        body["durability"] = args.durability
+    info = node_client(args).call("POST", "/v1/databases", body)
+    print(f"created {info['name']} (version {info['version']})")
+    return 0
+
+
+def _db_info(args: argparse.Namespace) -> int:
+    info = node_client(args).call("GET", f"/v1/databases/{args.name}")
+    info["size_bytes"] = human_size(info["size_bytes"])
+    print_table(["field", "value"], list(info.items()))
+    return 0
+
+
+def _db_drop(args: argparse.Namespace) -> int:
+    if not args.yes:
+        raise InvalidRequest(f"dropping deletes {args.name!r} and its files; add --yes to do it")
+    node_client(args).call("DELETE", f"/v1/databases/{args.name}")
+    print(f"dropped {args.name}")
+    return 0
+
+
+def with_progress(transfer: Callable[[Any], Any], quiet: bool = False) -> Any:
+    """Runs `transfer(progress)` with the progress bar when stderr is a terminal
+    (and `quiet` is not asked for)."""
+    progress = progress_bar if sys.stderr.isatty() and not quiet else None
+    done = transfer(progress)
+    if progress is not None:
+        print(file=sys.stderr)  # past the bar
+    return done
+
+
+def _db_backup(args: argparse.Namespace) -> int:
+    from shoal.client.transfer import backup
+
+    client = node_client(args)
+    done = with_progress(
+        lambda progress: backup(
+            client, args.name, args.file, kind=args.format, overwrite=args.force, progress=progress
+        )
+    )
+    print(
+        f"backed up {args.name} at version {done.version} to {args.file} "
+        f"({done.kind}, {human_size(done.size)})"
+    )
+    return 0
+
+
+def _db_load(args: argparse.Namespace) -> int:
+    from shoal.client.transfer import load
+
+    client = node_client(args)
+    done = with_progress(lambda progress: load(client, args.name, args.file, progress=progress))
+    print(
+        f"loaded {args.file} ({done.kind}, {human_size(done.size)}) into {args.name}: "
+        f"now at version {done.version}"
+    )
+    return 0
+
+
+def _add_db_files(actions: Any) -> None:
+    backup = actions.add_parser(
+        "backup",
+        help="copy a database to a file (SQLite, or SQL with --format sql)",
+        description="Copy a database to a file, consistent while writes go on: a SQLite "
+        "file (a shoal database at the version shown) or a SQL script. The file is "
+        "written under a temporary name and renamed once complete.",
+    )
+    backup.add_argument("name", help="the database's name")
+    backup.add_argument("file", type=Path, help="the file to write")
+    backup.add_argument(
+        "--format",
+        choices=("sqlite", "sql"),
+        default="sqlite",
+        help="sqlite (default): a SQLite database file; sql: a SQL script",
+    )
+    backup.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    backup.set_defaults(run=_db_backup)
+    load = actions.add_parser(
+        "load",
+        help="load a SQLite file (replacing the contents) or a SQL script into a database",
+        description="Load a file into an existing database as one write transaction: a "
+        "SQLite database file replaces its contents; SQL text runs on them. Which it is "
+        "comes from the file's first bytes. A load the node refuses changes nothing.",
+    )
+    load.add_argument("name", help="the database's name (create it first: db create)")
+    load.add_argument("file", type=Path, help="a SQLite database file or a SQL script")
+    load.set_defaults(run=_db_load)
+
+
+def add_database_commands(commands: Any) -> None:
+    """Registers `db` and its actions on the `shoal` parser's subcommands."""
+    db = commands.add_parser(
+        "db",
+        help="create, list, inspect, drop, back up and load a node's databases",
+        description="Manage the databases of a running node over its HTTP API.",
+    )
+    actions = db.add_subparsers(
+        dest="action",
+        required=True,
+        metavar="ACTION",
+        help="list, create, info, drop, backup or load",
+    )
+    listing = actions.add_parser("list", help="list databases", description="List databases.")
+    listing.set_defaults(run=_db_list)
+    for name, run, text in (
+        ("create", _db_create, "create an empty database"),
+        ("info", _db_info, "show a database's version, size and role"),
+        ("drop", _db_drop, "delete a database and its files"),
+    ):
+        action = actions.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        action.add_argument("name", help="the database's name")
+        if name == "drop":
+            action.add_argument("--yes", action="store_true", help="confirm: the data is deleted")
+        if name == "create":
+            action.add_argument(
+                "--durability",
+                choices=("sync", "async"),
+                help="in a cluster: sync (the default) logs each write in the control plane "
+                "before answering; async ships writes within a short window",
+            )
+        action.set_defaults(run=run)
+    _add_db_files(actions)
+    for action in actions.choices.values():
+        remote_options(action)
