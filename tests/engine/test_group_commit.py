@@ -7,17 +7,17 @@ import threading
 import pytest
 
 from shoal.engine import Database
-from shoal.engine.database import _Request
+from shoal.engine.group_commit import Request
 from shoal.errors import IntegrityError, ReadOnly
 from tests.conftest import Pair
 
 
-def queue(db: Database, *statements: str) -> list[_Request]:
+def queue(db: Database, *statements: str) -> list[Request]:
     """Queues requests as concurrent callers would, then commits them as one group."""
-    requests = [_Request(sql, None) for sql in statements]
-    db._pending.extend(requests)
+    requests = [Request(sql, None) for sql in statements]
+    db._group.pending.extend(requests)
     with db._write_lock:
-        db._commit_pending()
+        db._group.commit_pending()
     return requests
 
 
@@ -88,7 +88,7 @@ def test_other_requests_run_alone(db: Database, sql: str) -> None:
     before = db.version
     db.execute(sql)
     assert db.version == before + 1
-    assert db._pending == []
+    assert db._group.pending == []
 
 
 def test_a_request_that_failed_before_a_retry_runs_again_cleanly(pair: Pair) -> None:

@@ -49,6 +49,7 @@ from shoal.engine.execute import (
     run,
 )
 from shoal.engine.functions import Function
+from shoal.engine.group_commit import GroupCommit, groupable
 from shoal.engine.policy import Policy
 from shoal.engine.pragmas import Settings, foreign_keys_request
 from shoal.engine.sqltext import Kind, classify, is_single_statement
@@ -153,8 +154,7 @@ class Database:
         if self.options.synchronous not in ("normal", "full"):
             raise ValueError("synchronous must be 'normal' or 'full'")
         self._write_lock = threading.RLock()  # held by a Transaction; re-entered by groups
-        self._pending_lock = threading.Lock()
-        self._pending: list[_Request] = []
+        self._group = GroupCommit(self._write_lock, self.transaction, lambda: self._version)
         self._readers_lock = threading.Lock()
         self._readers: list[_Reader] = []
         self._functions: dict[tuple[str, int], Function] = {}  # by Function.key
@@ -394,58 +394,11 @@ class Database:
         and all of them report that transaction's version.
         """
         batch = list(statements)
-        if len(batch) != 1 or not _groupable(batch[0][0]):
+        if len(batch) != 1 or not groupable(batch[0][0]):
             with self.transaction() as tx:
                 results = [result for sql, params in batch for result in tx.execute(sql, params)]
             return Outcome(tx.version, results)
-        request = _Request(*batch[0])
-        with self._pending_lock:
-            self._pending.append(request)
-        with self._write_lock:
-            if not request.done:
-                self._commit_pending()
-        if request.error is not None:
-            raise request.error
-        assert request.results is not None
-        return Outcome(request.version, request.results)
-
-    def _commit_pending(self) -> None:
-        """Runs the queued requests, one transaction per round (the writer is held)."""
-        while True:
-            with self._pending_lock:
-                batch, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
-            if not batch:
-                return
-            retry = self._commit_group(batch)
-            with self._pending_lock:
-                self._pending[:0] = retry
-
-    def _commit_group(self, batch: list[_Request]) -> list[_Request]:
-        """One transaction for `batch`; returns the requests to run again, if SQLite
-        rolled the transaction back because of another one."""
-        tx: Transaction | None = None
-        retry: list[_Request] = []
-        try:
-            tx = self.transaction()
-            for request in batch:
-                request.run(tx, isolated=len(batch) > 1)
-                if not tx.is_open:
-                    retry = [other for other in batch if other is not request]
-                    break
-            if tx.is_open:
-                tx.commit()
-        except BaseException as exc:
-            if tx is not None:
-                tx.rollback()
-            for request in batch:
-                request.error = request.error or exc
-            retry = []
-        for request in batch:
-            if request in retry:
-                request.results = request.error = None
-            else:
-                request.version, request.done = (tx.version if tx else self._version), True
-        return retry
+        return Outcome(*self._group.submit(*batch[0]))
 
     def vacuum(self) -> int:
         """Runs VACUUM after logging it as a barrier (followers then re-seed).
@@ -679,9 +632,6 @@ class Database:
         self.close()
 
 
-MAX_GROUP = 64  # requests committed together, at most
-
-
 _ONE_NOT_PRAGMA: dict[str, bool] = {}  # SQL text: its answer, as read() found it
 _ONE_NOT_PRAGMA_KEPT = 4096
 
@@ -702,33 +652,6 @@ def _query_writes() -> QueryWrites:
         "this statement writes, and a query runs only statements that read; "
         "send it as a write (execute)"
     )
-
-
-def _groupable(sql: str) -> bool:
-    return is_single_statement(sql) and classify(sql) in (Kind.READ, Kind.WRITE)
-
-
-@dataclass(eq=False)
-class _Request:
-    """One single-statement request waiting for a group commit."""
-
-    sql: str
-    params: Params
-    results: list[Result] | None = None
-    error: BaseException | None = None
-    version: int = 0
-    done: bool = False
-
-    def run(self, tx: Transaction, *, isolated: bool) -> None:
-        try:
-            if isolated:
-                self.results = tx.execute_isolated(self.sql, self.params)
-            else:
-                self.results = tx.execute(self.sql, self.params)
-        except Error as exc:
-            self.error = exc
-            if not isolated:
-                tx.rollback()
 
 
 class Transaction:

@@ -1,0 +1,139 @@
+"""Group commit: concurrent one-statement write requests share one transaction, one
+record and one version, each in a savepoint of its own so that a failing request
+undoes only itself.
+
+Whoever holds the writer commits every request queued so far, in groups of at most
+MAX_GROUP; a caller whose request a group already carried finds it done."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from shoal.engine.execute import Params, Result
+from shoal.engine.sqltext import Kind, classify, is_single_statement
+from shoal.errors import Error
+
+__all__ = ["MAX_GROUP", "GroupCommit", "groupable"]
+
+MAX_GROUP = 64  # requests committed together, at most
+
+
+def groupable(sql: str) -> bool:
+    """Whether `sql` may share a transaction: one plain statement (no schema
+    change, pragma or savepoint)."""
+    return is_single_statement(sql) and classify(sql) in (Kind.READ, Kind.WRITE)
+
+
+class GroupTransaction(Protocol):
+    """What a group needs of the write transaction it runs in (engine.Transaction)."""
+
+    version: int
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def execute(self, sql: str, params: Params = None) -> list[Result]: ...
+
+    def execute_isolated(self, sql: str, params: Params = None) -> list[Result]: ...
+
+    def commit(self) -> int: ...
+
+    def rollback(self) -> None: ...
+
+
+@dataclass(eq=False)
+class Request:
+    """One single-statement request waiting for a group commit."""
+
+    sql: str
+    params: Params
+    results: list[Result] | None = None
+    error: BaseException | None = None
+    version: int = 0
+    done: bool = False
+
+    def run(self, tx: GroupTransaction, *, isolated: bool) -> None:
+        try:
+            if isolated:
+                self.results = tx.execute_isolated(self.sql, self.params)
+            else:
+                self.results = tx.execute(self.sql, self.params)
+        except Error as exc:
+            self.error = exc
+            if not isolated:
+                tx.rollback()
+
+
+class GroupCommit:
+    """The queue of one database's waiting requests.
+
+    `write_lock` is the writer's (re-entrant: the transactions a group opens take
+    it again); `begin` opens a write transaction; `version` is the database's
+    version, reported to a group's requests when no transaction could open."""
+
+    def __init__(
+        self,
+        write_lock: threading.RLock,
+        begin: Callable[[], GroupTransaction],
+        version: Callable[[], int],
+    ) -> None:
+        self._write_lock = write_lock
+        self._begin = begin
+        self._version = version
+        self._lock = threading.Lock()
+        self.pending: list[Request] = []
+
+    def submit(self, sql: str, params: Params) -> tuple[int, list[Result]]:
+        """Runs one request, alone or with others queued meanwhile: the version
+        that carried it and its results, or its error raised."""
+        request = Request(sql, params)
+        with self._lock:
+            self.pending.append(request)
+        with self._write_lock:
+            if not request.done:
+                self.commit_pending()
+        if request.error is not None:
+            raise request.error
+        assert request.results is not None
+        return request.version, request.results
+
+    def commit_pending(self) -> None:
+        """Runs the queued requests, one transaction per round (the writer is held)."""
+        while True:
+            with self._lock:
+                batch, self.pending = self.pending[:MAX_GROUP], self.pending[MAX_GROUP:]
+            if not batch:
+                return
+            retry = self._commit_group(batch)
+            with self._lock:
+                self.pending[:0] = retry
+
+    def _commit_group(self, batch: list[Request]) -> list[Request]:
+        """One transaction for `batch`; returns the requests to run again, if SQLite
+        rolled the transaction back because of another one."""
+        tx: GroupTransaction | None = None
+        retry: list[Request] = []
+        try:
+            tx = self._begin()
+            for request in batch:
+                request.run(tx, isolated=len(batch) > 1)
+                if not tx.is_open:
+                    retry = [other for other in batch if other is not request]
+                    break
+            if tx.is_open:
+                tx.commit()
+        except BaseException as exc:
+            if tx is not None:
+                tx.rollback()
+            for request in batch:
+                request.error = request.error or exc
+            retry = []
+        for request in batch:
+            if request in retry:
+                request.results = request.error = None
+            else:
+                request.version, request.done = (tx.version if tx else self._version()), True
+        return retry
