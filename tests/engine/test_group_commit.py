@@ -16,7 +16,7 @@ def queue(db: Database, *statements: str) -> list[Request]:
     """Queues requests as concurrent callers would, then commits them as one group."""
     requests = [Request(sql, None) for sql in statements]
     db._group.pending.extend(requests)
-    with db._write_lock:
+    with db._writer.lock:
         db._group.commit_pending()
     return requests
 

@@ -1,7 +1,8 @@
 """The engine: one SQLite database whose every write is captured, logged and replayable."""
 
-from shoal.engine.database import CommitHook, Database, Options, Outcome, Role, Transaction
+from shoal.engine.database import Database, Options, Outcome, Role
 from shoal.engine.execute import Limits, Result
+from shoal.engine.transaction import CommitHook, Transaction
 
 __all__ = [
     "CommitHook",

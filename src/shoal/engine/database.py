@@ -2,9 +2,9 @@
 
 Concurrency rules:
 
-- One writer connection, owned by whoever holds `_write_lock` (a Transaction).
-  Only it appends to the log, and it computes the next version inside its own
-  `BEGIN IMMEDIATE` transaction, so two writers can never log the same version.
+- One writer connection (transaction.Writer), owned by whoever holds its lock (a
+  Transaction). Only it appends to the log, and it computes the next version inside
+  its own `BEGIN IMMEDIATE` transaction, so two writers can never log the same version.
 - Readers are per-thread read-only connections; WAL lets them run while the
   writer writes. A read never takes the writer.
 - A follower's writer has triggers and foreign keys off and takes records only
@@ -27,14 +27,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 import apsw
 
 from shoal.engine import log
 from shoal.engine.apply import apply_record
-from shoal.engine.capture import Capture, read_sequence
+from shoal.engine.capture import Capture, SequenceRows, read_sequence
 from shoal.engine.checksum import logical_checksum
 from shoal.engine.execute import (
     Deadline,
@@ -53,6 +52,7 @@ from shoal.engine.group_commit import GroupCommit, groupable
 from shoal.engine.policy import Policy
 from shoal.engine.pragmas import Settings, foreign_keys_request
 from shoal.engine.sqltext import Kind, classify, is_single_statement
+from shoal.engine.transaction import CommitHook, Transaction, Writer
 from shoal.errors import (
     Busy,
     Error,
@@ -65,9 +65,9 @@ from shoal.errors import (
     WrongDatabase,
     from_apsw,
 )
-from shoal.record import Record, Statement, Vacuum, decode, encode
+from shoal.record import Op, Record, Statement, decode, encode
 
-__all__ = ["CommitHook", "Database", "Options", "Outcome", "Role", "Transaction"]
+__all__ = ["Database", "Options", "Outcome", "Role"]
 
 Statements = Iterable[tuple[str, Params]]
 _PRAGMA = Kind.PRAGMA  # for reads, where every call counts: Kind.PRAGMA is a lookup
@@ -88,22 +88,6 @@ class Options:
     foreign_keys: bool | None = None
     busy_timeout_ms: int = 5000
     limits: Limits = field(default_factory=Limits)
-
-
-class CommitHook(Protocol):
-    """Where a leader's records go besides its own log: a cluster's control plane.
-
-    Both calls run with the writer held, so records arrive one at a time, in order.
-    """
-
-    def before_commit(self, version: int, record: bytes) -> None:
-        """Called after the record is logged locally and before COMMIT; raising
-        rolls the transaction back (a `sync` database appends here)."""
-        ...
-
-    def after_commit(self, version: int, record: bytes) -> None:
-        """Called once the transaction is committed (an `async` database queues here)."""
-        ...
 
 
 @dataclass(slots=True)
@@ -153,8 +137,6 @@ class Database:
         self.options = options or Options()
         if self.options.synchronous not in ("normal", "full"):
             raise ValueError("synchronous must be 'normal' or 'full'")
-        self._write_lock = threading.RLock()  # held by a Transaction; re-entered by groups
-        self._group = GroupCommit(self._write_lock, self.transaction, lambda: self._version)
         self._readers_lock = threading.Lock()
         self._readers: list[_Reader] = []
         self._functions: dict[tuple[str, int], Function] = {}  # by Function.key
@@ -162,9 +144,15 @@ class Database:
         # Reads under no limit take read_one's path, without run()'s bookkeeping.
         self._unlimited = self.options.limits == Limits()
         self._settings = Settings(synchronous=self.options.synchronous)
-        self._policy = Policy(self._settings)
-        self._deadline = Deadline()
-        self._writer = self._connect(readonly=False, policy=self._policy, deadline=self._deadline)
+        policy, deadline = Policy(self._settings), Deadline()
+        self._writer = Writer(
+            self._connect(readonly=False, policy=policy, deadline=deadline),
+            policy,
+            deadline,
+            self.options.limits,
+            threading.RLock(),
+        )
+        self._group = GroupCommit(self._writer.lock, self.transaction, lambda: self._version)
         self.name, self.epoch = self._init_meta(name or self.path.stem)
         self.role = role
         self.commit_hook: CommitHook | None = None
@@ -172,9 +160,9 @@ class Database:
         # (a node wakes what waits for versions); they must be quick and not raise.
         self.listeners: list[Callable[[int], None]] = []
         self._configure_writer()
-        with self._policy.trusted():
-            self._version = log.head(self._writer)
-            self._sequence = read_sequence(self._writer)
+        with self._writer.policy.trusted():
+            self._version = log.head(self._writer.conn)
+            self._sequence = read_sequence(self._writer.conn)
         self._closed = False
         wanted = self.options.foreign_keys
         if wanted is not None and wanted != self.foreign_keys and role is Role.LEADER:
@@ -200,14 +188,14 @@ class Database:
 
     def _configure_writer(self) -> None:
         leader = self.role is Role.LEADER
-        self._writer.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 1 if leader else 0)
+        self._writer.conn.config(apsw.SQLITE_DBCONFIG_ENABLE_TRIGGER, 1 if leader else 0)
         fk = "ON" if leader and self._settings.foreign_keys else "OFF"
-        with self._policy.trusted():
-            self._writer.execute(f"PRAGMA foreign_keys = {fk}")
+        with self._writer.policy.trusted():
+            self._writer.conn.execute(f"PRAGMA foreign_keys = {fk}")
 
     def _init_meta(self, name: str) -> tuple[str, int]:
-        conn = self._writer
-        with self._policy.trusted(), conn:
+        conn = self._writer.conn
+        with self._writer.policy.trusted(), conn:
             # Whether the log explains the whole database: only if it began empty. A
             # file with tables from before shoal (or from before this key existed)
             # is "adopted": replaying its log from nothing would not rebuild it.
@@ -227,8 +215,8 @@ class Database:
 
     def _read_settings(self) -> None:
         """Reads the settings kept in `_shoal_meta` (a record may have changed them)."""
-        with self._policy.trusted():
-            rows = self._writer.execute(
+        with self._writer.policy.trusted():
+            rows = self._writer.conn.execute(
                 "SELECT value FROM _shoal_meta WHERE key = 'foreign_keys'"
             ).fetchall()
         self._settings.foreign_keys = bool(rows) and rows[0][0] == 1
@@ -266,11 +254,11 @@ class Database:
     def register(self, function: Function) -> None:
         """Makes an application's SQL function (or its removal) hold on every
         connection: the writer now, each reader before its thread's next read."""
-        with self._write_lock:
+        with self._writer.lock:
             if self._closed:
                 raise OperationalError(f"database {self.name!r} is closed")
             try:
-                function.install(self._writer)
+                function.install(self._writer.conn)
             except (apsw.Error, ValueError, TypeError) as exc:
                 raise from_apsw(exc) from None
             # A new dict, not an update: readers iterate the one they took.
@@ -373,8 +361,59 @@ class Database:
     def transaction(self) -> Transaction:
         """Opens the write transaction (waiting for the writer); commit or roll it back."""
         if self.role is not Role.LEADER:
-            raise ReadOnly(f"database {self.name!r} is a follower here; writes go to its leader")
-        return Transaction(self)
+            raise self._follower_here()
+        writer = self._writer
+        if not writer.lock.acquire(timeout=self.options.busy_timeout_ms / 1000):
+            raise Busy(
+                f"database {self.name!r}: the writer stayed busy for "
+                f"{self.options.busy_timeout_ms} ms (another transaction holds it); retry"
+            )
+        try:
+            if self._closed:
+                raise OperationalError(f"database {self.name!r} is closed")
+            if self.role is not Role.LEADER:  # demoted while this one waited for the writer
+                raise self._follower_here()
+            with writer.policy.trusted():
+                base = self._begin_write()
+            capture = Capture(writer.conn, writer.policy, self._sequence, self._read_committed)
+        except BaseException as exc:
+            if not self._closed and not writer.conn.getautocommit():
+                with writer.policy.trusted():
+                    writer.conn.execute("ROLLBACK")
+            writer.lock.release()
+            if isinstance(exc, apsw.Error):
+                raise from_apsw(exc) from None
+            raise
+        return Transaction(self, writer, base, capture)
+
+    def _follower_here(self) -> ReadOnly:
+        return ReadOnly(f"database {self.name!r} is a follower here; writes go to its leader")
+
+    def _begin_write(self) -> int:
+        """BEGIN IMMEDIATE; returns the log's head. When another process wrote the
+        file meanwhile, refreshes the caches, and the writer's foreign keys if that
+        write changed the setting (SQLite changes them only between transactions)."""
+        conn = self._writer.conn
+        while True:
+            conn.execute("BEGIN IMMEDIATE")
+            head = log.head(conn)
+            if head == self._version:
+                return head
+            self._version, self._sequence = head, read_sequence(conn)
+            enforced = self._settings.foreign_keys
+            self._read_settings()
+            if self._settings.foreign_keys == enforced:
+                return head
+            conn.execute("ROLLBACK")
+            self._configure_writer()
+
+    # What a Transaction asks of its database (transaction.Host).
+
+    def _record(self, version: int, ops: tuple[Op, ...]) -> Record:
+        return Record(self.name, version, self.epoch, time.time_ns(), ops)
+
+    def _committed(self, version: int, sequence: SequenceRows | None) -> None:
+        self._version, self._sequence = version, sequence
 
     def execute(self, sql: str, params: Params = None) -> Outcome:
         """Runs `sql` as one write transaction: every statement in it, or none."""
@@ -408,9 +447,9 @@ class Database:
         """
         with self.transaction() as tx:
             tx.add_barrier()
-        with self._write_lock, self._policy.trusted():
+        with self._writer.lock, self._writer.policy.trusted():
             try:
-                self._writer.execute("VACUUM")
+                self._writer.conn.execute("VACUUM")
             except apsw.Error as exc:
                 raise from_apsw(exc) from None
         return tx.version
@@ -428,7 +467,7 @@ class Database:
         the pragma only between them, and the writer is every client's.
         """
         tx = self.transaction()
-        with self._write_lock:  # tx holds it; kept until the writer is reconfigured
+        with self._writer.lock:  # tx holds it; kept until the writer is reconfigured
             if enabled == self._settings.foreign_keys:
                 tx.rollback()
                 return self._version
@@ -462,15 +501,15 @@ class Database:
         instead of one per record. All or nothing: on any of apply()'s errors
         the whole run is rolled back.
         """
-        with self._write_lock:
+        with self._writer.lock:
             if self.role is not Role.FOLLOWER:
                 raise ReplicationError(
                     f"database {self.name!r} is the leader here; it does not apply"
                 )
-            conn = self._writer
+            conn = self._writer.conn
             statements = False
             try:
-                with self._policy.trusted():
+                with self._writer.policy.trusted():
                     conn.execute("BEGIN IMMEDIATE")
                     try:
                         version = log.head(conn)
@@ -486,7 +525,7 @@ class Database:
             except apsw.Error as exc:
                 raise from_apsw(exc) from None
             self._version = version
-            with self._policy.trusted():
+            with self._writer.policy.trusted():
                 self._sequence = read_sequence(conn)
             if statements:
                 self._read_settings()
@@ -532,29 +571,29 @@ class Database:
 
     def truncate_log(self, below: int) -> int:
         """Drops log records older than `below` (never the newest); returns how many."""
-        with self._write_lock, self._policy.trusted():
-            self._writer.execute("BEGIN IMMEDIATE")
+        with self._writer.lock, self._writer.policy.trusted():
+            self._writer.conn.execute("BEGIN IMMEDIATE")
             try:
-                dropped = log.truncate(self._writer, below)
+                dropped = log.truncate(self._writer.conn, below)
             except BaseException:
-                self._writer.execute("ROLLBACK")
+                self._writer.conn.execute("ROLLBACK")
                 raise
-            self._writer.execute("COMMIT")
+            self._writer.conn.execute("COMMIT")
         return dropped
 
     @contextmanager
     def writer_held(self) -> Iterator[None]:
         """Holds the writer for the block: no write transaction runs or starts."""
-        with self._write_lock:
+        with self._writer.lock:
             yield
 
     def promote(self, epoch: int | None = None) -> None:
         """Makes this copy the leader: triggers and foreign keys back on; its
         records from now on carry `epoch`, when given (a new leadership)."""
-        with self._write_lock:
+        with self._writer.lock:
             if epoch is not None and epoch != self.epoch:
-                with self._policy.trusted(), self._writer:
-                    self._writer.execute(
+                with self._writer.policy.trusted(), self._writer.conn:
+                    self._writer.conn.execute(
                         "UPDATE _shoal_meta SET value = ? WHERE key = 'epoch'", (epoch,)
                     )
                 self.epoch = epoch
@@ -563,7 +602,7 @@ class Database:
 
     def demote(self) -> None:
         """Makes this copy a follower: it takes records only through apply()."""
-        with self._write_lock:
+        with self._writer.lock:
             self.role = Role.FOLLOWER
             self._configure_writer()
 
@@ -615,7 +654,7 @@ class Database:
 
     def close(self) -> None:
         """Closes every connection; the object is unusable afterwards."""
-        with self._write_lock:
+        with self._writer.lock:
             if self._closed:
                 return
             self._closed = True
@@ -623,7 +662,7 @@ class Database:
                 for reader in self._readers:
                     reader.conn.close()
                 self._readers.clear()
-            self._writer.close()
+            self._writer.conn.close()
 
     def __enter__(self) -> Database:
         return self
@@ -652,180 +691,3 @@ def _query_writes() -> QueryWrites:
         "this statement writes, and a query runs only statements that read; "
         "send it as a write (execute)"
     )
-
-
-class Transaction:
-    """The one open write transaction of a Database; holds the writer until it ends."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self.version = db.version
-        if not db._write_lock.acquire(timeout=db.options.busy_timeout_ms / 1000):
-            raise Busy(
-                f"database {db.name!r}: the writer stayed busy for "
-                f"{db.options.busy_timeout_ms} ms (another transaction holds it); retry"
-            )
-        try:
-            if db._closed:
-                raise OperationalError(f"database {db.name!r} is closed")
-            if db.role is not Role.LEADER:  # demoted while this one waited for the writer
-                raise ReadOnly(f"database {db.name!r} is a follower here; writes go to its leader")
-            conn = db._writer
-            with db._policy.trusted():
-                self._base = self._begin(conn)
-            self._capture = Capture(conn, db._policy, db._sequence, db._read_committed)
-            self._barrier = False
-            self._open = True
-        except BaseException as exc:
-            if not db._closed and not db._writer.getautocommit():
-                with db._policy.trusted():
-                    db._writer.execute("ROLLBACK")
-            db._write_lock.release()
-            if isinstance(exc, apsw.Error):
-                raise from_apsw(exc) from None
-            raise
-
-    def _begin(self, conn: apsw.Connection) -> int:
-        """BEGIN IMMEDIATE; returns the log's head. When another process wrote the
-        file meanwhile, refreshes the caches, and the writer's foreign keys if that
-        write changed the setting (SQLite changes them only between transactions)."""
-        db = self._db
-        while True:
-            conn.execute("BEGIN IMMEDIATE")
-            head = log.head(conn)
-            if head == db._version:
-                return head
-            db._version, db._sequence = head, read_sequence(conn)
-            enforced = db._settings.foreign_keys
-            db._read_settings()
-            if db._settings.foreign_keys == enforced:
-                return head
-            conn.execute("ROLLBACK")
-            db._configure_writer()
-
-    @property
-    def is_open(self) -> bool:
-        return self._open
-
-    def execute(self, sql: str, params: Params = None) -> list[Result]:
-        """Runs `sql` in the transaction. A failing statement undoes only itself,
-        unless SQLite rolls back the whole transaction (INSERT OR ROLLBACK, a full
-        disk): then the transaction ends, and the error says so."""
-        self._check_open()
-        db = self._db
-        try:
-            return run(
-                db._writer,
-                db._policy,
-                db._deadline,
-                sql,
-                params,
-                db.options.limits,
-                self._capture.before_statement,
-            )
-        except Error as exc:
-            if db._writer.getautocommit() or self._capture.broken:
-                self.rollback()
-                exc.args = (f"{exc}; the whole transaction was rolled back",)
-            raise
-
-    def execute_isolated(self, sql: str, params: Params = None) -> list[Result]:
-        """Runs one plain statement (no schema, pragma or savepoint) in a savepoint
-        of its own, so that its failure undoes it whole and nothing else.
-
-        Capture needs no cut here: a plain statement adds no operation while it
-        runs, and the session's changes follow the savepoint's rollback."""
-        conn, policy = self._db._writer, self._db._policy
-        with policy.trusted():
-            conn.execute("SAVEPOINT _shoal_request")
-        try:
-            results = self.execute(sql, params)
-        except Error:
-            if self._open:
-                with policy.trusted():
-                    conn.execute("ROLLBACK TO _shoal_request")
-                    conn.execute("RELEASE _shoal_request")
-            raise
-        with policy.trusted():
-            conn.execute("RELEASE _shoal_request")
-        return results
-
-    def add_barrier(self) -> None:
-        self._barrier = True
-
-    def run_trusted(self, sql: str) -> None:
-        """Runs one of the engine's own statements, and logs it as an operation."""
-        self._check_open()
-        with self._db._policy.trusted():
-            self._db._writer.execute(sql)
-        self._capture.add_statement(sql)
-
-    def commit(self) -> int:
-        """Commits; returns the new version (unchanged when nothing was written)."""
-        self._check_open()
-        db, conn = self._db, self._db._writer
-        try:
-            with db._policy.trusted():
-                ops, sequence = self._capture.finish()
-                if self._barrier:
-                    ops.append(Vacuum())
-                version, raw = self._base, b""
-                if ops:
-                    version += 1
-                    record = Record(db.name, version, db.epoch, time.time_ns(), tuple(ops))
-                    raw = encode(record)
-                    log.append(conn, version, raw)
-                    if db.commit_hook is not None:
-                        db.commit_hook.before_commit(version, raw)
-                conn.execute("COMMIT")
-        except BaseException as exc:
-            self.rollback()
-            if isinstance(exc, apsw.Error):
-                raise from_apsw(exc) from None
-            raise
-        db._version, db._sequence, self.version = version, sequence, version
-        try:
-            if raw and db.commit_hook is not None:
-                db.commit_hook.after_commit(version, raw)
-        finally:
-            self._end()
-        if raw:
-            db._advanced(version)
-        return version
-
-    def rollback(self) -> None:
-        """Undoes everything; produces no record and no version."""
-        if not self._open:
-            return
-        self._capture.discard()
-        try:
-            if not self._db._writer.getautocommit():
-                with self._db._policy.trusted():
-                    self._db._writer.execute("ROLLBACK")
-        finally:
-            self._end()
-
-    def _end(self) -> None:
-        if self._open:
-            self._open = False
-            self._db._write_lock.release()
-
-    def _check_open(self) -> None:
-        if not self._open:
-            raise OperationalError("the transaction has ended")
-
-    def __enter__(self) -> Transaction:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if not self._open:
-            return  # committed or rolled back explicitly inside the block
-        if exc_type is None:
-            self.commit()
-        else:
-            self.rollback()
