@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from shoal.node.config import Settings
 from shoal.server.app import create_app
-from shoal.server.config import Settings
 
 MakeClient = Callable[..., TestClient]
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from shoal.server.auth import (
+from shoal.node.auth import (
     LOCAL_ADMIN_FILE,
     Authenticator,
     Scope,
@@ -23,7 +23,7 @@ from shoal.server.auth import (
     hash_secret,
     local_admin_secret,
 )
-from shoal.server.config import TokenSpec
+from shoal.node.config import TokenSpec
 
 OPEN, READ, WRITE, ADMIN = None, Scope.READ, Scope.WRITE, Scope.ADMIN
 

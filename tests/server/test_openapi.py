@@ -24,8 +24,8 @@ from jsonschema.exceptions import ValidationError
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from shoal.server.auth import hash_secret
-from shoal.server.config import TokenSpec
+from shoal.node.auth import hash_secret
+from shoal.node.config import TokenSpec
 from shoal.server.openapi import document
 from shoal.stream import FrameKind, FrameReader
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shoal.server.auth import Scope
+from shoal.node.auth import Scope
 from tests.server.test_auth import ENDPOINTS, bearer, check_endpoint, make_tokens
 from tests.services import shoal_node
 

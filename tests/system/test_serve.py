@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from shoal.engine import Database, Role
-from shoal.server.auth import hash_secret
+from shoal.node.auth import hash_secret
 from tests.services import Node, free_port, wait_until
 from tests.system.conftest import StartNode
 

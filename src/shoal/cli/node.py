@@ -14,7 +14,7 @@ __all__ = ["add_node_commands"]
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from shoal.server.config import load_settings, settable_fields
+    from shoal.node.config import load_settings, settable_fields
     from shoal.server.serve import serve
 
     flags = {f.name: getattr(args, f.name) for f in settable_fields()}
@@ -78,7 +78,7 @@ def _cluster_status(args: argparse.Namespace) -> int:
 
 
 def _add_serve(commands: Any) -> None:
-    from shoal.server.config import Settings, env_name, settable_fields
+    from shoal.node.config import Settings, env_name, settable_fields
 
     serve = commands.add_parser(
         "serve",

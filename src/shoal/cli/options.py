@@ -78,7 +78,7 @@ def archive_option(parser: argparse.ArgumentParser) -> None:
 def token_of(args: argparse.Namespace) -> str | None:
     """The token a command sends: --token (or SHOAL_TOKEN), else the local admin
     credential of the node whose data directory is --data-dir, if this user can read it."""
-    from shoal.server.auth import local_admin_secret  # the server's modules load slowly
+    from shoal.node.auth import local_admin_secret  # the server's modules load slowly
 
     token: str | None = args.token or local_admin_secret(args.data_dir)
     return token

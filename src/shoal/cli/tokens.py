@@ -10,13 +10,13 @@ from shoal.cli.format import local_time, print_table
 from shoal.cli.options import data_dir_option
 
 if TYPE_CHECKING:
-    from shoal.server.auth import TokenStore
+    from shoal.node.auth import TokenStore
 
 __all__ = ["add_token_commands"]
 
 
 def _store(args: argparse.Namespace) -> TokenStore:
-    from shoal.server.auth import TokenStore  # the server's modules load slowly
+    from shoal.node.auth import TokenStore  # the server's modules load slowly
 
     return TokenStore(args.data_dir)
 
@@ -50,7 +50,7 @@ def _token_revoke(args: argparse.Namespace) -> int:
 
 
 def _token_hash(args: argparse.Namespace) -> int:
-    from shoal.server.auth import hash_secret
+    from shoal.node.auth import hash_secret
 
     print(hash_secret(args.secret))
     return 0

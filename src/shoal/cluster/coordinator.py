@@ -70,7 +70,7 @@ SNAPSHOT_TIMEOUT = 300.0
 
 
 class Databases(Protocol):
-    """What the cluster needs of the node's database registry (server.node.Node)."""
+    """What the cluster needs of the node's database registry (node.Node)."""
 
     async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
 

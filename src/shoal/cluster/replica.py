@@ -64,7 +64,7 @@ class Timing:
 
 
 class Host(Protocol):
-    """What a replica needs of the node that hosts it (server.node.Node)."""
+    """What a replica needs of the node that hosts it (node.Node)."""
 
     node_id: str
 

@@ -19,9 +19,10 @@ from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as ASGIScope
 
 from shoal.errors import Error
+from shoal.node.auth import Scope
+from shoal.node.config import Settings
+from shoal.node.node import Node
 from shoal.server import logstream, native, rqlite, transactions
-from shoal.server.auth import Scope
-from shoal.server.config import Settings
 from shoal.server.httputil import (
     AUTHENTICATE,
     authorize,
@@ -31,7 +32,6 @@ from shoal.server.httputil import (
     status_of,
 )
 from shoal.server.metrics import Metrics, RequestMetrics
-from shoal.server.node import Node
 from shoal.server.openapi import document
 
 __all__ = ["create_app"]

@@ -25,7 +25,7 @@ from shoal.engine import Database, Result
 from shoal.engine import log as engine_log
 from shoal.engine.sqltext import leading_keyword, quote_identifier, split_statements
 from shoal.errors import InvalidRequest
-from shoal.server.node import Node
+from shoal.node.node import Node
 from shoal.server.statements import Batch, Statement, run_execute
 
 __all__ = ["backup_file", "dump_sql", "load", "respond"]

@@ -31,8 +31,8 @@ from shoal.errors import (
     TransactionNotFound,
     Unauthorized,
 )
-from shoal.server.auth import Grant, Scope
-from shoal.server.node import Node
+from shoal.node.auth import Grant, Scope
+from shoal.node.node import Node
 
 __all__ = [
     "AUTHENTICATE",

@@ -16,10 +16,10 @@ from starlette.routing import Route
 
 from shoal.engine import Database
 from shoal.errors import Error, InvalidRequest, Unavailable
+from shoal.node.auth import Scope
+from shoal.node.node import Node
 from shoal.server import backup
-from shoal.server.auth import Scope
 from shoal.server.httputil import authorize, error_body, node_of
-from shoal.server.node import Node
 from shoal.server.routing import Need, dispatch
 from shoal.stream import MEDIA_TYPE, FrameKind, frame, json_frame
 

@@ -14,8 +14,8 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shoal.cluster.coordinator import Cluster
-from shoal.server.archiving import ArchiveService
-from shoal.server.node import Node
+from shoal.node.archiving import ArchiveService
+from shoal.node.node import Node
 
 __all__ = ["Metrics", "RequestMetrics"]
 

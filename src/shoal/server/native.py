@@ -25,8 +25,9 @@ from shoal.cluster.view import DURABILITIES
 from shoal.engine import Database, Result
 from shoal.engine.execute import Params
 from shoal.errors import Error, InvalidRequest, RequestTooLarge
+from shoal.node.auth import Scope
+from shoal.node.node import DatabaseInfo, check_name
 from shoal.server import backup
-from shoal.server.auth import Scope
 from shoal.server.httputil import (
     authorize,
     error_body,
@@ -37,7 +38,6 @@ from shoal.server.httputil import (
     read_json,
     status_of,
 )
-from shoal.server.node import DatabaseInfo, check_name
 from shoal.server.routing import Need, dispatch, level_of
 from shoal.server.statements import (
     Batch,

@@ -13,9 +13,9 @@ from typing import Any
 import shoal
 from shoal import errors
 from shoal.engine import Role
+from shoal.node.node import _NAME as DATABASE_NAME
 from shoal.server.httputil import AUTHENTICATE, status_of
 from shoal.server.native import DEFAULT_WAIT_SECONDS, MAX_WAIT_SECONDS
-from shoal.server.node import _NAME as DATABASE_NAME
 
 __all__ = ["document"]
 

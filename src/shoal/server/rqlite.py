@@ -27,10 +27,10 @@ from starlette.routing import Route
 import shoal
 from shoal.engine import Result
 from shoal.errors import Busy, Error, InvalidRequest, RequestTooLarge
+from shoal.node.auth import Scope
+from shoal.node.node import DEFAULT_DATABASE, Node
 from shoal.server import backup
-from shoal.server.auth import Scope
 from shoal.server.httputil import authorize, finite, json_response, node_of, read_body, read_json
-from shoal.server.node import DEFAULT_DATABASE, Node
 from shoal.server.routing import Need, dispatch, level_of
 from shoal.server.statements import (
     Batch,

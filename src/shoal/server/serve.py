@@ -24,10 +24,10 @@ import uvicorn
 
 import shoal
 from shoal.errors import Error
+from shoal.node.auth import LOCAL_ADMIN_FILE, is_loopback
+from shoal.node.config import Settings
+from shoal.node.node import Node
 from shoal.server.app import create_app
-from shoal.server.auth import LOCAL_ADMIN_FILE, is_loopback
-from shoal.server.config import Settings
-from shoal.server.node import Node
 
 __all__ = ["serve"]
 

@@ -29,7 +29,8 @@ from starlette.routing import Route
 
 from shoal.engine import Transaction
 from shoal.errors import Error, TransactionNotFound
-from shoal.server.auth import Scope
+from shoal.node.auth import Scope
+from shoal.node.node import Node, check_name
 from shoal.server.httputil import (
     authorize,
     json_response,
@@ -39,7 +40,6 @@ from shoal.server.httputil import (
     read_json,
 )
 from shoal.server.native import batch_json, batch_response, statements_from
-from shoal.server.node import Node, check_name
 from shoal.server.routing import Need, dispatch
 from shoal.server.statements import Batch, Statement
 

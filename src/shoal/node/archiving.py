@@ -29,7 +29,7 @@ from shoal.archive.restore import iso_time, plan_restore, restore
 from shoal.archive.rounds import ArchiveRounds
 from shoal.archive.stores import open_store
 from shoal.engine import Database
-from shoal.server.config import Settings
+from shoal.node.config import Settings
 
 __all__ = ["ArchiveService", "archive_service", "restore_missing"]
 

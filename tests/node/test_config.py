@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shoal.server.config import ConfigError, Settings, load_settings
+from shoal.node.config import ConfigError, Settings, load_settings
 
 
 def test_defaults_are_the_documented_ones() -> None:

@@ -44,9 +44,9 @@ from shoal.errors import (
     Unavailable,
     VersionNotReached,
 )
-from shoal.server.archiving import archive_service, restore_missing
-from shoal.server.auth import Authenticator, TokenStore, write_local_admin
-from shoal.server.config import Settings
+from shoal.node.archiving import archive_service, restore_missing
+from shoal.node.auth import Authenticator, TokenStore, write_local_admin
+from shoal.node.config import Settings
 
 __all__ = ["DEFAULT_DATABASE", "DatabaseInfo", "Node", "check_name"]
 

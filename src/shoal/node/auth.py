@@ -39,7 +39,7 @@ from typing import cast
 import apsw
 
 from shoal.errors import Forbidden, InvalidRequest, Unauthorized
-from shoal.server.config import TokenSpec
+from shoal.node.config import TokenSpec
 
 __all__ = [
     "LOCAL_ADMIN_FILE",
