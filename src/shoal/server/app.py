@@ -33,6 +33,7 @@ from shoal.server.httputil import (
 )
 from shoal.server.metrics import Metrics, RequestMetrics
 from shoal.server.openapi import document
+from shoal.server.port import ServedNode
 
 __all__ = ["create_app"]
 
@@ -115,16 +116,19 @@ class NodeHeader:
 
 def create_app(
     settings: Settings,
-    on_start: Callable[[Node], None] | None = None,
+    on_start: Callable[[ServedNode], None] | None = None,
     on_failure: Callable[[Error], None] | None = None,
+    *,
+    make_node: Callable[[Settings], ServedNode] = Node,
 ) -> Starlette:
-    """The node's HTTP application; its lifespan starts and stops the node, and
-    calls `on_start` once the node is ready (`on_failure` if it cannot start)."""
+    """The node's HTTP application; its lifespan makes the node (`make_node`: a
+    test may serve a fake), starts and stops it, and calls `on_start` once it is
+    ready (`on_failure` if it cannot start)."""
     counters = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        node = Node(settings)
+        node = make_node(settings)
         app.state.node = node
         app.state.transactions = transactions.InteractiveTransactions(node)
         try:

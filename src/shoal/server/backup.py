@@ -25,7 +25,7 @@ from shoal.engine import Database, Result
 from shoal.engine import log as engine_log
 from shoal.engine.sqltext import leading_keyword, quote_identifier, split_statements
 from shoal.errors import InvalidRequest
-from shoal.node.node import Node
+from shoal.server.port import ServedNode
 from shoal.server.statements import Batch, Statement, run_execute
 
 __all__ = ["backup_file", "dump_sql", "load", "respond"]
@@ -83,7 +83,7 @@ def _remove_tree(directory: Path) -> None:
 
 
 async def respond(
-    node: Node, name: str, fmt: str, *, vacuum: bool = False, gz: bool = False
+    node: ServedNode, name: str, fmt: str, *, vacuum: bool = False, gz: bool = False
 ) -> Response:
     """The HTTP response of a backup in format `sqlite` or `sql`."""
     if fmt not in ("sqlite", "sql", "binary"):

@@ -32,7 +32,7 @@ from shoal.errors import (
     Unauthorized,
 )
 from shoal.node.auth import Grant, Scope
-from shoal.node.node import Node
+from shoal.server.port import ServedNode
 
 __all__ = [
     "AUTHENTICATE",
@@ -114,8 +114,8 @@ def finite(value: Any) -> Any:
     return value
 
 
-def node_of(request: Request) -> Node:
-    node: Node = request.app.state.node
+def node_of(request: Request) -> ServedNode:
+    node: ServedNode = request.app.state.node
     return node
 
 

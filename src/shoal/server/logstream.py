@@ -17,9 +17,9 @@ from starlette.routing import Route
 from shoal.engine import Database
 from shoal.errors import Error, InvalidRequest, Unavailable
 from shoal.node.auth import Scope
-from shoal.node.node import Node
 from shoal.server import backup
 from shoal.server.httputil import authorize, error_body, node_of
+from shoal.server.port import ServedNode
 from shoal.server.routing import Need, dispatch
 from shoal.stream import MEDIA_TYPE, FrameKind, frame, json_frame
 
@@ -57,7 +57,7 @@ async def log_stream(request: Request) -> Response:
 
 
 async def _frames(
-    node: Node,
+    node: ServedNode,
     name: str,
     sent: int,
     until: int | None,

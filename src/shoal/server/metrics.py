@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shoal.cluster.coordinator import Cluster
 from shoal.node.archiving import ArchiveService
-from shoal.node.node import Node
+from shoal.server.port import ServedNode
 
 __all__ = ["Metrics", "RequestMetrics"]
 
@@ -39,7 +39,7 @@ class Metrics:
         if index < len(BUCKETS):
             self.buckets[method, route, BUCKETS[index]] += 1
 
-    def render(self, node: Node, open_transactions: int) -> str:
+    def render(self, node: ServedNode, open_transactions: int) -> str:
         lines = [
             "# HELP shoal_http_requests_total HTTP requests answered, by route and status.",
             "# TYPE shoal_http_requests_total counter",

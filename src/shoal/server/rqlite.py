@@ -28,9 +28,10 @@ import shoal
 from shoal.engine import Result
 from shoal.errors import Busy, Error, InvalidRequest, RequestTooLarge
 from shoal.node.auth import Scope
-from shoal.node.node import DEFAULT_DATABASE, Node
+from shoal.node.node import DEFAULT_DATABASE
 from shoal.server import backup
 from shoal.server.httputil import authorize, finite, json_response, node_of, read_body, read_json
+from shoal.server.port import ServedNode
 from shoal.server.routing import Need, dispatch, level_of
 from shoal.server.statements import (
     Batch,
@@ -198,7 +199,9 @@ class QueuedWrites:
         self.sequence = 0
         self._last: dict[str, asyncio.Future[None]] = {}
 
-    def submit(self, node: Node, name: str, statements: list[Statement]) -> asyncio.Future[None]:
+    def submit(
+        self, node: ServedNode, name: str, statements: list[Statement]
+    ) -> asyncio.Future[None]:
         self.sequence += 1
         previous = self._last.get(name)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -26,8 +26,8 @@ import shoal
 from shoal.errors import Error
 from shoal.node.auth import LOCAL_ADMIN_FILE, is_loopback
 from shoal.node.config import Settings
-from shoal.node.node import Node
 from shoal.server.app import create_app
+from shoal.server.port import ServedNode
 
 __all__ = ["serve"]
 
@@ -46,7 +46,7 @@ class _Server(uvicorn.Server):
     """uvicorn's server, but the node first ends its log streams (uvicorn would wait
     for those long responses) and leaves its cluster, if any, before serving stops."""
 
-    node: Node | None = None
+    node: ServedNode | None = None
     leaving: asyncio.Task[None] | None = None
     _asked = False
 
@@ -111,7 +111,7 @@ def serve(settings: Settings) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per forwarded request
     scheme = "https" if settings.tls_cert else "http"
 
-    def announce(node: Node) -> None:
+    def announce(node: ServedNode) -> None:
         server.node = node
         print(
             f"shoal {shoal.__version__} serving {scheme}://{settings.address} "

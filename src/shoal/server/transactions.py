@@ -30,7 +30,7 @@ from starlette.routing import Route
 from shoal.engine import Transaction
 from shoal.errors import Error, TransactionNotFound
 from shoal.node.auth import Scope
-from shoal.node.node import Node, check_name
+from shoal.node.node import check_name
 from shoal.server.httputil import (
     authorize,
     json_response,
@@ -40,6 +40,7 @@ from shoal.server.httputil import (
     read_json,
 )
 from shoal.server.native import batch_json, batch_response, statements_from
+from shoal.server.port import ServedNode
 from shoal.server.routing import Need, dispatch
 from shoal.server.statements import Batch, Statement
 
@@ -63,7 +64,7 @@ class _Open:
 class InteractiveTransactions:
     """The open interactive transactions of a node, by id."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: ServedNode) -> None:
         self._node = node
         self._open: dict[str, _Open] = {}
         self._reaper: asyncio.Task[None] | None = None

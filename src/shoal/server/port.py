@@ -1,0 +1,88 @@
+"""What the HTTP layer needs of the node it serves, and nothing more: the members
+its handlers, middleware and lifespan use. shoal.node.Node is the implementation;
+tests of handlers may serve a small fake of their own instead."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol, TypeVar
+
+from shoal.cluster.coordinator import Cluster
+from shoal.engine import Database
+from shoal.node.archiving import ArchiveService
+from shoal.node.auth import Authenticator
+from shoal.node.config import Settings
+from shoal.node.node import DatabaseInfo
+
+__all__ = ["ServedNode"]
+
+T = TypeVar("T")
+
+
+class ServedNode(Protocol):
+    """A node as `shoal serve` serves it."""
+
+    settings: Settings
+    node_id: str
+    started: float  # Unix time
+    ready: bool  # /readyz: serving, not starting or stopping
+    draining: bool  # stopping: long-lived responses end
+    auth: Authenticator
+    # Where a cluster's state is read (routing, /v1/cluster, metrics); None alone.
+    cluster: Cluster | None
+    archive: ArchiveService | None  # None with archiving off
+
+    async def start(self) -> None: ...
+
+    async def leave(self) -> None:
+        """Stops taking new work and hands over what it leads (SIGTERM's first step)."""
+        ...
+
+    async def close(self) -> None: ...
+
+    def database(self, name: str) -> AbstractAsyncContextManager[Database]:
+        """The open database `name`, held for the block."""
+        ...
+
+    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Runs `fn(*args, **kwargs)` on the read pool."""
+        ...
+
+    async def run_on(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        *args: Any,
+        write: bool,
+        min_version: int | None = None,
+        wait: float = 0.0,
+        **kwargs: Any,
+    ) -> T:
+        """Runs `fn(db, *args, **kwargs)` on database `name`, on the write or the
+        read pool, once it holds `min_version` (waiting up to `wait` s)."""
+        ...
+
+    def background(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Runs `work` as a task that close() waits for."""
+        ...
+
+    async def create(self, name: str, durability: str | None = None) -> DatabaseInfo: ...
+
+    async def drop(self, name: str, wait: float = 30.0) -> None: ...
+
+    async def info(self, name: str) -> DatabaseInfo: ...
+
+    async def list_databases(self) -> list[DatabaseInfo]: ...
+
+    def names(self) -> list[str]:
+        """The databases open now."""
+        ...
+
+    def versions(self) -> dict[str, int]:
+        """The version of each open database."""
+        ...
+
+    async def next_version(self, name: str, timeout: float) -> None:
+        """Returns once `name` has a newer version, or after `timeout` s."""
+        ...
