@@ -13,10 +13,11 @@ from typing import Any, TypeVar
 import pytest
 from starlette.testclient import TestClient
 
-from shoal.cluster.coordinator import Cluster
+from shoal.cluster.routing import Leader, Need
+from shoal.cluster.view import View
 from shoal.engine import Database
 from shoal.errors import DatabaseNotFound, OperationalError
-from shoal.node.archiving import ArchiveService
+from shoal.node.archiving import ArchiveStatus
 from shoal.node.auth import Authenticator, TokenStore
 from shoal.node.config import Settings
 from shoal.node.node import DatabaseInfo
@@ -28,9 +29,6 @@ T = TypeVar("T")
 
 class FakeNode:
     """One file database, `app`, run on the calling thread; it keeps what it was asked."""
-
-    cluster: Cluster | None = None
-    archive: ArchiveService | None = None
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -105,6 +103,23 @@ class FakeNode:
 
     async def next_version(self, name: str, timeout: float) -> None:
         await asyncio.sleep(timeout)
+
+    async def route(self, name: str, need: Need, at_least: int = 0) -> Leader | None:
+        return None  # a node alone serves everything here
+
+    def cluster_view(self) -> View | None:
+        return None
+
+    async def cluster_status(self, visible: Callable[[str], bool]) -> dict[str, Any] | None:
+        return None
+
+    def reseeds(self) -> dict[str, tuple[int, int]]:
+        return {}
+
+    archive_url = None
+
+    def archive_status(self) -> dict[str, ArchiveStatus]:
+        return {}
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Routing (server/routing.py) against a cluster whose view of the leases lags, as
+"""Routing (cluster/routing.py decides, server/routing.py serves or forwards) against
+a cluster whose view of the leases lags, as
 every node's does by up to a view's period: the races that real clusters hit only
 now and then (tests/system/test_cluster.py), played out step by step.
 
@@ -18,10 +19,12 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 
+from shoal.cluster import routing
 from shoal.cluster.coordinator import Cluster
+from shoal.cluster.routing import Leader, Need
 from shoal.cluster.view import Lease, Member, Spec, View
 from shoal.errors import NotLeader, ReadOnly, VersionNotReached
-from shoal.server.routing import EPOCH, HOPS, Need, dispatch
+from shoal.server.routing import EPOCH, HOPS, dispatch
 
 NODES = {n: Member(n, f"http://{n}.test") for n in ("n1", "n2", "n3")}
 
@@ -63,7 +66,12 @@ def view(holder: str, epoch: int) -> View:
 
 def request_to(cluster: FakeCluster, headers: dict[str, str] | None = None) -> Request:
     raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    app = SimpleNamespace(state=SimpleNamespace(node=SimpleNamespace(cluster=cluster)))
+
+    async def route(name: str, need: Need, at_least: int = 0) -> Leader | None:
+        return await routing.route(cluster, name, need, at_least)  # type: ignore[arg-type]
+
+    node = SimpleNamespace(route=route)
+    app = SimpleNamespace(state=SimpleNamespace(node=node, peers=cluster.http))
     scope = {
         "type": "http",
         "method": "POST",
@@ -180,7 +188,7 @@ def test_a_request_that_has_chased_the_lease_too_long_is_refused_retryably() -> 
 def test_no_leader_within_the_wait_is_a_retryable_not_leader(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("shoal.server.routing.LEADER_WAIT_SECONDS", 0.2)
+    monkeypatch.setattr("shoal.cluster.routing.LEADER_WAIT_SECONDS", 0.2)
     cluster = FakeCluster("n2", view("n1", 2), {"app": FakeReplica(leading=False)})
     cluster.view = View(NODES, {}, cluster.view.catalog)
     with pytest.raises(NotLeader):
@@ -199,7 +207,7 @@ def test_a_lease_this_node_cannot_confirm_is_refused_saying_what_it_cannot_do(
 ) -> None:
     """The view names this node, but its copy does not lead (the control plane is
     out of reach): a read is not told that writes are refused."""
-    monkeypatch.setattr("shoal.server.routing.LEADER_WAIT_SECONDS", 0.2)
+    monkeypatch.setattr("shoal.cluster.routing.LEADER_WAIT_SECONDS", 0.2)
     cluster = FakeCluster("n1", view("n1", 2), {"app": FakeReplica(leading=False)})
     with pytest.raises(NotLeader, match=says) as refused:
         run(cluster, need, served_here())

@@ -14,6 +14,7 @@ import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from shoal.archive.archiver import ArchivePolicy, Archiver
@@ -36,6 +37,16 @@ __all__ = ["ArchiveService", "archive_service", "restore_missing"]
 logger = logging.getLogger("shoal.archive")
 
 
+@dataclass(frozen=True)
+class ArchiveStatus:
+    """How far one database's archive is behind, as status and metrics show it."""
+
+    lag: int  # versions committed and not yet archived
+    failures: int  # rounds failed in a row
+    last_error: str | None
+    uploads: int  # objects uploaded since the node started
+
+
 class ArchiveService:
     """Runs the archiver of every database registered with it."""
 
@@ -46,6 +57,15 @@ class ArchiveService:
         self.states: dict[str, ArchiveRounds] = {}
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="shoal-archive")
         self._lock = asyncio.Lock()  # one round at a time, whoever asks
+
+    def status(self) -> dict[str, ArchiveStatus]:
+        """Each archived database's status, by name."""
+        return {
+            name: ArchiveStatus(
+                state.archiver.lag, state.failures, state.last_error, state.archiver.uploads
+            )
+            for name, state in sorted(self.states.items())
+        }
 
     def track(self, db: Database) -> None:
         """Starts archiving `db` (a database this node leads, just opened)."""

@@ -33,6 +33,9 @@ import apsw
 
 from shoal.cluster.coordinator import Cluster
 from shoal.cluster.replica import Timing
+from shoal.cluster.routing import Leader, Need, route
+from shoal.cluster.status import cluster_summary
+from shoal.cluster.view import View
 from shoal.controlplane import open_control_plane
 from shoal.engine import Database, Limits, Options, Role
 from shoal.engine import log as engine_log
@@ -44,7 +47,7 @@ from shoal.errors import (
     Unavailable,
     VersionNotReached,
 )
-from shoal.node.archiving import archive_service, restore_missing
+from shoal.node.archiving import ArchiveStatus, archive_service, restore_missing
 from shoal.node.auth import Authenticator, TokenStore, write_local_admin
 from shoal.node.config import Settings
 
@@ -496,6 +499,40 @@ class Node:
     def versions(self) -> dict[str, int]:
         """The version of every open database, by name."""
         return {name: self._open[name].db.version for name in sorted(self._open)}
+
+    # -- what the HTTP layer asks of the cluster and the archive ------------------
+
+    async def route(self, name: str, need: Need, at_least: int = 0) -> Leader | None:
+        """Where a request on `name` is served: None for here (always, on a node
+        alone), else its leader (cluster.routing)."""
+        if self.cluster is None:
+            return None
+        return await route(self.cluster, name, need, at_least)
+
+    def cluster_view(self) -> View | None:
+        """The cluster's members and leases as this node last read them; None alone."""
+        return self.cluster.view if self.cluster is not None else None
+
+    async def cluster_status(self, visible: Callable[[str], bool]) -> dict[str, Any] | None:
+        """`shoal cluster status`'s state for the databases `visible` lets through."""
+        if self.cluster is None:
+            return None
+        return await cluster_summary(self.cluster, visible)
+
+    def reseeds(self) -> dict[str, tuple[int, int]]:
+        """Per copy held in a cluster: its re-seeds, and those in a row without progress."""
+        if self.cluster is None:
+            return {}
+        replicas = sorted(self.cluster.replicas.items())
+        return {name: (r.reseeds, r.reseeds_in_a_row) for name, r in replicas}
+
+    @property
+    def archive_url(self) -> str | None:
+        return self.archive.url if self.archive is not None else None
+
+    def archive_status(self) -> dict[str, ArchiveStatus]:
+        """Each archived database's status, by name; empty with archiving off."""
+        return self.archive.status() if self.archive is not None else {}
 
     async def wait_for_version(self, db: Database, wanted: int, timeout: float) -> None:
         """Returns once `db` reached version `wanted`; VersionNotReached after `timeout`."""

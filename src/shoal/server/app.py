@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -130,6 +131,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         node = make_node(settings)
         app.state.node = node
+        # Forwards to other nodes (server.routing) share one pool of connections.
+        app.state.peers = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=2.0))
         app.state.transactions = transactions.InteractiveTransactions(node)
         try:
             await node.start()
@@ -144,6 +147,7 @@ def create_app(
         finally:
             await app.state.transactions.close()
             await node.close()
+            await app.state.peers.aclose()
 
     routes = [  # the busiest first: Starlette tries them in order
         *native.routes(),

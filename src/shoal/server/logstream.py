@@ -14,13 +14,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from shoal.cluster.routing import Need
 from shoal.engine import Database
 from shoal.errors import Error, InvalidRequest, Unavailable
 from shoal.node.auth import Scope
 from shoal.server import backup
 from shoal.server.httputil import authorize, error_body, node_of
 from shoal.server.port import ServedNode
-from shoal.server.routing import Need, dispatch
+from shoal.server.routing import dispatch
 from shoal.stream import MEDIA_TYPE, FrameKind, frame, json_frame
 
 __all__ = ["routes"]

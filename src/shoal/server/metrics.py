@@ -13,8 +13,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shoal.cluster.coordinator import Cluster
-from shoal.node.archiving import ArchiveService
+from shoal.node.archiving import ArchiveStatus
 from shoal.server.port import ServedNode
 
 __all__ = ["Metrics", "RequestMetrics"]
@@ -87,16 +86,15 @@ class Metrics:
         ]
         for name, version in node.versions().items():
             lines.append(f'shoal_database_version{{database="{name}"}} {version}')
-        if node.archive is not None:
-            lines += _archive_lines(node.archive)
-        if node.cluster is not None:
-            lines += _replica_lines(node.cluster)
+        if node.archive_url is not None:
+            lines += _archive_lines(node.archive_status())
+        if node.cluster_view() is not None:
+            lines += _replica_lines(node.reseeds())
         return "\n".join(lines) + "\n"
 
 
-def _archive_lines(archive: ArchiveService) -> list[str]:
+def _archive_lines(archived: dict[str, ArchiveStatus]) -> list[str]:
     """Per database archived: versions not yet archived, failures in a row, uploads."""
-    states = sorted(archive.states.items())
     return _per_database(
         [
             ("shoal_archive_lag_versions", "gauge", "Versions committed and not yet archived."),
@@ -107,14 +105,11 @@ def _archive_lines(archive: ArchiveService) -> list[str]:
             ),
             ("shoal_archive_uploads_total", "counter", "Objects uploaded to the archive."),
         ],
-        [
-            (name, (state.archiver.lag, state.failures, state.archiver.uploads))
-            for name, state in states
-        ],
+        [(name, (a.lag, a.failures, a.uploads)) for name, a in archived.items()],
     )
 
 
-def _replica_lines(cluster: Cluster) -> list[str]:
+def _replica_lines(reseeds: dict[str, tuple[int, int]]) -> list[str]:
     """Per copy held in a cluster: re-seeds, and re-seeds in a row without progress."""
     return _per_database(
         [
@@ -125,7 +120,7 @@ def _replica_lines(cluster: Cluster) -> list[str]:
                 "Re-seeds since this copy last applied a record or reached the head.",
             ),
         ],
-        [(name, (r.reseeds, r.reseeds_in_a_row)) for name, r in sorted(cluster.replicas.items())],
+        list(reseeds.items()),
     )
 
 

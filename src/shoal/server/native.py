@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import shoal
-from shoal.cluster.status import cluster_summary
+from shoal.cluster.routing import Need
 from shoal.cluster.view import DURABILITIES
 from shoal.engine import Database, Result
 from shoal.engine.execute import Params
@@ -38,7 +38,7 @@ from shoal.server.httputil import (
     read_json,
     status_of,
 )
-from shoal.server.routing import Need, dispatch, level_of
+from shoal.server.routing import dispatch, level_of
 from shoal.server.statements import (
     Batch,
     Statement,
@@ -250,10 +250,11 @@ def _versioned_checksum(db: Database) -> tuple[int, str]:
 async def cluster_state(request: Request) -> Response:
     """Nodes, and per database its leader, log head and copies (`shoal cluster status`)."""
     grant = await authorize(request, Scope.READ, None)
-    cluster = node_of(request).cluster
-    if cluster is None:
-        return json_response({"clustered": False, "node": node_of(request).node_id})
-    return json_response(await cluster_summary(cluster, grant.covers))
+    node = node_of(request)
+    summary = await node.cluster_status(grant.covers)
+    if summary is None:
+        return json_response({"clustered": False, "node": node.node_id})
+    return json_response(summary)
 
 
 async def drop_database(request: Request) -> Response:
@@ -267,24 +268,24 @@ async def node_status(request: Request) -> Response:
     """The node, and each open database's version and archiving (for `shoal status`)."""
     grant = await authorize(request, Scope.READ, None)
     node = node_of(request)
-    archive = node.archive
+    archived = node.archive_status()
     databases = []
     for name, version in node.versions().items():
         if not grant.covers(name):
             continue
         entry: dict[str, Any] = {"name": name, "version": version}
-        rounds = archive.states.get(name) if archive is not None else None
-        if rounds is not None:
-            entry["archive_lag"] = rounds.archiver.lag
-            entry["archive_failures"] = rounds.failures
-            entry["archive_error"] = rounds.last_error
+        archive = archived.get(name)
+        if archive is not None:
+            entry["archive_lag"] = archive.lag
+            entry["archive_failures"] = archive.failures
+            entry["archive_error"] = archive.last_error
         databases.append(entry)
     body = {
         "shoal": shoal.__version__,
         "address": node.settings.address,
         "ready": node.ready,
         "uptime_seconds": round(time.time() - node.started, 3),
-        "archive": archive.url if archive is not None else None,
+        "archive": node.archive_url,
         "databases": databases,
     }
     return json_response(body)

@@ -8,9 +8,10 @@ from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
-from shoal.cluster.coordinator import Cluster
+from shoal.cluster.routing import Leader, Need
+from shoal.cluster.view import View
 from shoal.engine import Database
-from shoal.node.archiving import ArchiveService
+from shoal.node.archiving import ArchiveStatus
 from shoal.node.auth import Authenticator
 from shoal.node.config import Settings
 from shoal.node.node import DatabaseInfo
@@ -29,9 +30,6 @@ class ServedNode(Protocol):
     ready: bool  # /readyz: serving, not starting or stopping
     draining: bool  # stopping: long-lived responses end
     auth: Authenticator
-    # Where a cluster's state is read (routing, /v1/cluster, metrics); None alone.
-    cluster: Cluster | None
-    archive: ArchiveService | None  # None with archiving off
 
     async def start(self) -> None: ...
 
@@ -85,4 +83,27 @@ class ServedNode(Protocol):
 
     async def next_version(self, name: str, timeout: float) -> None:
         """Returns once `name` has a newer version, or after `timeout` s."""
+        ...
+
+    async def route(self, name: str, need: Need, at_least: int = 0) -> Leader | None:
+        """Where a request on `name` is served: None for here, else its leader."""
+        ...
+
+    def cluster_view(self) -> View | None:
+        """The cluster's members and leases; None on a node alone."""
+        ...
+
+    async def cluster_status(self, visible: Callable[[str], bool]) -> dict[str, Any] | None:
+        """`shoal cluster status`'s state; None on a node alone."""
+        ...
+
+    def reseeds(self) -> dict[str, tuple[int, int]]:
+        """Per copy held in a cluster: its re-seeds, and those in a row."""
+        ...
+
+    @property
+    def archive_url(self) -> str | None: ...
+
+    def archive_status(self) -> dict[str, ArchiveStatus]:
+        """Each archived database's status, by name."""
         ...

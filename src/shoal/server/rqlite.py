@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import shoal
+from shoal.cluster.routing import Need
 from shoal.engine import Result
 from shoal.errors import Busy, Error, InvalidRequest, RequestTooLarge
 from shoal.node.auth import Scope
@@ -32,7 +33,7 @@ from shoal.node.node import DEFAULT_DATABASE
 from shoal.server import backup
 from shoal.server.httputil import authorize, finite, json_response, node_of, read_body, read_json
 from shoal.server.port import ServedNode
-from shoal.server.routing import Need, dispatch, level_of
+from shoal.server.routing import dispatch, level_of
 from shoal.server.statements import (
     Batch,
     Statement,
@@ -350,10 +351,10 @@ def _node_entry(request: Request) -> dict[str, Any]:
 
 def _member_entries(request: Request) -> list[dict[str, Any]]:
     """The cluster's live nodes, the leader of `?db=` (default `default`) marked."""
-    cluster = node_of(request).cluster
-    if cluster is None:
+    view = node_of(request).cluster_view()
+    if view is None:
         return [_node_entry(request)]
-    lease = cluster.view.leases.get(_database(request))
+    lease = view.leases.get(_database(request))
     return [
         {
             "id": member.id,
@@ -364,7 +365,7 @@ def _member_entries(request: Request) -> list[dict[str, Any]]:
             "leader": lease is not None and lease.holder == member.id,
             "time": 0.0,
         }
-        for member in sorted(cluster.view.members.values(), key=lambda m: m.id)
+        for member in sorted(view.members.values(), key=lambda m: m.id)
     ]
 
 
@@ -398,7 +399,7 @@ async def status(request: Request) -> Response:
             "leader": {"node_id": leader["id"], "addr": leader["addr"]} if leader else {},
             "raft": {
                 "state": "Leader" if leader and leader["id"] == node.node_id else "Follower",
-                "voters": len(node.cluster.view.members) if node.cluster else 1,
+                "voters": len(view.members) if (view := node.cluster_view()) else 1,
             },
             "sqlite3": {"version": apsw.sqlite_lib_version()},
             "databases_open": len(node.names()),

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from shoal.cluster.routing import Need
 from shoal.engine import Transaction
 from shoal.errors import Error, TransactionNotFound
 from shoal.node.auth import Scope
@@ -41,7 +42,7 @@ from shoal.server.httputil import (
 )
 from shoal.server.native import batch_json, batch_response, statements_from
 from shoal.server.port import ServedNode
-from shoal.server.routing import Need, dispatch
+from shoal.server.routing import dispatch
 from shoal.server.statements import Batch, Statement
 
 __all__ = ["InteractiveTransactions", "routes"]
