@@ -22,7 +22,7 @@ from shoal.archive.s3 import S3Store
 from shoal.engine import Database
 from shoal.errors import ArchiveError, CorruptObject, OperationalError, StoreUnavailable
 from shoal.record import decode
-from tests.services import S3Endpoint, make_bucket
+from tests.harness import S3Endpoint, make_bucket
 
 SMALL = ArchivePolicy(segment_bytes=2000, snapshot_log_bytes=6000, snapshot_seconds=3600)
 COMPACTING = ArchivePolicy(

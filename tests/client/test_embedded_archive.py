@@ -11,7 +11,7 @@ from shoal.archive.local import FolderStore
 from shoal.archive.restore import plan_restore, restore
 from shoal.engine import Database
 from shoal.errors import StoreUnavailable
-from tests.services import wait_until
+from tests.harness import wait_until
 
 FAST = ArchivePolicy(segment_seconds=0.05)
 
