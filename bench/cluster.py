@@ -55,27 +55,34 @@ import httpx
 import psycopg
 from psycopg import sql
 
-# Benchmark the checkout this file lives in (src/ and tests/services.py), even when
-# another copy of shoal is installed; the server subprocesses get the same src/.
-ROOT = Path(__file__).resolve().parent.parent
-CHECKOUT_SRC = ROOT / "src"
-for folder in (CHECKOUT_SRC, ROOT):
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
+import checkout  # first: this checkout's shoal, bench and tests on sys.path
 
-from bench.common import (  # noqa: E402
+# isort: split
+
+from bench.common import (
     WRK_COUNTING,
     BenchError,
     Step,
+    failed,
     postgres_facts,
+    progress_line,
     ratio,
     table,
     threaded_rate,
     wrk_rate,
 )
-from tests.services import Node, postgres, shoal_node, wait_until  # noqa: E402
+from tests.harness import (
+    Ack,
+    Cluster,
+    Node,
+    Writer,
+    create_postgres_database,
+    postgres_server,
+    shoal_cluster,
+    shoal_node,
+)
 
-import shoal  # noqa: E402
+import shoal
 
 NODE_IDS = ("n1", "n2", "n3")
 BENCH = "bench"  # the database of the one-database figures, the lag and the kills
@@ -85,8 +92,8 @@ SQLITE_LOG = "CREATE TABLE log(id INTEGER PRIMARY KEY, body TEXT)"
 SQLITE_WRITE = "INSERT INTO log(body) VALUES (?)"
 PROBES = "CREATE TABLE probes(id INTEGER PRIMARY KEY, at REAL)"  # the lag prober's markers
 PROBE = "INSERT INTO probes(at) VALUES (?)"
-ACKS = "CREATE TABLE acks(id INTEGER PRIMARY KEY, at REAL)"  # the kill writer's rows
-ACK = "INSERT INTO acks(id, at) VALUES (?, ?)"
+ACKS = "CREATE TABLE acks(id INTEGER PRIMARY KEY)"  # the kill writer's rows
+ACK = "INSERT INTO acks(id) VALUES (?)"
 PG_LOG = sql.SQL("CREATE TABLE {}(id bigserial PRIMARY KEY, body text)")
 PG_WRITE = sql.SQL("INSERT INTO {}(body) VALUES (%s)")
 CLUSTER, SINGLE, RAW, PG = "cluster", "single node", "APSW", "PostgreSQL"
@@ -273,13 +280,6 @@ class Postgres:
         return threaded_rate(make, workload.clients, seconds)
 
 
-def bench_database(dsn: str) -> str:
-    """A database of its own for the PostgreSQL baseline, beside the control plane's."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE DATABASE bench")
-    return dsn.rsplit("/", 1)[0] + "/bench"
-
-
 # -- shoal over HTTP: setup, lookups ------------------------------------------------
 
 
@@ -307,102 +307,29 @@ def drop(url: str, names: Sequence[str]) -> None:
                 raise BenchError(f"DELETE {name}: {response.status_code} {response.text}")
 
 
-def leader_of(url: str, name: str) -> str | None:
-    """The id of `name`'s leader as the node at `url` sees it, or None."""
-    try:
-        found = httpx.get(f"{url}/nodes", params={"db": name}, timeout=5).json()
-    except (httpx.HTTPError, ValueError):
-        return None
-    return next((node for node, entry in found.items() if entry.get("leader")), None)
+def leader_urls(cluster: Cluster, names: list[str]) -> dict[str, list[str]]:
+    """Database names by the URL of their leader."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(cluster[cluster.leader(name)].url, []).append(name)
+    return groups
 
 
-def cluster_state(url: str) -> dict[str, Any]:
-    return dict(httpx.get(f"{url}/v1/cluster", timeout=5).json())
-
-
-def copy_version(url: str, node: str, name: str, checksum: bool = False) -> tuple[int, str]:
-    """The version of `node`'s own copy of `name` (and its checksum, if asked); -1 while
-    `node` holds none (the request is then answered by another node)."""
-    response = httpx.get(
-        f"{url}/v1/databases/{name}", params={"checksum": "1"} if checksum else {}, timeout=30
-    )
-    if response.status_code != 200 or response.headers.get("shoal-node") != node:
-        return -1, ""
-    body = response.json()
-    return int(body["version"]), str(body.get("checksum", ""))
-
-
-class Cluster:
-    """Three `shoal serve` nodes sharing a PostgreSQL control plane."""
-
-    def __init__(self, stack: ExitStack, folder: Path, dsn: str, env: dict[str, str]):
-        self.nodes: dict[str, Node] = {}
-        folder.mkdir()  # the nodes' logs go here, beside their data directories
-        for node_id in NODE_IDS:
-            args = ("--control-plane", dsn, "--node-id", node_id)
-            self.nodes[node_id] = stack.enter_context(shoal_node(folder / node_id, *args, env=env))
-        self.urls = {node_id: node.url for node_id, node in self.nodes.items()}
-        self.wait_for_members(next(iter(self.urls.values())))
-
-    def wait_for_members(self, url: str, timeout: float = 30.0) -> None:
-        def all_there() -> bool:
-            try:
-                listed = {node["id"] for node in cluster_state(url)["nodes"]}
-            except (httpx.HTTPError, ValueError, KeyError):
-                return False
-            return listed == set(NODE_IDS)
-
-        wait_until(all_there, timeout, f"{len(NODE_IDS)} nodes in the cluster")
-
-    def live(self) -> list[str]:
-        return [i for i, node in self.nodes.items() if node.process and node.process.poll() is None]
-
-    def leader(self, name: str, timeout: float = 30.0) -> str:
-        """The leader of `name` that every live node agrees on."""
-        found: list[str] = []
-
-        def agreed() -> bool:
-            seen = {leader_of(self.urls[i], name) for i in self.live()}
-            if len(seen) == 1 and None not in seen:
-                found[:] = [str(next(iter(seen)))]
-                return found[0] in self.live()
-            return False
-
-        wait_until(agreed, timeout, f"the live nodes to agree on a leader of {name}")
-        return found[0]
-
-    def leaders(self, names: list[str]) -> dict[str, list[str]]:
-        groups: dict[str, list[str]] = {}
-        for name in names:
-            groups.setdefault(self.urls[self.leader(name)], []).append(name)
-        return groups
-
-    def caught_up(self, name: str, timeout: float = 60.0) -> int:
-        """Waits until every copy of `name` is at its leader's version; returns it."""
-        versions: dict[str, int] = {}
-
-        def same() -> bool:
-            versions.update({i: copy_version(url, i, name)[0] for i, url in self.urls.items()})
-            return len(set(versions.values())) == 1
-
-        wait_until(same, timeout, f"every copy of {name} at one version ({versions})")
-        return next(iter(versions.values()))
-
-    def log_summary(self) -> dict[str, Any]:
-        """Per node: its ERROR and WARNING lines, counted by message (numbers blanked)."""
-        summary: dict[str, Any] = {}
-        for node_id, node in self.nodes.items():
-            seen: Counter[str] = Counter()
-            tracebacks = 0
-            for line in node.log().splitlines():
-                if line.startswith("Traceback"):
-                    tracebacks += 1
-                found = LOG_LINE.match(line)
-                if found:
-                    message = re.sub(r"\d+", "N", found.group(2))[:160]
-                    seen[f"{found.group(1)} {message}"] += 1
-            summary[node_id] = {"lines": dict(seen.most_common()), "tracebacks": tracebacks}
-        return summary
+def log_summary(cluster: Cluster) -> dict[str, Any]:
+    """Per node: its ERROR and WARNING lines, counted by message (numbers blanked)."""
+    summary: dict[str, Any] = {}
+    for node_id, node in cluster.nodes.items():
+        seen: Counter[str] = Counter()
+        tracebacks = 0
+        for line in node.log().splitlines():
+            if line.startswith("Traceback"):
+                tracebacks += 1
+            found = LOG_LINE.match(line)
+            if found:
+                message = re.sub(r"\d+", "N", found.group(2))[:160]
+                seen[f"{found.group(1)} {message}"] += 1
+        summary[node_id] = {"lines": dict(seen.most_common()), "tracebacks": tracebacks}
+    return summary
 
 
 # -- 2. replication lag --------------------------------------------------------------
@@ -504,90 +431,10 @@ def probe_under_load(
 # -- 3. write unavailability over kills ----------------------------------------------
 
 
-@dataclass(frozen=True)
-class Ack:
-    sent: float  # perf_counter just before the request went
-    at: float  # perf_counter when the answer came back
-    id: int
-    version: int
-    node: str  # the node that served it (Shoal-Node)
-
-
-class Writer:
-    """One write at a time, without pause, through `target` (which may change between
-    writes): a fresh id per attempt; retryable errors and connection errors retried after
-    RETRY_PAUSE; everything else recorded, and retried all the same."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-        self.acks: list[Ack] = []
-        self.errors: Counter[str] = Counter()
-        self.fatal: list[str] = []  # non-retryable answers, as they came
-        self.samples: dict[str, str] = {}  # the first message of each kind of error
-        self.attempts = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        clients: dict[str, httpx.Client] = {}
-        try:
-            while not self._stop.is_set():
-                url = self.target
-                if url not in clients:
-                    clients[url] = httpx.Client(base_url=url, timeout=WRITER_TIMEOUT)
-                client = clients[url]
-                self.attempts += 1
-                body = {"sql": ACK, "params": [self.attempts, time.time()]}
-                sent = time.perf_counter()
-                try:
-                    response = client.post(f"/v1/databases/{BENCH}/execute", json=body)
-                except httpx.TransportError as exc:
-                    self.note(type(exc).__name__, str(exc))
-                    time.sleep(RETRY_PAUSE)
-                    continue
-                at = time.perf_counter()
-                if response.status_code == 200:
-                    node = response.headers.get("shoal-node", "?")
-                    version = response.json()["version"]
-                    self.acks.append(Ack(sent, at, self.attempts, version, node))
-                    continue
-                try:
-                    error = response.json().get("error", {})
-                except ValueError:
-                    error = {"type": "not JSON", "message": response.text[:300]}
-                if not isinstance(error, dict):
-                    error = {"type": "?", "message": str(error)[:300]}
-                kind = f"{response.status_code} {error.get('type')}"
-                if not error.get("retryable"):
-                    kind += " (non-retryable)"
-                    self.fatal.append(f"{response.status_code} {error}")
-                self.note(kind, str(error.get("message")))
-                time.sleep(RETRY_PAUSE)
-        finally:
-            for client in clients.values():
-                client.close()
-
-    def note(self, kind: str, message: str) -> None:
-        self.errors[kind] += 1
-        self.samples.setdefault(kind, message[:300])
-
-    def wait_for(
-        self, condition: Callable[[Ack], bool], after: int, timeout: float, what: str
-    ) -> Ack:
-        """The first ack from index `after` on that meets `condition`."""
-        found: list[Ack] = []
-
-        def arrived() -> bool:
-            found[:] = [ack for ack in self.acks[after:] if condition(ack)][:1]
-            return bool(found)
-
-        wait_until(arrived, timeout, what)
-        return found[0]
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(WRITER_TIMEOUT + 5)
+def kill_writer(url: str) -> Writer:
+    """One write at a time, without pause, through `url` (which may change between
+    writes); retryable and connection errors retried after RETRY_PAUSE."""
+    return Writer([url], BENCH, ACK, timeout=WRITER_TIMEOUT, backoff=RETRY_PAUSE)
 
 
 def served_by(node: str) -> Callable[[Ack], bool]:
@@ -602,7 +449,7 @@ def gap_around(
     (served by its new process). Its answer time can be read after the kill's even for a
     write the killed node answered, on a busy machine: hence not by time alone. Returns
     (seconds since the acknowledgement before it, seconds since the kill, that ack)."""
-    first = writer.wait_for(
+    first = writer.wait_for_ack(
         lambda ack: ack.node != killed or ack.sent > killed_at,
         start,
         timeout,
@@ -616,41 +463,37 @@ def gap_around(
 
 def kill_leaders(cluster: Cluster, kills: int, say: Callable[[str], None]) -> dict[str, Any]:
     """`kills` rounds: pick the leader of BENCH, route the writer through another node,
-    SIGKILL the leader, time the gap, restart it and wait until it is back and caught up."""
+    SIGKILL the leader, time the gap, restart it and wait until it is back and caught up.
+    At the end, every copy must be at the leader's version with its checksum."""
     leader = cluster.leader(BENCH)
     entry = next(i for i in NODE_IDS if i != leader)
-    writer = Writer(cluster.urls[entry])
     rounds: list[dict[str, Any]] = []
-    try:
+    with kill_writer(cluster[entry].url) as writer:
         for number in range(1, kills + 1):
             leader = cluster.leader(BENCH)
             entry = next(
                 i for i in NODE_IDS[NODE_IDS.index(leader) + 1 :] + NODE_IDS if i != leader
             )
-            writer.target = cluster.urls[entry]
+            writer.urls = [cluster[entry].url]
             start = len(writer.acks)
-            writer.wait_for(served_by(leader), start, 30, f"a write through {entry} to {leader}")
-            wait_until(lambda s=start: len(writer.acks) >= s + 20, 30, "20 writes")
+            writer.wait_for_ack(
+                served_by(leader), start, 30, f"a write through {entry} to {leader}"
+            )
+            writer.wait_for(20)
             errors_before = Counter(writer.errors)
             say(f"kill {number}/{kills}: kill -9 {leader}, writing through {entry}")
-            killed_at = time.perf_counter()
-            cluster.nodes[leader].kill()
+            killed_at = time.monotonic()
+            cluster.kill(leader)
             try:
                 gap, resumed, first = gap_around(writer, start, leader, killed_at, RESUME_TIMEOUT)
             except TimeoutError as exc:
                 raise BenchError(f"{exc}; writer errors {dict(writer.errors)}") from None
-            errors = Counter(writer.errors)
-            errors.subtract(errors_before)
+            errors = Counter(writer.errors) - errors_before
             say(f"kill {number}/{kills}: restarting {leader}")
-            restart_started = time.perf_counter()
-            cluster.nodes[leader].start(timeout=REJOIN_TIMEOUT)
-            target_version = writer.acks[-1].version
-            cluster.wait_for_members(cluster.urls[entry], REJOIN_TIMEOUT)
-            wait_until(
-                lambda n=leader, v=target_version: copy_version(cluster.urls[n], n, BENCH)[0] >= v,
-                REJOIN_TIMEOUT,
-                f"{leader}'s copy to catch up",
-            )
+            restart_started = time.monotonic()
+            cluster[leader].start(timeout=REJOIN_TIMEOUT)
+            cluster.wait_members(REJOIN_TIMEOUT)
+            cluster.wait_caught_up(leader, BENCH, writer.acks[-1].version, REJOIN_TIMEOUT)
             rounds.append(
                 {
                     "killed": leader,
@@ -658,73 +501,55 @@ def kill_leaders(cluster: Cluster, kills: int, say: Callable[[str], None]) -> di
                     "new_leader": first.node,
                     "gap_s": gap,
                     "kill_to_write_s": resumed,
-                    "rejoin_s": time.perf_counter() - restart_started,
-                    "errors": {k: v for k, v in errors.items() if v},
+                    "rejoin_s": time.monotonic() - restart_started,
+                    "errors": dict(errors),
                 }
             )
-    finally:
-        writer.stop()
-    return {"rounds": rounds, **check_writes(cluster, writer)}
+    version, _ = cluster.wait_converged(BENCH, copies=len(NODE_IDS), timeout=60)
+    copies = cluster.copies(BENCH)
+    return {
+        "rounds": rounds,
+        "version": version,
+        "checksums": {i: checksum for i, (_, checksum) in copies.items()},
+        "versions": {i: copy_version for i, (copy_version, _) in copies.items()},
+        **check_writes(cluster[cluster.leader(BENCH)].url, writer),
+    }
 
 
-def check_writes(cluster: Cluster, writer: Writer) -> dict[str, Any]:
-    """Every acknowledged write is in the leader's copy; all copies agree at the end."""
-    version = cluster.caught_up(BENCH)
-    sums = {i: copy_version(url, i, BENCH, checksum=True) for i, url in cluster.urls.items()}
-    leader = cluster.urls[cluster.leader(BENCH)]
-    with httpx.Client(base_url=leader, timeout=60) as client:
+def check_writes(url: str, writer: Writer) -> dict[str, Any]:
+    """The writer's rows against those of BENCH at `url`: acknowledged ones missing (lost),
+    and ones there that were never acknowledged; and the writer's errors."""
+    with httpx.Client(base_url=url, timeout=60) as client:
         found = post(client, f"/v1/databases/{BENCH}/query", {"sql": "SELECT id FROM acks"})
     present = {int(row[0]) for row in found["results"][0]["rows"]}
-    acked = {ack.id for ack in writer.acks}
-    lost = sorted(acked - present)
-    checksums = {i: c for i, (_, c) in sums.items()}
-    if len(set(checksums.values())) != 1:
-        raise BenchError(f"the copies differ at version {version}: {sums}")
+    acked = set(writer.acknowledged)
     return {
         "acked": len(acked),
         "attempts": writer.attempts,
-        "lost": lost,
+        "lost": sorted(acked - present),
         "unacknowledged_but_applied": len(present - acked),
-        "version": version,
-        "checksums": checksums,
-        "versions": {i: v for i, (v, _) in sums.items()},
         "writer_errors": dict(writer.errors),
         "error_samples": writer.samples,
-        "non_retryable": writer.fatal[:10],
-        "non_retryable_count": len(writer.fatal),
+        "non_retryable": writer.failures[:10],
+        "non_retryable_count": len(writer.failures),
     }
 
 
 def kill_single(node: Node, kills: int, say: Callable[[str], None]) -> dict[str, Any]:
     """One node on its own: SIGKILL, then restart at once; the gap the writer sees."""
-    writer = Writer(node.url)
     rounds: list[dict[str, Any]] = []
-    try:
+    with kill_writer(node.url) as writer:
         for number in range(1, kills + 1):
             start = len(writer.acks)
-            wait_until(lambda s=start: len(writer.acks) >= s + 20, 30, "20 writes")
+            writer.wait_for(20)
             say(f"single node: kill {number}/{kills}")
             itself = writer.acks[-1].node
-            killed_at = time.perf_counter()
+            killed_at = time.monotonic()
             node.kill()
             node.start(timeout=REJOIN_TIMEOUT)
             gap, resumed, _ = gap_around(writer, start, itself, killed_at, RESUME_TIMEOUT)
             rounds.append({"gap_s": gap, "kill_to_write_s": resumed})
-    finally:
-        writer.stop()
-    with httpx.Client(base_url=node.url, timeout=60) as client:
-        found = post(client, f"/v1/databases/{BENCH}/query", {"sql": "SELECT id FROM acks"})
-    present = {int(row[0]) for row in found["results"][0]["rows"]}
-    lost = sorted({ack.id for ack in writer.acks} - present)
-    return {
-        "rounds": rounds,
-        "acked": len(writer.acks),
-        "lost": lost,
-        "writer_errors": dict(writer.errors),
-        "error_samples": writer.samples,
-        "non_retryable": writer.fatal[:10],
-        "non_retryable_count": len(writer.fatal),
-    }
+    return {"rounds": rounds, **check_writes(node.url, writer)}
 
 
 # -- CPU, from /proc ---------------------------------------------------------------
@@ -746,23 +571,6 @@ def children(pid: int) -> list[int]:
             if fields and int(fields[1]) == pid:
                 found.append(int(entry.name))
     return found
-
-
-def find_postmaster(dsn: str) -> int:
-    """The PostgreSQL server listening on the port of `dsn` (started by tests.services)."""
-    port = re.search(r":(\d+)/", dsn)
-    assert port is not None, dsn
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            comm = (entry / "comm").read_text().strip()
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if comm == "postgres" and f" -p {port.group(1)} " in command:
-            return int(entry.name)
-    raise BenchError(f"no PostgreSQL server on port {port.group(1)} among the processes")
 
 
 def pids_of(node: Node) -> Callable[[], list[int]]:
@@ -900,18 +708,18 @@ def shoal_throughput(
 def run(args: argparse.Namespace, folder: Path, say: Callable[[str], None]) -> dict[str, Any]:
     results: dict[str, Any] = {"throughput": {}, "cpu": {}}
     workloads = workloads_of(args)
-    paths = [str(CHECKOUT_SRC), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {"PYTHONPATH": os.pathsep.join(paths)}
+    env = checkout.subprocess_env()
     throughput = results["throughput"]
     with ExitStack() as stack:
         say("starting PostgreSQL")
-        dsn = stack.enter_context(postgres(folder))
+        server = stack.enter_context(postgres_server(folder))
+        dsn = server.dsn
         results["postgres"] = postgres_facts(dsn)
-        postmaster = find_postmaster(dsn)
 
         raw = RawSQLite(folder / "raw")
         throughput[RAW], _ = measure(raw.rate, workloads, args, RAW, say)
-        pg = Postgres(bench_database(dsn))
+        # A database of its own for the PostgreSQL baseline, beside the control plane's.
+        pg = Postgres(create_postgres_database(dsn, "bench"))
         throughput[PG], _ = measure(pg.rate, workloads, args, PG, say)
 
         say("starting one node on its own")
@@ -933,9 +741,11 @@ def run(args: argparse.Namespace, folder: Path, say: Callable[[str], None]) -> d
             results["single"] = single
 
         say("starting the cluster")
-        cluster = Cluster(stack, folder / "cluster", dsn, env)
+        cluster = stack.enter_context(
+            shoal_cluster(folder / "cluster", dsn, len(NODE_IDS), env=env)
+        )
         try:
-            found = run_cluster(cluster, dsn, postmaster, args, say)
+            found = run_cluster(cluster, dsn, server.postmaster_pid(), args, say)
         except (BenchError, TimeoutError, httpx.HTTPError) as exc:
             tails = "\n".join(
                 f"--- {i} ({node.log_path}), last lines:\n"
@@ -956,32 +766,33 @@ def run_cluster(
     say: Callable[[str], None],
 ) -> dict[str, Any]:
     """The cluster's part of the run, once its nodes are up."""
-    url = cluster.urls[NODE_IDS[0]]
+    urls = {i: node.url for i, node in cluster.nodes.items()}
+    url = urls[NODE_IDS[0]]
     create(url, [BENCH], PROBES, ACKS)
     groups = {i: pids_of(node) for i, node in cluster.nodes.items()}
     groups[PG] = lambda: [postmaster, *children(postmaster)]
     meter = CpuMeter(groups)
-    wrk = Wrk(cluster.nodes[NODE_IDS[0]].data_dir.parent, cluster.leaders)
+    wrk = Wrk(cluster.directory, lambda names: leader_urls(cluster, names))
     waits: dict[str, Any] = {"dsn": dsn}
     results = shoal_throughput(CLUSTER, url, wrk, meter, args, say, waits)
     del waits["dsn"]
     results["pg_waits"] = waits
-    ids = {url: i for i, url in cluster.urls.items()}
+    ids = {url: i for i, url in urls.items()}
     results["spread_leaders"] = {ids[u]: n for u, n in results["spread_leaders"].items()}
     leader = cluster.leader(BENCH)
     results["bench_leader"] = leader
-    followers = {i: url for i, url in cluster.urls.items() if i != leader}
-    cluster.caught_up(BENCH)
+    followers = {i: url for i, url in urls.items() if i != leader}
+    cluster.wait_converged(BENCH, timeout=60)
     lag: dict[str, Any] = {"leader": leader}
     say("cluster: probes, idle")
-    lag["idle"] = probe(cluster.urls[leader], followers, args.idle_seconds)
+    lag["idle"] = probe(urls[leader], followers, args.idle_seconds)
     say(f"cluster: probes under wrk x{args.load_clients}")
     lag["load"] = probe_under_load(
-        wrk, args.load_clients, cluster.urls[leader], followers, args.lag_seconds
+        wrk, args.load_clients, urls[leader], followers, args.lag_seconds
     )
     results["lag"] = lag
     results["kills"] = kill_leaders(cluster, args.kills, say)
-    results["node_logs"] = cluster.log_summary()
+    results["node_logs"] = log_summary(cluster)
     results["log_paths"] = {i: str(node.log_path) for i, node in cluster.nodes.items()}
     return results
 
@@ -1296,11 +1107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not shutil.which("wrk"):
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
-    quiet = args.json or not sys.stderr.isatty()
-
-    def say(message: str) -> None:
-        if not quiet:
-            print(f"\r\033[K{message}", end="", file=sys.stderr, flush=True)
+    say = progress_line(args.json)
 
     results: dict[str, Any] = {"settings": {k: str(v) for k, v in vars(args).items()}}
     results["environment"] = environment()
@@ -1309,9 +1116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["directory"] = str(folder)
             results |= run(args, folder, say)
     except (BenchError, FileNotFoundError, TimeoutError) as error:
-        say("")
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        return 1
+        return failed(error, say)
     say("")
     results["run_seconds"] = time.perf_counter() - started
     results["environment"]["load_after"] = os.getloadavg()

@@ -1,12 +1,14 @@
-"""What the benchmarks share: their error, wrk's error counting and rate, and tables.
+"""What the benchmarks share: their error and progress line, wrk's error counting and
+rate, and tables.
 
-Each benchmark is a script (`python bench/NAME.py`) that puts the checkout's root on
-`sys.path` before it imports this module as `bench.common`.
+Each benchmark is a script (`python bench/NAME.py`) that imports `checkout` (which puts
+the checkout's root on `sys.path`) before it imports this module as `bench.common`.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +19,9 @@ __all__ = [
     "WRK_COUNTING",
     "BenchError",
     "Step",
+    "failed",
     "postgres_facts",
+    "progress_line",
     "ratio",
     "table",
     "threaded_rate",
@@ -27,6 +31,25 @@ __all__ = [
 
 class BenchError(RuntimeError):
     """A load generator failed, a check failed or a service did not recover: no figure."""
+
+
+def progress_line(quiet: bool) -> Callable[[str], None]:
+    """How a benchmark says what it is doing: one line on stderr, each message written
+    over the last ("" clears it); silent when `quiet` or when stderr is not a terminal."""
+    shown = not quiet and sys.stderr.isatty()
+
+    def say(message: str) -> None:
+        if shown:
+            print(f"\r\033[K{message}", end="", file=sys.stderr, flush=True)
+
+    return say
+
+
+def failed(error: Exception, say: Callable[[str], None]) -> int:
+    """Clears the progress line and says why the run gave no figures; the exit status."""
+    say("")
+    print(f"benchmark failed: {error}", file=sys.stderr)
+    return 1
 
 
 # The Lua a wrk script ends with: every thread counts its non-2xx answers, and the

@@ -49,13 +49,14 @@ from typing import Any, Protocol
 
 import apsw
 
-# Benchmark the checkout this file lives in, even when another copy of shoal is installed.
-CHECKOUT_SRC = Path(__file__).resolve().parent.parent / "src"
-if (CHECKOUT_SRC / "shoal" / "__init__.py").is_file() and str(CHECKOUT_SRC) not in sys.path:
-    sys.path.insert(0, str(CHECKOUT_SRC))
+import checkout  # noqa: F401  (first: this checkout's shoal, bench and tests on sys.path)
 
-import shoal  # noqa: E402
-from shoal.engine import Database, Options  # noqa: E402
+# isort: split
+
+from bench.common import progress_line
+
+import shoal
+from shoal.engine import Database, Options
 
 SCHEMA = "CREATE TABLE kv(id INTEGER PRIMARY KEY, k TEXT, v BLOB)"
 INSERT = "INSERT INTO kv(k, v) VALUES (?, ?)"
@@ -435,11 +436,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    quiet = args.json or not sys.stderr.isatty()
-
-    def progress(message: str) -> None:
-        if not quiet:
-            print(f"\r\033[K{message}", end="", file=sys.stderr, flush=True)
+    progress = progress_line(args.json)
 
     env = environment(args)
     rng = random.Random(SEED)

@@ -27,7 +27,6 @@ import os
 import random
 import shutil
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -38,16 +37,15 @@ import apsw
 import httpx
 import psycopg
 
-ROOT = Path(__file__).resolve().parent.parent
-for folder in (ROOT / "src", ROOT):
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
+import checkout  # noqa: F401  (first: this checkout's shoal, bench and tests on sys.path)
 
-from bench.common import Step, ratio, table, threaded_rate  # noqa: E402
-from tests.services import Node, postgres, shoal_node  # noqa: E402
+# isort: split
 
-import shoal  # noqa: E402
-from shoal.client.replica import Connection as Replica  # noqa: E402
+from bench.common import Step, ratio, table, threaded_rate
+from tests.harness import Node, postgres_server, shoal_node
+
+import shoal
+from shoal.client.replica import Connection as Replica
 
 SELECT = "SELECT v FROM t WHERE id = ?"
 
@@ -211,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "replica (shoal.connect)": statistics.median(rounds["replica"]),
                 "raw APSW, same file": statistics.median(rounds["raw"]),
                 "PostgreSQL (loopback)": postgres_reads(
-                    stack.enter_context(postgres(folder)), args.rows, args.seconds
+                    stack.enter_context(postgres_server(folder)).dsn, args.rows, args.seconds
                 ),
             }
             idle = lags(node.url, conn, args.probes, loaded=False)

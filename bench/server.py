@@ -3,10 +3,10 @@
 Point reads and one-statement write transactions per second at 1, 8 and 64
 concurrent clients, for each contender, printed as ratios in one run:
 
-- shoal HTTP: a real `shoal serve` subprocess (tests.services.shoal_node), driven by
+- shoal HTTP: a real `shoal serve` subprocess (tests.harness.shoal_node), driven by
   `wrk` with a Lua script that POSTs /v1/databases/bench/query (a random key per
   request) or /v1/databases/bench/execute;
-- PostgreSQL: a real server (tests.services.postgres), durable as shipped (fsync on,
+- PostgreSQL: a real server (tests.harness.postgres_server), durable as shipped (fsync on,
   synchronous_commit on), driven by `pgbench -M prepared` with a custom script; for
   writes also with synchronous_commit=off, the setting closest to SQLite's
   synchronous=NORMAL;
@@ -47,27 +47,25 @@ import apsw
 import httpx
 import psycopg
 
-# Benchmark the checkout this file lives in (src/ and tests/services.py), even when
-# another copy of shoal is installed; the server subprocess gets the same src/.
-ROOT = Path(__file__).resolve().parent.parent
-CHECKOUT_SRC = ROOT / "src"
-for folder in (CHECKOUT_SRC, ROOT):
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
+import checkout  # first: this checkout's shoal, bench and tests on sys.path
 
-from bench.common import (  # noqa: E402
+# isort: split
+
+from bench.common import (
     WRK_COUNTING,
     BenchError,
     Step,
+    failed,
     postgres_facts,
+    progress_line,
     ratio,
     threaded_rate,
     wrk_rate,
 )
-from tests.services import postgres, postgres_bin, shoal_node  # noqa: E402
+from tests.harness import postgres_bin, postgres_server, shoal_node
 
-import shoal  # noqa: E402
-from shoal.engine import Database, Options  # noqa: E402
+import shoal
+from shoal.engine import Database, Options
 
 ROWS = 10_000
 READ = "SELECT v FROM kv WHERE k = ?"
@@ -417,14 +415,12 @@ def running(
     facts: dict[str, str] = {}
     with ExitStack() as stack:
         if "shoal" in args.contenders:
-            paths = [str(CHECKOUT_SRC), *filter(None, [os.environ.get("PYTHONPATH")])]
-            env = {"PYTHONPATH": os.pathsep.join(paths)}
-            node = stack.enter_context(shoal_node(folder / "shoal", env=env))
+            node = stack.enter_context(shoal_node(folder / "shoal", env=checkout.subprocess_env()))
             prepare_shoal(node.url)
             for operation in OPERATIONS:
                 contenders[operation].append(ShoalHttp(node.url, folder))
         if "postgres" in args.contenders:
-            dsn = stack.enter_context(postgres(folder))
+            dsn = stack.enter_context(postgres_server(folder)).dsn
             facts = prepare_postgres(dsn)
             pgbench = postgres_bin("pgbench")
             durable = Postgres(PG, dsn, pgbench, folder)
@@ -445,11 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hints:
         print(hints, file=sys.stderr)
         return 2
-    quiet = args.json or not sys.stderr.isatty()
-
-    def progress(message: str) -> None:
-        if not quiet:
-            print(f"\r\033[K{message}", end="", file=sys.stderr, flush=True)
+    progress = progress_line(args.json)
 
     env: dict[str, Any] = {
         "cpus": os.cpu_count(),
@@ -471,9 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 env["postgres"] = facts
                 measurements = measure(contenders, args, progress)
         except BenchError as error:
-            progress("")
-            print(f"benchmark failed: {error}", file=sys.stderr)
-            return 1
+            return failed(error, progress)
     progress("")
     if args.json:
         settings = {

@@ -1,6 +1,6 @@
 """Fixtures shared by every test: databases in temporary directories, and the one
-SeaweedFS (a real S3 server) the session shares. The processes themselves are
-started by tests/services.py; tests/system/conftest.py adds nodes.
+SeaweedFS (a real S3 server) and the one PostgreSQL the session shares. The processes
+themselves are started by tests/harness/; tests/system/conftest.py adds nodes.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from shoal.engine import Database, Role
-from tests.services import S3Endpoint, seaweedfs
+from tests.harness import S3Endpoint, postgres_server, seaweedfs
 
 
 def rows(db: Database, sql: str) -> list[tuple[object, ...]]:
@@ -56,6 +56,14 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
     a bucket or prefix of their own."""
     with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One PostgreSQL for the session (it takes about a second to start): tests keep
+    apart in it by names or databases of their own."""
+    with postgres_server(tmp_path_factory.mktemp("postgres")) as server:
+        yield server.dsn
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from shoal.archive.s3 import S3Store
 from shoal.engine import Database
 from shoal.errors import ArchiveError, CorruptObject, OperationalError, StoreUnavailable
 from shoal.record import decode
-from tests.services import S3Endpoint, make_bucket
+from tests.harness import S3Endpoint, make_bucket
 
 SMALL = ArchivePolicy(segment_bytes=2000, snapshot_log_bytes=6000, snapshot_seconds=3600)
 COMPACTING = ArchivePolicy(
@@ -267,21 +267,24 @@ def test_restore_refuses_to_overwrite(store: FolderStore, tmp_path: Path) -> Non
 
 
 class LostAnswerStore(FolderStore):
-    """A store whose next index write lands but whose answer is lost: the fault a
-    timeout after a successful write is."""
+    """A store whose next write of a key ending in `suffix` lands but whose answer is
+    lost: the fault a timeout after a successful write is."""
 
-    lose_next = False
+    def __init__(self, root: Path, suffix: str) -> None:
+        super().__init__(root)
+        self.suffix = suffix
+        self.lose_next = False
 
     def put(self, key: str, data: bytes, **conditions: object) -> str:
         tag = super().put(key, data, **conditions)  # type: ignore[arg-type]
-        if self.lose_next and key.endswith("/index"):
+        if self.lose_next and key.endswith(self.suffix):
             self.lose_next = False
             raise StoreUnavailable("timed out waiting for the answer (test fault)")
         return tag
 
 
 def test_an_index_write_whose_answer_was_lost_is_not_a_conflict(tmp_path: Path) -> None:
-    store = LostAnswerStore(tmp_path / "archive")
+    store = LostAnswerStore(tmp_path / "archive", "/index")
     history = History(tmp_path, store, policy=ArchivePolicy(index_seconds=0))
     history.archiver.step()
 
@@ -363,21 +366,8 @@ def test_segments_no_index_names_yet_are_archived_all_the_same(tmp_path: Path) -
     db.close()
 
 
-class LostSegmentAnswerStore(FolderStore):
-    """A store whose next segment write lands but whose answer is lost."""
-
-    lose_next = False
-
-    def put(self, key: str, data: bytes, **conditions: object) -> str:
-        tag = super().put(key, data, **conditions)  # type: ignore[arg-type]
-        if self.lose_next and key.endswith(".seg"):
-            self.lose_next = False
-            raise StoreUnavailable("timed out waiting for the answer (test fault)")
-        return tag
-
-
 def test_overlapping_segments_found_by_listing_restore_and_compact(tmp_path: Path) -> None:
-    store = LostSegmentAnswerStore(tmp_path / "archive")
+    store = LostAnswerStore(tmp_path / "archive", ".seg")
     db = Database(tmp_path / "app.db", name="app")
     archiver = Archiver(db, store, ArchivePolicy(compact_seconds=3600))
     db.execute("CREATE TABLE t(a)")

@@ -33,7 +33,7 @@ from shoal.errors import (
     PreconditionFailed,
     StoreUnavailable,
 )
-from tests.services import S3Endpoint, free_port, make_bucket
+from tests.harness import S3Endpoint, free_port, make_bucket
 
 BUCKET = "contract"
 MIB = 1024 * 1024

@@ -10,8 +10,8 @@ from shoal.archive.catalog import read_index
 from shoal.archive.local import FolderStore
 from shoal.archive.restore import plan_restore, restore
 from shoal.engine import Database
-from shoal.errors import StoreUnavailable
-from tests.services import wait_until
+from tests.archive.test_archiver import FlakyStore
+from tests.harness import wait_until
 
 FAST = ArchivePolicy(segment_seconds=0.05)
 
@@ -39,17 +39,9 @@ def test_writes_reach_the_archive_while_the_application_runs(tmp_path: Path) -> 
     assert restore_latest(archive, tmp_path / "restored.db") == expected
 
 
-class DownStore(FolderStore):
-    down = True
-
-    def put(self, key: str, data: bytes, **conditions: object) -> str:
-        if self.down:
-            raise StoreUnavailable("down (test fault)")
-        return super().put(key, data, **conditions)  # type: ignore[arg-type]
-
-
 def test_an_unreachable_store_costs_lag_not_data(tmp_path: Path) -> None:
-    store = DownStore(tmp_path / "archive")
+    store = FlakyStore(tmp_path / "archive")
+    store.down = True
     conn = shoal.connect(tmp_path / "app.db", archive=store, archive_policy=FAST)
     conn.execute("CREATE TABLE t(a)")
     conn.commit()

@@ -1,16 +1,15 @@
 """The control-plane contract: one behaviour suite, run over every backend.
 
 `backend` is a SQLiteControlPlane on a file in a temporary folder, on a fake
-clock, or a PostgresControlPlane on a real PostgreSQL started once for this
-module. Tests keep apart by names of their own (a fresh uuid each), not by
-schemas. What only one backend can show (its URL, a server outage) follows the
-shared suite.
+clock, or a PostgresControlPlane on the real PostgreSQL the session shares
+(`postgres_dsn`, tests/conftest.py). Tests keep apart by names of their own (a
+fresh uuid each), not by schemas. What only one backend can show (its URL, a
+server outage) follows the shared suite.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 import uuid
@@ -19,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
 import pytest
 
 import shoal.controlplane
@@ -36,7 +34,7 @@ from shoal.controlplane import (
 from shoal.controlplane.postgres import PostgresControlPlane
 from shoal.controlplane.sqlite import SQLiteControlPlane
 from shoal.errors import DatabaseError, InterfaceError, InvalidRequest, OutcomeUnknown, Unavailable
-from tests.services import POSTGRES_USER, free_port, postgres, postgres_bin
+from tests.harness import free_port, postgres_server
 
 HOSTILE = [
     "x'; DROP TABLE shoal_log; --",
@@ -75,12 +73,6 @@ class Backend:
         plane = self.make()
         self.opened.append(plane)
         return plane
-
-
-@pytest.fixture(scope="module")
-def postgres_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with postgres(tmp_path_factory.mktemp("postgres")) as dsn:
-        yield dsn
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -521,38 +513,9 @@ def test_an_unreachable_postgresql_is_unavailable() -> None:
     assert time.monotonic() - started < 5
 
 
-class PostgresServer:
-    """pg_ctl on the cluster behind a DSN: to stop, start and restart it."""
-
-    def __init__(self, dsn: str) -> None:
-        with psycopg.connect(dsn) as conn:
-            settings = [
-                conn.execute(f"SHOW {setting}").fetchone()
-                for setting in ("data_directory", "port", "unix_socket_directories")
-            ]
-        (self.data,), (port,), (sockets,) = settings  # type: ignore[misc]
-        self.options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1"
-        self.log = str(Path(self.data).parent / "restarts.log")
-
-    def pg_ctl(self, *args: str) -> None:
-        as_postgres = ["runuser", "-u", POSTGRES_USER, "--"] if os.geteuid() == 0 else []
-        command = [*as_postgres, str(postgres_bin("pg_ctl")), *args, "-D", self.data, "-w"]
-        subprocess.run(command, check=True, capture_output=True, timeout=30)
-
-    def stop(self) -> None:
-        self.pg_ctl("stop", "-m", "fast")
-
-    def start(self) -> None:
-        self.pg_ctl("start", "-o", self.options, "-l", self.log)
-
-    def restart(self) -> None:
-        self.pg_ctl("restart", "-m", "fast", "-l", self.log)
-
-
 def test_postgresql_down_is_unavailable_and_back_works_again(tmp_path: Path, name: str) -> None:
-    with postgres(tmp_path) as dsn:
-        server = PostgresServer(dsn)
-        plane, leader = PostgresControlPlane(dsn), PostgresControlPlane(dsn)
+    with postgres_server(tmp_path) as server:
+        plane, leader = PostgresControlPlane(server.dsn), PostgresControlPlane(server.dsn)
         try:
             plane.append(name, 1, [b"one"])
             plane.put(name, b"v")
@@ -572,7 +535,8 @@ def test_postgresql_down_is_unavailable_and_back_works_again(tmp_path: Path, nam
             plane.append(name, 2, [b"two"])
             # Restarted with no call in between: the kept connections died idle,
             # and the next call must not be the one to find out.
-            server.restart()
+            server.stop()
+            server.start()
             assert plane.read(name, 1) == [(1, b"one"), (2, b"two")]
             assert plane.get(name) is not None
             followed = in_thread(lambda: plane.follow(name, 2, 15))
@@ -582,4 +546,3 @@ def test_postgresql_down_is_unavailable_and_back_works_again(tmp_path: Path, nam
         finally:
             plane.close()
             leader.close()
-            server.stop()

@@ -174,21 +174,12 @@ def test_limits_give_clear_errors(make_api: Any) -> None:
     assert big.status_code == 413 and big.json()["error"]["type"] == "RequestTooLarge"
     many = api.post("/v1/databases/default/query", json={"statements": ["SELECT 1"] * 4})
     assert many.status_code == 413 and "over the limit of 3" in many.text
+    endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
     rows_limit = api.post(
-        "/v1/databases/default/query",
-        json={
-            "sql": "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
-            "SELECT i FROM n LIMIT 10"
-        },
+        "/v1/databases/default/query", json={"sql": endless + "SELECT i FROM n LIMIT 10"}
     )
     assert rows_limit.status_code == 400 and rows_limit.json()["error"]["type"] == "ResultTooLarge"
-    slow = api.post(
-        "/v1/databases/default/query",
-        json={
-            "sql": "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
-            "SELECT count(*) FROM n"
-        },
-    )
+    slow = api.post("/v1/databases/default/query", json={"sql": endless + "SELECT count(*) FROM n"})
     assert slow.status_code == 400 and slow.json()["error"]["type"] == "StatementTimeout"
 
 

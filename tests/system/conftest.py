@@ -1,8 +1,9 @@
 """Fixtures that start real services: nodes (`shoal serve` processes), PostgreSQL
 (the control plane of clusters) and clusters of nodes.
 
-They come from tests/services.py, the one place that knows how to start and stop
-every real process the tests and benchmarks use.
+They come from tests/harness/, the one place that knows how to start and stop
+every real process the tests and benchmarks use; the session's PostgreSQL
+(`postgres_dsn`) is in tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -14,14 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import (
-    Cluster,
-    Node,
-    create_postgres_database,
-    postgres,
-    shoal_cluster,
-    shoal_node,
-)
+from tests.harness import Cluster, Node, create_postgres_database, shoal_cluster, shoal_node
 
 StartNode = Callable[..., Node]
 
@@ -47,14 +41,6 @@ def start_node(tmp_path: Path) -> Iterator[StartNode]:
 @pytest.fixture
 def node(start_node: StartNode) -> Node:
     return start_node()
-
-
-@pytest.fixture(scope="session")
-def postgres_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One PostgreSQL for the session (it takes about a second to start); each test
-    takes a database of its own in it (`control_plane`)."""
-    with postgres(tmp_path_factory.mktemp("postgres")) as dsn:
-        yield dsn
 
 
 _databases = itertools.count(1)

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 
 from shoal.engine import Database
-from tests.services import S3Endpoint, make_bucket, wait_until
+from tests.harness import S3Endpoint, make_bucket, wait_until
 from tests.system.conftest import StartNode
-from tests.system.test_serve import Writers, create
+from tests.system.test_serve import create, load_writer
 
 
 def shoal(*args: str) -> subprocess.CompletedProcess[str]:
@@ -39,11 +39,8 @@ def test_archive_restore_and_seed_after_losing_the_node(
 ) -> None:
     archive = tmp_path / "archive"
     node = start_node("--archive", str(archive), "--archive-seconds", "0.2")
+    create(node, "app")
     with httpx.Client(base_url=node.url) as client:
-        client.post("/v1/databases", json={"name": "app"})
-        client.post(
-            "/v1/databases/app/execute", json={"sql": "CREATE TABLE t(id INTEGER PRIMARY KEY, v)"}
-        )
         for i in range(50):
             client.post(
                 "/v1/databases/app/execute",
@@ -100,8 +97,8 @@ def test_sigkill_during_uploads_leaves_a_usable_archive(
     archive = tmp_path / "archive"
     node = start_node("--archive", str(archive), "--archive-seconds", "0.05")
     create(node, "load")
-    with Writers(node) as writers:
-        wait_until(lambda: len(writers.acknowledged) > 400, 30, "writes")
+    with load_writer(node) as writer:
+        wait_until(lambda: len(writer.acknowledged) > 400, 30, "writes")
         node.kill()
     assert shoal("archive", "verify", "load", "--archive", str(archive)).returncode == 0
     out = tmp_path / "restored.db"
@@ -130,20 +127,20 @@ def test_s3_down_for_30_seconds_during_writes_loses_nothing(
     url = f"s3://{bucket}/node1"
     node = start_node("--archive", url, "--archive-seconds", "0.2", env=s3_server.env())
     create(node, "load")
-    with Writers(node, threads=2) as writers:
+    with load_writer(node, threads=2) as writer:
         wait_until(
             lambda: (
                 archive_metric(node.url, "uploads_total", "load") > 3
-                and len(writers.acknowledged) > 50
+                and len(writer.acknowledged) > 50
             ),
             30,
             "archiving",
         )
         s3_server.stop()
         try:
-            started = len(writers.acknowledged)
+            started = len(writer.acknowledged)
             time.sleep(30)  # the outage the issue asks for; writes go on meanwhile
-            assert len(writers.acknowledged) > started + 100, "writes stopped during the outage"
+            assert len(writer.acknowledged) > started + 100, "writes stopped during the outage"
             assert lag_of(node.url, "load") > 0
             assert (
                 'shoal_archive_failures{database="load"} 0'
@@ -166,7 +163,7 @@ def test_s3_down_for_30_seconds_during_writes_loses_nothing(
     with Database(out) as copy, Database(node.data_dir / "databases" / "load.db") as live:
         assert (copy.version, copy.checksum()) == (live.version, live.checksum())
         ids = {row[0] for row in copy.query("SELECT id FROM t").results[0].rows}
-    assert writers.acknowledged <= ids
+    assert set(writer.acknowledged) <= ids
 
 
 def test_status_shows_versions_and_archive_lag(start_node: StartNode, tmp_path: Path) -> None:
@@ -232,10 +229,8 @@ def test_restores_that_cannot_be_what_was_asked_are_refused_saying_why(
 ) -> None:
     archive = tmp_path / "archive"
     node = start_node("--archive", str(archive), "--archive-seconds", "0.2")
-    with httpx.Client(base_url=node.url) as client:
-        client.post("/v1/databases", json={"name": "notes"})
-        client.post("/v1/databases/notes/execute", json={"sql": "CREATE TABLE n(x)"})
-        wait_until(lambda: lag_of(node.url, "notes") == 0, 20, "the archive to catch up")
+    create(node, "notes", "CREATE TABLE n(x)")
+    wait_until(lambda: lag_of(node.url, "notes") == 0, 20, "the archive to catch up")
     out = tmp_path / "out.db"
 
     early = shoal(

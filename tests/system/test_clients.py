@@ -21,7 +21,7 @@ from shoal.errors import (
     ProgrammingError,
     Unauthorized,
 )
-from tests.services import Node
+from tests.harness import Node
 from tests.system.conftest import StartNode
 
 

@@ -23,7 +23,7 @@ from shoal.archive.local import FolderStore
 from shoal.errors import NotArchived
 from shoal.record import decode
 from shoal.stream import FrameKind, FrameReader
-from tests.services import Cluster, Writer, postgres_server, shoal_cluster, wait_until
+from tests.harness import Cluster, Writer, postgres_server, shoal_cluster, wait_until
 
 SCHEMA = "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)"
 # How a write cut off mid-way shows: the client's connection to the node that died,
@@ -99,16 +99,6 @@ def shoal(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "shoal", *args], capture_output=True, text=True, timeout=60
     )
-
-
-def wait_caught_up(cluster: Cluster, node_id: str, name: str, version: int) -> None:
-    """Waits until node `node_id` holds a copy of `name` at `version` or later."""
-
-    def caught_up() -> bool:
-        copy = cluster.copy(node_id, name)
-        return copy is not None and copy[0] >= version
-
-    wait_until(caught_up, 20, f"{node_id} to hold a copy of {name} at version {version}")
 
 
 def durability_of(cluster: Cluster, name: str, node_id: str = "n1") -> str | None:
@@ -347,7 +337,7 @@ def test_a_killed_leader_is_replaced_three_times_and_nothing_acknowledged_is_los
             cluster[killed].start()
             cluster.wait_members()
             # It rejoins as a follower, and catches up on what was written meanwhile.
-            wait_caught_up(cluster, killed, "app", acknowledged)
+            cluster.wait_caught_up(killed, "app", acknowledged)
             writer.wait_for(30)
             assert cluster.leader("app") != killed
     print(f"failover (kill to next acknowledged write): {[f'{s:.2f}' for s in failovers]} s")
@@ -419,7 +409,7 @@ def test_writes_reaching_a_leader_as_it_hands_over_are_forwarded_not_refused(
         assert cluster.stop(leaving) == 0  # returns once it has exited
         new = cluster.leader("app")
         writer.wait_for(20)
-    print(f"slowest write {writer.slowest:.2f} s; retried {writer.retried}")
+    print(f"slowest write {writer.slowest:.2f} s; errors {writer.errors}")
     assert writer.failures == [], writer.failures
     refused = [m for m in writer.retry_messages if "connection refused" not in m]
     assert not refused, refused
@@ -635,7 +625,7 @@ def test_postgresql_restarted_under_load_loses_no_acknowledged_write(tmp_path: P
             finally:
                 server.start()
             writer.wait_for(50, timeout=60)
-        print(f"outage {time.monotonic() - outage:.1f} s; retried {writer.retried}")
+        print(f"outage {time.monotonic() - outage:.1f} s; errors {writer.errors}")
         assert during <= 1  # at most the write that was committing as it went down
         # That write may instead have been cut off mid-append: its outcome is unknown
         # (502 CommitUnknown), which is the truth, not a loss. Nothing else may fail.

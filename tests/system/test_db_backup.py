@@ -12,7 +12,7 @@ import pytest
 from shoal.client.remote import NodeClient
 from shoal.client.transfer import backup, load
 from shoal.dump import SQLITE_HEADER
-from tests.services import Node
+from tests.harness import Node
 from tests.system.test_clients import shoal_command
 
 SCHEMA = [

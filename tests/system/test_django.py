@@ -10,7 +10,7 @@ import httpx
 
 from shoal.engine import Database, Role
 from tests.client.test_django import django, run
-from tests.services import Node
+from tests.harness import Node
 
 
 def test_django_on_a_replica_migrates_through_the_node_and_reads_its_copy(

@@ -13,7 +13,7 @@ import httpx
 from shoal.engine import Database
 from shoal.record import decode
 from shoal.stream import Frame, FrameKind, FrameReader
-from tests.services import Node
+from tests.harness import Node
 
 DB = "/v1/databases/default"
 

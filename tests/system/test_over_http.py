@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from shoal.node.auth import Scope
+from tests.harness import shoal_node
 from tests.server.test_auth import ENDPOINTS, bearer, check_endpoint, make_tokens
-from tests.services import shoal_node
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 import shoal
 from tests.client import test_embedded
 from tests.client import test_pep249_compliance as embedded
-from tests.services import shoal_node
+from tests.harness import shoal_node
 
 
 @pytest.fixture(scope="class")

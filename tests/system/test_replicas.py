@@ -27,7 +27,7 @@ import shoal
 from shoal.client.replica import Connection as Replica
 from shoal.errors import StaleReplica, Unavailable, VersionNotReached
 from shoal.terminal import human_size
-from tests.services import Cluster, Node, TcpProxy, free_port, wait_until
+from tests.harness import Cluster, Node, TcpProxy, free_port, wait_until
 from tests.system.conftest import StartNode
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from shoal.engine import Database, Role
 from shoal.node.auth import hash_secret
-from tests.services import Node, free_port, wait_until
+from tests.harness import Node, Writer, free_port, wait_until
 from tests.system.conftest import StartNode
 
 
@@ -199,48 +199,12 @@ def test_tls(start_node: StartNode, tmp_path: Path) -> None:
         process.wait(20)
 
 
-class Writers:
-    """Threads inserting ids as fast as the node takes them; each remembers the ids
-    the node acknowledged with a 200."""
-
-    def __init__(self, node: Node, threads: int = 4) -> None:
-        self.acknowledged: set[int] = set()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [
-            threading.Thread(target=self._write, args=(node.url, n, threads))
-            for n in range(threads)
-        ]
-
-    def _write(self, url: str, first: int, step: int) -> None:
-        next_id = first
-        with httpx.Client(base_url=url, timeout=30) as client:
-            while not self._stop.is_set():
-                try:
-                    response = client.post(
-                        "/v1/databases/load/execute",
-                        json={
-                            "sql": "INSERT INTO t(id, v) VALUES (?, randomblob(100))",
-                            "params": [next_id],
-                        },
-                    )
-                except httpx.TransportError:
-                    time.sleep(0.01)
-                    continue
-                if response.status_code == 200:
-                    with self._lock:
-                        self.acknowledged.add(next_id)
-                next_id += step
-
-    def __enter__(self) -> Writers:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
+def load_writer(node: Node, threads: int = 4) -> Writer:
+    """Threads inserting rows of `load` (an id and 100 random bytes) as fast as the node
+    takes them."""
+    return Writer(
+        [node.url], "load", "INSERT INTO t(id, v) VALUES (?, randomblob(100))", threads=threads
+    )
 
 
 def assert_intact(path: Path, acknowledged: set[int], tmp_path: Path) -> None:
@@ -265,19 +229,20 @@ def test_stopping_under_load_loses_no_acknowledged_write(
     # No archive: the check below replays the whole local log, which archiving trims.
     node = start_node("--archive", "off")
     create(node, "load")
-    with Writers(node) as writers:
-        wait_until(lambda: len(writers.acknowledged) > 300, 30, "writes")
+    with load_writer(node) as writer:
+        wait_until(lambda: len(writer.acknowledged) > 300, 30, "writes")
         if stop != "SIGKILL":
             node.signal(getattr(signal, stop))
             assert node.wait(30) == 0
             assert "every database closed" in node.log()
         else:
             node.kill()
-    assert len(writers.acknowledged) > 300
-    assert_intact(node.data_dir / "databases" / "load.db", writers.acknowledged, tmp_path)
+    acknowledged = set(writer.acknowledged)
+    assert len(acknowledged) > 300
+    assert_intact(node.data_dir / "databases" / "load.db", acknowledged, tmp_path)
     node.start()  # and it serves again, with everything there
     count = query(node, "load", "SELECT count(*) FROM t")[0][0]
-    assert isinstance(count, int) and count >= len(writers.acknowledged)
+    assert isinstance(count, int) and count >= len(acknowledged)
 
 
 def test_sigterm_lets_in_flight_requests_finish(start_node: StartNode) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from shoal.engine import Database, Role
 from tests.client.test_dialect import assert_suite_passes, migrate_and_check, run_dialect_suite
-from tests.services import Node
+from tests.harness import Node
 
 
 def create(node: Node, name: str) -> str:
