@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import pytest
 
 from shoal.cluster.replica import Replica, Timing
+from shoal.cluster.shipping import AsyncShipping
 from shoal.cluster.view import Lease, Member, Spec, View, lease_key
 from shoal.controlplane import ABSENT, ControlPlane
 from shoal.controlplane.sqlite import SQLiteControlPlane
@@ -166,7 +167,7 @@ def test_a_lease_taken_by_another_node_stops_the_leader(
     assert replica.lease is None and db.role is Role.FOLLOWER
     assert host.leading == [True, False]
     with pytest.raises(NotLeader):  # a request that was routed here meanwhile
-        replica.before_commit(1, b"")
+        replica.shipping.before_commit(1, b"")
     db.close()
 
 
@@ -179,7 +180,7 @@ def test_an_async_write_commits_first_and_ships_in_batches(
     for i in range(5):
         db.execute("INSERT INTO t VALUES (?)", (i,))
     assert db.version == 6 and cp.head(NAME) == 0  # acknowledged, not yet shipped
-    replica._ship()
+    replica.shipping.ship()
     assert cp.head(NAME) == 6
     assert [raw for _, raw in cp.read(NAME, 1)] == db.log_range(1)
     db.close()
@@ -194,12 +195,14 @@ def test_an_async_leader_refuses_writes_once_it_cannot_ship_for_too_long(
     replica = asyncio.run(lead(host, db, "async", async_window=0.01, lease_seconds=10))
     db.execute("CREATE TABLE t(x)")
     replica.valid_until = time.monotonic() + 60  # leading is not what this is about
-    limit = replica._window_limit
-    replica._unshipped[0] = (*replica._unshipped[0][:2], time.monotonic() - limit - 1)
+    shipping = replica.shipping
+    assert isinstance(shipping, AsyncShipping)
+    limit = shipping.window_limit
+    shipping.unshipped[0] = (*shipping.unshipped[0][:2], time.monotonic() - limit - 1)
     with pytest.raises(Unavailable, match="not taking this database's records"):
         db.execute("INSERT INTO t VALUES (1)")
     assert db.version == 1
-    replica._ship()
+    shipping.ship()
     db.execute("INSERT INTO t VALUES (1)")
     assert db.version == 2
     db.close()
@@ -257,7 +260,7 @@ def test_an_async_leader_deposed_with_unshipped_writes_takes_the_logs_instead(
     db = follower(tmp_path)
     replica = asyncio.run(lead(host, db, "async", lease_seconds=0.3))
     db.execute("CREATE TABLE t(x)")
-    replica._ship()
+    replica.shipping.ship()
     db.execute("INSERT INTO t VALUES ('lost with the lease')")
     time.sleep(0.35)  # paused past the lease; another node leads and writes version 2
     source = Database(tmp_path / "source.db", name=NAME)
@@ -268,7 +271,7 @@ def test_an_async_leader_deposed_with_unshipped_writes_takes_the_logs_instead(
     host.source = source
 
     asyncio.run(replica._renew())  # finds the lease gone: steps down
-    assert replica._diverged and not replica._unshipped
+    assert replica._diverged and not replica.shipping.pending()
     asyncio.run(replica._check_against_log())
     assert replica.db.version == 2 and replica.db.checksum() == source.checksum()
     replica.db.close()

@@ -3,13 +3,8 @@
 A follower applies the log's records as they are appended (`follow` wakes it
 within milliseconds), and takes the lease when it expires and this node is next
 in the database's order of preference. A leader renews its lease well within
-its TTL and puts each record in the log with compare-and-set:
-
-- `sync`: in `before_commit`, so the record is in the control plane before the
-  local COMMIT, and before the client hears of it;
-- `async`: queued in `after_commit` and appended in batches by `_ship`; a write
-  is refused while the oldest unshipped record is older than the window, so a
-  crash loses at most that window.
+its TTL and puts each record in the log with compare-and-set, as its durability
+says (shipping.py: `sync` before each commit, `async` in batches).
 
 A leader stops writing the moment its lease's local deadline passes (a safety
 margin inside the TTL, which the control plane counts on its own clock); a
@@ -21,20 +16,19 @@ applying, taking the lease and stepping down never interleave.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from shoal.cluster.shipping import AsyncShipping, Shipping, SyncShipping
 from shoal.cluster.view import Lease, View, lease_key
-from shoal.controlplane import ABSENT, AppendConflict, ControlPlane, KeyConflict
+from shoal.controlplane import ABSENT, ControlPlane, KeyConflict
 from shoal.engine import Database, Role
-from shoal.errors import NotLeader, OutcomeUnknown, ReplicationError, ReseedRequired, Unavailable
+from shoal.errors import NotLeader, ReplicationError, ReseedRequired, Unavailable
 from shoal.record import decode
 
 __all__ = ["Host", "Replica", "Timing"]
@@ -118,8 +112,16 @@ class Replica:
         self._renew_at = 0.0  # monotonic
         self._trim_at = time.monotonic() + TRIM_SECONDS
         self._trimmed_locally = 0
-        self._unshipped: collections.deque[tuple[int, bytes, float]] = collections.deque()
-        self._ship_lock = threading.Lock()  # one append of queued records at a time
+        self.shipping: Shipping = (
+            AsyncShipping(
+                self,
+                self.cp,
+                every=min(timing.async_window, timing.renew_every),
+                window=max(timing.async_window * 10, timing.lease_seconds),
+            )
+            if durability == "async"
+            else SyncShipping(self, self.cp, every=timing.renew_every)
+        )
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.reseeds = 0  # re-seeds of this copy since the node started
@@ -333,18 +335,16 @@ class Replica:
         logger.info("%s: leading at version %d, epoch %d", self.name, self.db.version, lease.epoch)
 
     def _promote(self, epoch: int) -> None:
-        self.db.commit_hook = self
+        self.db.commit_hook = self.shipping
         self.db.promote(epoch)
         self.host.led(self.db, True)
 
     # -- leading ----------------------------------------------------------------
 
     async def _lead(self) -> None:
-        if self.durability == "async":
-            await asyncio.sleep(min(self.timing.async_window, self.timing.renew_every))
-            await self.host.blocking(self._ship)
-        else:
-            await asyncio.sleep(self.timing.renew_every)
+        await asyncio.sleep(self.shipping.every)
+        if self.shipping.pending():
+            await self.host.blocking(self.shipping.ship)
         if self.behind:
             await self._rejoin_log()
         if time.monotonic() >= self._renew_at:
@@ -421,8 +421,7 @@ class Replica:
             try:
                 lease = self.lease
                 if lease is not None and release:
-                    if self.durability == "async":
-                        self._ship()
+                    self.shipping.ship()
                     if target is not None:
                         handed = Lease(self.name, target, lease.epoch + 1, 0)
                         try:
@@ -443,78 +442,16 @@ class Replica:
         self.valid_until = 0.0
         self.db.commit_hook = None
         self.db.demote()
-        if self._unshipped:  # committed here, never logged: the log decides
-            self._unshipped.clear()
+        if self.shipping.discard():  # committed here, never logged: the log decides
             self._diverged = True
         if was_leading:
             self.host.led(self.db, False)
 
-    # -- the commit hook (runs on the writer's thread, the writer held) -----------
+    # -- asked by shipping, on the writer's thread with the writer held ----------
 
-    def _check_leading(self) -> None:
+    def check_leading(self) -> None:
+        """NotLeader unless this copy may take writes now (shipping.Leadership)."""
         if not self.leading:
             raise NotLeader(f"this node does not lead {self.name!r} now; retry")
         if self.behind:
             raise NotLeader(f"{self.name!r}: the log is ahead of this leader; retry")
-
-    def before_commit(self, version: int, record: bytes) -> None:
-        self._check_leading()
-        if self.durability == "async":
-            if self._unshipped and time.monotonic() - self._unshipped[0][2] > self._window_limit:
-                raise Unavailable(
-                    f"{self.name!r}: the control plane is not taking this database's "
-                    "records; writes wait until it does (retry)"
-                )
-            return
-        try:
-            self.cp.append(self.name, version, [record])
-        except AppendConflict as exc:
-            self.behind = True
-            raise NotLeader(
-                f"{self.name!r}: the log is at version {exc.head}, ahead of this leader; retry"
-            ) from None
-        except OutcomeUnknown:
-            self.behind = True  # the record may be in the log: take it from there
-            raise
-
-    @property
-    def _window_limit(self) -> float:
-        return max(self.timing.async_window * 10, self.timing.lease_seconds)
-
-    def after_commit(self, version: int, record: bytes) -> None:
-        if self.durability == "async":
-            self._unshipped.append((version, record, time.monotonic()))
-
-    def _ship(self) -> None:
-        """Appends the queued records of an async leader, in one compare-and-set."""
-        with self._ship_lock:
-            batch = list(self._unshipped)
-            if not batch:
-                return
-            try:
-                self.cp.append(self.name, batch[0][0], [raw for _, raw, _ in batch])
-            except AppendConflict as exc:
-                if self._landed(batch, exc.head):
-                    return  # an earlier try committed and lost its answer
-                logger.error(
-                    "%s: the log moved on (head %d) while versions %d-%d were unshipped: "
-                    "this copy will be re-seeded",
-                    self.name,
-                    exc.head,
-                    batch[0][0],
-                    batch[-1][0],
-                )
-                self._unshipped.clear()
-                self.behind = True
-                return
-            for _ in batch:
-                self._unshipped.popleft()
-
-    def _landed(self, batch: list[tuple[int, bytes, float]], head: int) -> bool:
-        """Whether the log holds `batch` as it is (and pops it if so)."""
-        logged = self.cp.read(self.name, batch[0][0], batch[-1][0])
-        if head != batch[-1][0] or logged != [(v, raw) for v, raw, _ in batch]:
-            return False
-        for _ in batch:
-            self._unshipped.popleft()
-        return True
