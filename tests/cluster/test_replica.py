@@ -326,3 +326,35 @@ def test_a_copy_that_cannot_get_past_a_barrier_backs_off_and_says_why(
     assert replica.db.version == 3 and replica.reseeds_in_a_row == 0
     replica.db.close()
     leader.close()
+
+
+def test_a_take_cut_short_by_the_control_plane_is_tried_again(
+    tmp_path: Path, host: LocalHost, cp: SQLiteControlPlane
+) -> None:
+    """Winning the lease and then failing to catch up (the control plane away for a
+    moment) must not leave the lease with a copy that never promotes: the database
+    would take no writes for as long as this node kept renewing it."""
+    db = follower(tmp_path)
+    replica = Replica(host, db, "sync", 3, Timing(lease_seconds=1.0))
+    original, failures = cp.head, [1]
+
+    def head(database: str) -> int:
+        if failures[0]:
+            failures[0] -= 1
+            raise Unavailable("the control plane is away for a moment")
+        return original(database)
+
+    cp.head = head  # type: ignore[method-assign]
+
+    async def leads_within(seconds: float) -> bool:
+        replica.start()
+        deadline = time.monotonic() + seconds
+        while not replica.leading and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        leading = replica.leading
+        await replica.stop(hand_over=False)
+        return leading
+
+    assert asyncio.run(leads_within(5.0))
+    assert failures == [0] and host.leading[0] is True
+    db.close()

@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -31,7 +32,7 @@ from shoal.engine import Database, Role
 from shoal.errors import NotLeader, ReplicationError, ReseedRequired, Unavailable
 from shoal.record import decode
 
-__all__ = ["Host", "Replica", "Timing"]
+__all__ = ["Host", "Replica", "State", "Timing"]
 
 T = TypeVar("T")
 logger = logging.getLogger("shoal.cluster")
@@ -43,6 +44,27 @@ TRIM_SECONDS = 10.0  # how often a leader drops, from the control plane, what ev
 LOG_KEEP = 1000  # records kept below the slowest copy, so a copy just behind need not re-seed
 LOCAL_KEEP = 10_000  # records a follower keeps in its own log
 RESEED_BACKOFF_MAX = 30.0  # the longest wait between re-seeds of a copy making no progress
+
+
+class State(Enum):
+    """Where a copy stands. Its task moves it along these arrows; those marked
+    (writer) happen with the database's writer held, so no write is half-way:
+
+        FOLLOWING -- lease won, or handed to this node --> TAKING
+        TAKING -- caught up, lease renewed, promoted (writer) --> LEADING
+        TAKING -- lease lost meanwhile --> FOLLOWING
+        LEADING -- stepping down (writer) --> HANDING_OVER -- demoted --> FOLLOWING
+        LEADING -- the log found ahead: demoted (writer) --> FOLLOWING,
+                   then TAKING again if the lease is still this node's
+
+    A take cut short by an error (the control plane away) stays TAKING, and the
+    task tries it again: a lease must never rest with a copy that does not lead.
+    """
+
+    FOLLOWING = "following"
+    TAKING = "taking"
+    LEADING = "leading"
+    HANDING_OVER = "handing over"
 
 
 @dataclass(frozen=True)
@@ -103,8 +125,8 @@ class Replica:
         self.cp = host.control_plane()
         self.lease: Lease | None = None  # ours, while we lead
         self.valid_until = 0.0  # monotonic: no write after this without a renewal
+        self.state = State.FOLLOWING
         self.behind = False  # an append found the log ahead of us: catch up first
-        self.handing_over = False
         self._diverged = False  # stepped down with records unshipped: check against the log
         self._absent_since: float | None = None
         self._last_holder: str | None = None
@@ -134,10 +156,10 @@ class Replica:
     def leading(self) -> bool:
         """Whether this copy takes writes now: it leads and its lease is within its deadline."""
         return (
-            self.lease is not None
+            self.state is State.LEADING
+            and self.lease is not None
             and self.db.role is Role.LEADER
             and time.monotonic() < self.valid_until
-            and not self.handing_over
         )
 
     def start(self) -> None:
@@ -165,11 +187,13 @@ class Replica:
                 if self._diverged:
                     await self._check_against_log()
                     self._diverged = False
-                if self.lease is None:
+                if self.state is State.LEADING:
+                    await self._lead()
+                elif self.state is State.TAKING and self.lease is not None:
+                    await self._take(self.lease)  # the last try was cut short
+                else:
                     await self._follow()
                     await self._maybe_lead()
-                else:
-                    await self._lead()
             except asyncio.CancelledError:
                 raise
             except Unavailable as exc:  # the control plane is away: keep serving reads
@@ -322,7 +346,7 @@ class Replica:
 
     async def _take(self, lease: Lease) -> None:
         """Becomes the leader under `lease`: catch up to the log's head, then promote."""
-        self.lease = lease
+        self.lease, self.state = lease, State.TAKING
         if self.valid_until < time.monotonic():  # handed over: renew before relying on it
             await self._renew()
             if self.lease is None:
@@ -337,6 +361,7 @@ class Replica:
     def _promote(self, epoch: int) -> None:
         self.db.commit_hook = self.shipping
         self.db.promote(epoch)
+        self.state = State.LEADING
         self.host.led(self.db, True)
 
     # -- leading ----------------------------------------------------------------
@@ -417,7 +442,7 @@ class Replica:
         is queued, then hands the lease to `target`, or releases it (or, with
         `release` False, leaves it to expire: it is not ours any more)."""
         with self.db.writer_held():
-            self.handing_over = True
+            before, self.state = self.state, State.HANDING_OVER
             try:
                 lease = self.lease
                 if lease is not None and release:
@@ -434,11 +459,12 @@ class Replica:
                             self.cp.delete(lease_key(self.name), expect=lease.revision)
                 self._demote()
             finally:
-                self.handing_over = False
+                if self.state is State.HANDING_OVER:  # not demoted: an error on the way
+                    self.state = before
 
     def _demote(self) -> None:
         was_leading = self.db.role is Role.LEADER
-        self.lease = None
+        self.lease, self.state = None, State.FOLLOWING
         self.valid_until = 0.0
         self.db.commit_hook = None
         self.db.demote()
