@@ -91,7 +91,7 @@ def follower(tmp_path: Path, file: str = "copy.db") -> Database:
 async def lead(host: LocalHost, db: Database, durability: str = "sync", **timing: float) -> Replica:
     """A replica of `db` that takes the (absent) lease and leads."""
     replica = Replica(host, db, durability, 3, Timing(**timing))
-    await replica._maybe_lead()
+    await replica.leader.maybe_lead()
     assert replica.leading
     return replica
 
@@ -113,7 +113,7 @@ def test_a_sync_write_is_in_the_log_before_it_is_committed(
     assert seen == [0]  # the append ran while the local copy was still at version 0
     assert cp.head(NAME) == 1 == db.version
     assert cp.read(NAME, 1) == [(1, db.log_range(1, 1)[0])]
-    assert decode(db.log_range(1, 1)[0]).epoch == replica.lease.epoch  # type: ignore[union-attr]
+    assert decode(db.log_range(1, 1)[0]).epoch == replica.leader.lease.epoch  # type: ignore[union-attr]
     db.close()
 
 
@@ -134,7 +134,7 @@ def test_a_write_the_log_refuses_is_not_committed_and_the_leader_catches_up(
     assert db.version == 0 and replica.behind
     assert not db.query("SELECT name FROM sqlite_schema WHERE name = 'mine'").results[0].rows
 
-    asyncio.run(replica._rejoin_log())
+    asyncio.run(replica.leader.rejoin_log())
     assert replica.leading and db.version == 1
     assert db.execute("INSERT INTO t VALUES (1)").version == 2
     assert cp.head(NAME) == 2
@@ -163,8 +163,8 @@ def test_a_lease_taken_by_another_node_stops_the_leader(
     replica = asyncio.run(lead(host, db, lease_seconds=0.3))
     time.sleep(0.35)  # expired on the control plane's clock too
     cp.put(lease_key(NAME), Lease(NAME, "n2", 9, 0).encode(), expect=ABSENT, ttl=5)
-    asyncio.run(replica._renew())
-    assert replica.lease is None and db.role is Role.FOLLOWER
+    asyncio.run(replica.leader.renew())
+    assert replica.leader.lease is None and db.role is Role.FOLLOWER
     assert host.leading == [True, False]
     with pytest.raises(NotLeader):  # a request that was routed here meanwhile
         replica.shipping.before_commit(1, b"")
@@ -194,7 +194,7 @@ def test_an_async_leader_refuses_writes_once_it_cannot_ship_for_too_long(
     db = follower(tmp_path)
     replica = asyncio.run(lead(host, db, "async", async_window=0.01, lease_seconds=10))
     db.execute("CREATE TABLE t(x)")
-    replica.valid_until = time.monotonic() + 60  # leading is not what this is about
+    replica.leader.valid_until = time.monotonic() + 60  # leading is not what this is about
     shipping = replica.shipping
     assert isinstance(shipping, AsyncShipping)
     limit = shipping.window_limit
@@ -224,7 +224,7 @@ def test_a_copy_with_writes_the_log_lacks_is_reseeded_loudly(
     deposed.demote()
     replica = Replica(host, deposed, "async", 3, Timing())
     with caplog.at_level(logging.ERROR, logger="shoal.cluster"):
-        asyncio.run(replica._check_against_log())
+        asyncio.run(replica.follower.check_against_log())
     assert "DISCARDING" in caplog.text and "never logged" in caplog.text
     assert replica.db.version == 1
     assert replica.db.checksum() == source.checksum()
@@ -243,11 +243,11 @@ def test_a_follower_applies_the_log_and_takes_an_expired_lease(
     db = follower(tmp_path)
     replica = Replica(host, db, "sync", 3, Timing())
 
-    asyncio.run(replica._follow())
+    asyncio.run(replica.follower.follow())
     assert db.version == 2 and db.checksum() == source.checksum()
 
     host.view = View(host.view.members, {}, {NAME: Spec(NAME, "sync")})
-    asyncio.run(replica._maybe_lead())
+    asyncio.run(replica.leader.maybe_lead())
     assert replica.leading and db.role is Role.LEADER
     assert db.execute("INSERT INTO t VALUES (2)").version == 3 == cp.head(NAME)
     source.close()
@@ -270,9 +270,9 @@ def test_an_async_leader_deposed_with_unshipped_writes_takes_the_logs_instead(
     cp.append(NAME, 2, source.log_range(2, 2))
     host.source = source
 
-    asyncio.run(replica._renew())  # finds the lease gone: steps down
-    assert replica._diverged and not replica.shipping.pending()
-    asyncio.run(replica._check_against_log())
+    asyncio.run(replica.leader.renew())  # finds the lease gone: steps down
+    assert replica.diverged and not replica.shipping.pending()
+    asyncio.run(replica.follower.check_against_log())
     assert replica.db.version == 2 and replica.db.checksum() == source.checksum()
     replica.db.close()
     db.close()
@@ -306,24 +306,24 @@ def test_a_copy_that_cannot_get_past_a_barrier_backs_off_and_says_why(
 
     async def follow(times: int) -> None:
         for _ in range(times):
-            await replica._follow()
+            await replica.follower.follow()
 
     asyncio.run(follow(4))
     assert replica.db.version == 1
-    assert replica.reseeds == replica.reseeds_in_a_row == 4
+    assert replica.follower.reseeds == replica.follower.reseeds_in_a_row == 4
     assert waits == [0.5, 1.0, 2.0]
-    assert replica.problem is not None and "short of version 2" in replica.problem
+    assert replica.follower.problem is not None and "short of version 2" in replica.follower.problem
 
     host.source = leader  # a seed after the barrier: the copy is well again
     asyncio.run(follow(1))
-    assert replica.db.version == 2 and replica.problem is None
+    assert replica.db.version == 2 and replica.follower.problem is None
     asyncio.run(follow(1))  # at the log's head with nothing to apply: well, not stuck
-    assert replica.reseeds_in_a_row == 0
-    replica.reseeds_in_a_row = 1
+    assert replica.follower.reseeds_in_a_row == 0
+    replica.follower.reseeds_in_a_row = 1
     leader.execute("INSERT INTO t VALUES (1)")
     cp.append(NAME, 3, leader.log_range(3, 3))
     asyncio.run(follow(1))
-    assert replica.db.version == 3 and replica.reseeds_in_a_row == 0
+    assert replica.db.version == 3 and replica.follower.reseeds_in_a_row == 0
     replica.db.close()
     leader.close()
 

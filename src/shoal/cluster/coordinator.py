@@ -280,7 +280,7 @@ class Cluster:
 
     async def _heartbeat(self) -> None:
         versions = {name: r.db.version for name, r in self.replicas.items()}
-        problems = {name: r.problem for name, r in self.replicas.items() if r.problem}
+        problems = {n: r.follower.problem for n, r in self.replicas.items() if r.follower.problem}
         member = Member(self.node_id, self.url, versions, self._leaving, problems)
         await self.blocking(
             lambda: self.cp.put(member_key(self.node_id), member.encode(), ttl=MEMBER_TTL_SECONDS)
@@ -326,7 +326,7 @@ class Cluster:
         for name, replica in list(self.replicas.items()):
             if name in wanted or name in self._changing:
                 continue
-            if replica.lease is not None and name in self.view.catalog:
+            if replica.leader.lease is not None and name in self.view.catalog:
                 continue  # it hands its lease over itself, then goes
             self._change(name, self._let_go(name, dropped=name not in self.view.catalog))
 

@@ -524,7 +524,7 @@ class Node:
         if self.cluster is None:
             return {}
         replicas = sorted(self.cluster.replicas.items())
-        return {name: (r.reseeds, r.reseeds_in_a_row) for name, r in replicas}
+        return {n: (r.follower.reseeds, r.follower.reseeds_in_a_row) for n, r in replicas}
 
     @property
     def archive_url(self) -> str | None:
