@@ -144,6 +144,28 @@ def test_a_node_that_handed_its_lease_over_forwards_to_the_new_leader() -> None:
     assert forward.headers[HOPS] == "1" and forward.headers[EPOCH] == "3"
 
 
+def test_a_leader_refusing_writes_while_it_still_leads_is_retried_at_a_pace() -> None:
+    """A leader whose append found the log ahead refuses writes (NotLeader) until it
+    has rejoined the log, while it still holds the lease: the request is tried again
+    every few milliseconds, not in a loop as fast as the node can run it."""
+    cluster = FakeCluster("n1", view("n1", 2), {"app": FakeReplica(leading=True)})
+    tries = []
+
+    async def behind() -> Response:
+        tries.append(1)
+        await asyncio.sleep(0)  # as a real node's write pool would
+        raise NotLeader("'app': the log is ahead of this leader; retry")
+
+    async def scenario() -> None:
+        task = asyncio.create_task(dispatch(request_to(cluster), "app", Need(write=True), behind))
+        await asyncio.sleep(0.3)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert 2 <= len(tries) <= 100  # unpaced, this is thousands
+
+
 def test_a_leader_that_cannot_be_reached_is_not_tried_again_until_a_new_lease() -> None:
     """A killed leader refuses connections: the request waits for the next lease."""
     cluster = FakeCluster("n3", view("n1", 2), {}, unreachable={"n1"})

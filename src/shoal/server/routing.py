@@ -16,6 +16,7 @@ request may chase a lease that keeps moving.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import httpx
@@ -39,6 +40,7 @@ ALIASES = {"strong": "linearizable", "auto": "weak"}  # rqlite's names
 HOPS = "Shoal-Hops"
 EPOCH = "Shoal-Lease-Epoch"  # the lease under which the forwarder believes we lead
 MAX_HOPS = 3
+REFUSED_PAUSE_SECONDS = 0.01  # between a write refused here and routing it again
 _PASSED_ON = ("authorization", "content-type", "accept", "shoal-version")
 _PASSED_BACK = ("content-type", "shoal-version", "shoal-node", "retry-after", "location")
 
@@ -72,7 +74,10 @@ async def dispatch(
             except (NotLeader, ReadOnly):
                 if not need.write:
                     raise
-                continue  # handed over or deposed before anything committed: route again
+                # Handed over, deposed or behind the log before anything committed:
+                # route again, once the node has had a moment to move on.
+                await asyncio.sleep(REFUSED_PAUSE_SECONDS)
+                continue
             except VersionNotReached:
                 if hops > 0:
                     raise
