@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from shoal.engine import Database, Limits, Options
+from shoal.engine.execute import CutShort
 from shoal.errors import (
     IntegrityError,
     ProgrammingError,
@@ -203,6 +204,30 @@ def test_statement_time_limit_interrupts(tmp_path: Path) -> None:
         assert slow.query("SELECT 1").results[0].rows == [(1,)]  # still usable
     finally:
         slow.close()
+
+
+def test_a_brief_read_is_cut_short_and_the_reader_goes_on(tmp_path: Path) -> None:
+    limited = Database(tmp_path / "b.db", options=Options(limits=Limits(statement_seconds=1)))
+    unlimited = Database(tmp_path / "u.db")
+    long = "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 1000000) "
+    try:
+        with limited.briefly(0.01):
+            assert limited.query("SELECT 1").results[0].rows == [(1,)]
+            with pytest.raises(CutShort):
+                limited.query(long + "SELECT count(*) FROM c")
+            assert limited.query("SELECT 2").results[0].rows == [(2,)]
+        # Outside, the same read runs to its end under the database's own limit.
+        assert limited.query(long + "SELECT count(*) FROM c").results[0].rows == [(1000000,)]
+        with limited.briefly(10), pytest.raises(StatementTimeout, match=r"\b1 s"):
+            limited.query(
+                "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c) "
+                "SELECT count(*) FROM c"
+            )  # the shorter limit is the statement's
+        with pytest.raises(CutShort), unlimited.briefly(10):
+            pass  # nothing would bound a read on a database without a time limit
+    finally:
+        limited.close()
+        unlimited.close()
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -181,6 +183,24 @@ def test_limits_give_clear_errors(make_api: Any) -> None:
     assert rows_limit.status_code == 400 and rows_limit.json()["error"]["type"] == "ResultTooLarge"
     slow = api.post("/v1/databases/default/query", json={"sql": endless + "SELECT count(*) FROM n"})
     assert slow.status_code == 400 and slow.json()["error"]["type"] == "StatementTimeout"
+
+
+def test_a_long_read_does_not_hold_back_other_requests(app_db: TestClient) -> None:
+    # Reads start on the event loop and move to a thread once they take more than a
+    # moment; if the long one stayed, the quick read could only be answered after it.
+    long = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000000) "
+    answer: list[Any] = []
+    slow = threading.Thread(
+        target=lambda: answer.append(rows(app_db, long + "SELECT count(*) FROM n"))
+    )
+    slow.start()
+    try:
+        time.sleep(0.2)  # well into the long read
+        assert rows(app_db, "SELECT 1") == [[1]]
+        assert slow.is_alive(), "the long read ended first: nothing was held back"
+    finally:
+        slow.join(60)
+    assert answer == [[[20000000]]]
 
 
 def test_interactive_transaction_commit_and_rollback(app_db: TestClient) -> None:

@@ -73,6 +73,7 @@ class FakeNode:
         write: bool,
         min_version: int | None = None,
         wait: float = 0.0,
+        brief: bool = False,
         **kwargs: Any,
     ) -> T:
         self.calls.append((name, write))

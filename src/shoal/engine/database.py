@@ -36,6 +36,7 @@ from shoal.engine.apply import apply_record
 from shoal.engine.capture import Capture, SequenceRows, read_sequence
 from shoal.engine.checksum import logical_checksum
 from shoal.engine.execute import (
+    CutShort,
     Deadline,
     Description,
     Descriptions,
@@ -343,6 +344,21 @@ class Database:
         except Exception as exc:
             error = error_from(exc, reader.policy, reader.deadline)
             raise (_query_writes() if isinstance(error, ReadOnly) else error) from None
+
+    @contextmanager
+    def briefly(self, seconds: float) -> Iterator[None]:
+        """Cuts each statement this thread's reads run short after `seconds`, raising
+        `CutShort`: the event loop serves the reads that take a moment itself, and
+        hands the others to a thread. Without a statement time limit nothing bounds
+        a read, so it is cut short at once."""
+        if self.options.limits.statement_seconds is None:
+            raise CutShort()
+        deadline = self._reader().deadline
+        deadline.brief = seconds
+        try:
+            yield
+        finally:
+            deadline.brief = None
 
     def _read_committed(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """Runs an engine query on this thread's reader: the last committed state."""

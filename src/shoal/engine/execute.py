@@ -28,6 +28,7 @@ from shoal.errors import (
 
 __all__ = [
     "USER_PREPARE_FLAGS",
+    "CutShort",
     "Deadline",
     "Description",
     "Descriptions",
@@ -87,19 +88,47 @@ class Result:
         return [declared for _, declared in self.description]
 
 
+class CutShort(Exception):
+    """A statement ran past its connection's `Deadline.brief` and was interrupted.
+
+    Not an `Error`, so that code collecting statement errors lets it through: it
+    means "run this again where it may take its time", never "this failed".
+    """
+
+
 class Deadline:
-    """A connection's progress handler: interrupts a statement past its deadline."""
+    """A connection's progress handler: interrupts a statement past its deadline.
+
+    `brief`, when set, cuts every statement `run` starts short after that many
+    seconds (raising `CutShort`), whatever its own time limit: the event loop runs
+    a read itself only while it stays brief.
+    """
 
     CHECK_EVERY = 1000  # SQLite virtual machine steps between checks
 
     def __init__(self) -> None:
         self.at = float("inf")
+        self.brief: float | None = None
 
     def __call__(self) -> bool:
         return time.monotonic() > self.at
 
     def install(self, conn: apsw.Connection) -> None:
         conn.set_progress_handler(self, self.CHECK_EVERY)
+
+    def start(self, seconds: float) -> None:
+        """Sets the deadline of a statement whose time limit is `seconds`."""
+        brief = self.brief
+        self.at = time.monotonic() + (seconds if brief is None else min(seconds, brief))
+
+    def passed(self, seconds: float) -> Exception | None:
+        """What an interrupt means once a statement limited to `seconds` stopped:
+        `CutShort`, `StatementTimeout`, or None (interrupted for another reason)."""
+        if time.monotonic() <= self.at:
+            return None
+        if self.brief is not None and self.brief < seconds:
+            return CutShort()
+        return StatementTimeout(seconds)
 
 
 class _Collector:
@@ -179,7 +208,7 @@ def run(
     """
     seconds = limits.statement_seconds
     if seconds is not None:
-        deadline.at = time.monotonic() + seconds
+        deadline.start(seconds)
     fast = before is None and limits.max_rows is None and limits.max_bytes is None
     own = cursor is None
     if cursor is None:
@@ -226,9 +255,8 @@ def error_from(
     """The shoal error for what running a statement raised (a refusal the policy
     recorded first: SQLite reports it only as "not authorized")."""
     if isinstance(exc, apsw.InterruptError):
-        if seconds is not None and time.monotonic() > deadline.at:
-            return StatementTimeout(seconds)
-        return from_apsw(apsw.InterruptError("interrupted"))
+        passed = None if seconds is None else deadline.passed(seconds)
+        return passed or from_apsw(apsw.InterruptError("interrupted"))
     if isinstance(exc, apsw.AuthError):
         return policy.take_refusal() or Refused(str(exc))
     if isinstance(exc, Error):

@@ -39,6 +39,7 @@ from shoal.cluster.view import View
 from shoal.controlplane import open_control_plane
 from shoal.engine import Database, Limits, Options, Role
 from shoal.engine import log as engine_log
+from shoal.engine.execute import CutShort
 from shoal.errors import (
     Busy,
     DatabaseExists,
@@ -57,6 +58,9 @@ T = TypeVar("T")
 logger = logging.getLogger("shoal.node")
 
 DEFAULT_DATABASE = "default"  # the rqlite dialect's database; it always exists
+# A read the event loop runs itself holds every other request back this long at
+# most before it is handed to a thread (decision 36).
+BRIEF_READ_SECONDS = 0.002
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
@@ -158,13 +162,25 @@ class Node:
         write: bool,
         min_version: int | None = None,
         wait: float = 0.0,
+        brief: bool = False,
         **kwargs: Any,
     ) -> T:
         """Runs `fn(db, *args, **kwargs)` with database `name` held open, on the write
-        or the read pool; first waits up to `wait` s for `min_version`, if given."""
+        or the read pool; first waits up to `wait` s for `min_version`, if given.
+
+        `brief` reads (user queries, which may run twice) run here on the event loop,
+        cut short after BRIEF_READ_SECONDS and then run on the read pool: handing a
+        point read to a thread costs more than the read.
+        """
         async with self.database(name) as db:
             if min_version is not None:
                 await self.wait_for_version(db, min_version, wait)
+            if brief and not write:
+                try:
+                    with db.briefly(BRIEF_READ_SECONDS):
+                        return fn(db, *args, **kwargs)
+                except CutShort:
+                    pass
             pool = self.write if write else self.read
             return await pool(fn, db, *args, **kwargs)
 

@@ -6,16 +6,16 @@ the application's lifespan and closes at its end, after in-flight requests.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as ASGIScope
 
@@ -30,9 +30,10 @@ from shoal.server.httputil import (
     error_body,
     json_response,
     node_of,
+    route,
     status_of,
 )
-from shoal.server.metrics import Metrics, RequestMetrics
+from shoal.server.metrics import Metrics
 from shoal.server.openapi import document
 from shoal.server.port import ServedNode
 
@@ -90,29 +91,63 @@ async def openapi(request: Request) -> Response:
     return json_response(document())
 
 
-class NodeHeader:
-    """ASGI middleware: every response names the node that served it (`Shoal-Node`),
-    unless it already does (an answer forwarded from another node)."""
+class Front:
+    """The one layer every request passes: it names the node that served the answer
+    (`Shoal-Node`, unless a forwarded answer already does), turns an exception into
+    the dialect's error response, and counts the request by route, status and time.
 
-    def __init__(self, app: ASGIApp) -> None:
+    It stands in for Starlette's four layers (server errors, the middleware above,
+    handled exceptions), each of which wrapped `send` again per request.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        state = scope["app"].state
+        started = time.perf_counter()
+        status: int | None = None  # until the response begins
+        node: ServedNode | None = getattr(scope["app"].state, "node", None)
+        name = (b"shoal-node", node.node_id.encode()) if node is not None else None
 
         async def named(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                node = getattr(state, "node", None)
-                if node is not None and not any(k == b"shoal-node" for k, _ in headers):
-                    headers.append((b"shoal-node", node.node_id.encode()))
-                    message = {**message, "headers": headers}
+                status = message["status"]
+                headers = message.get("headers", [])
+                if name is not None and not any(k == b"shoal-node" for k, _ in headers):
+                    message = {**message, "headers": [*headers, name]}
             await send(message)
 
-        await self.app(scope, receive, named)
+        try:
+            await self.app(scope, receive, named)
+        except Exception as exc:
+            if status is not None:  # the response had begun: all that is left is to cut it
+                raise
+            request = Request(scope)
+            handler = handle_http if isinstance(exc, HTTPException) else handle_error
+            await (await handler(request, exc))(scope, receive, named)
+            if not isinstance(exc, (Error, HTTPException)):
+                raise  # a bug: the server logs it (a test client raises it)
+        finally:
+            route: Any = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            seconds = time.perf_counter() - started
+            self.metrics.observe(scope["method"], template, status or 500, seconds)
+
+
+class _App(Starlette):
+    """Starlette's routing, state and lifespan, behind `Front` alone."""
+
+    def __init__(self, metrics: Metrics, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.state.metrics = metrics
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return Front(self.router, self.state.metrics)
 
 
 def create_app(
@@ -154,21 +189,11 @@ def create_app(
         *rqlite.routes(),
         *transactions.routes(native.BASE),
         *logstream.routes(native.BASE),
-        Route("/livez", livez, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-        Route("/v1/openapi.json", openapi, methods=["GET"]),
+        route("/livez", livez, "GET"),
+        route("/readyz", readyz, "GET"),
+        route("/metrics", metrics, "GET"),
+        route("/v1/openapi.json", openapi, "GET"),
     ]
-    app = Starlette(
-        routes=routes,
-        middleware=[Middleware(RequestMetrics, metrics=counters), Middleware(NodeHeader)],
-        exception_handlers={
-            Error: handle_error,
-            HTTPException: handle_http,
-            Exception: handle_error,
-        },
-        lifespan=lifespan,
-    )
-    app.state.metrics = counters
+    app = _App(counters, routes=routes, lifespan=lifespan)
     app.state.rqlite_queue = rqlite.QueuedWrites()
     return app

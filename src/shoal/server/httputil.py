@@ -6,12 +6,15 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Send
+from starlette.types import Scope as ASGIScope
 
 from shoal.errors import (
     DatabaseExists,
@@ -36,10 +39,12 @@ from shoal.server.port import ServedNode
 
 __all__ = [
     "AUTHENTICATE",
+    "Handler",
     "authorize",
     "error_body",
     "json_response",
     "node_of",
+    "route",
     "parse_json",
     "read_body",
     "read_json",
@@ -112,6 +117,28 @@ def finite(value: Any) -> Any:
     if type(value) is float and not math.isfinite(value):
         return {"real": "Infinity" if value > 0 else "-Infinity"}
     return value
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _Endpoint:
+    """A handler as a plain ASGI app. Starlette would wrap a function in a layer of
+    exception handling per request; the application's front does that once."""
+
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        response = await self.handler(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
+def route(path: str, handler: Handler, *methods: str) -> Route:
+    """The route of `handler` for `path` and `methods`."""
+    return Route(path, _Endpoint(handler), methods=list(methods), name=handler.__name__)
 
 
 def node_of(request: Request) -> ServedNode:

@@ -19,7 +19,7 @@ from shoal.engine import Database
 from shoal.errors import Error, InvalidRequest, Unavailable
 from shoal.node.auth import Scope
 from shoal.server import backup
-from shoal.server.httputil import authorize, error_body, node_of
+from shoal.server.httputil import authorize, error_body, node_of, route
 from shoal.server.port import ServedNode
 from shoal.server.routing import dispatch
 from shoal.stream import MEDIA_TYPE, FrameKind, frame, json_frame
@@ -132,6 +132,6 @@ def _seconds(request: Request, key: str, default: float, low: float, high: float
 
 def routes(base: str) -> list[Route]:
     return [
-        Route(f"{base}/log", log_stream, methods=["GET"]),
-        Route(f"{base}/snapshot", snapshot, methods=["GET"]),
+        route(f"{base}/log", log_stream, "GET"),
+        route(f"{base}/snapshot", snapshot, "GET"),
     ]

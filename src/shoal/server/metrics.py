@@ -1,4 +1,4 @@
-"""`/metrics` in Prometheus's text format, and the ASGI middleware that counts requests.
+"""`/metrics` in Prometheus's text format: requests by route, status and duration.
 
 Requests are labelled by route template (`/v1/databases/{name}/query`), never by
 the raw path, so thousands of tenant databases do not make thousands of series.
@@ -9,14 +9,11 @@ from __future__ import annotations
 import bisect
 import time
 from collections import Counter, defaultdict
-from typing import Any
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shoal.node.archiving import ArchiveStatus
 from shoal.server.port import ServedNode
 
-__all__ = ["Metrics", "RequestMetrics"]
+__all__ = ["Metrics"]
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -137,31 +134,3 @@ def _per_database(
 
 def _gauge(name: str, help_text: str, value: float) -> list[str]:
     return [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value:g}"]
-
-
-class RequestMetrics:
-    """ASGI middleware: observes every HTTP request's route, status and duration."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def record_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, record_status)
-        finally:
-            route: Any = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            self.metrics.observe(scope["method"], template, status, time.perf_counter() - started)

@@ -36,6 +36,7 @@ from shoal.server.httputil import (
     node_of,
     read_body,
     read_json,
+    route,
     status_of,
 )
 from shoal.server.routing import dispatch, level_of
@@ -302,7 +303,7 @@ async def query(request: Request) -> Response:
 
     async def here() -> Response:
         batch = await node.run_on(
-            name, run_query, statements, write=False, min_version=wanted, wait=timeout
+            name, run_query, statements, write=False, min_version=wanted, wait=timeout, brief=True
         )
         return batch_response(batch)
 
@@ -346,6 +347,7 @@ async def mixed_request(request: Request) -> Response:
             write=not reads_only,
             min_version=wanted,
             wait=timeout,
+            brief=True,
             transaction=transaction,
         )
         return batch_response(batch)
@@ -383,15 +385,15 @@ BASE = "/v1/databases/{name}"
 def routes() -> list[Route]:
     base = BASE
     return [
-        Route(f"{base}/query", query, methods=["POST"]),
-        Route(f"{base}/execute", execute, methods=["POST"]),
-        Route(f"{base}/request", mixed_request, methods=["POST"]),
-        Route("/v1/status", node_status, methods=["GET"]),
-        Route("/v1/cluster", cluster_state, methods=["GET"]),
-        Route("/v1/databases", list_databases, methods=["GET"]),
-        Route("/v1/databases", create_database, methods=["POST"]),
-        Route(base, database_info, methods=["GET"]),
-        Route(base, drop_database, methods=["DELETE"]),
-        Route(f"{base}/backup", backup_database, methods=["GET"]),
-        Route(f"{base}/load", load_database, methods=["POST"]),
+        route(f"{base}/query", query, "POST"),
+        route(f"{base}/execute", execute, "POST"),
+        route(f"{base}/request", mixed_request, "POST"),
+        route("/v1/status", node_status, "GET"),
+        route("/v1/cluster", cluster_state, "GET"),
+        route("/v1/databases", list_databases, "GET"),
+        route("/v1/databases", create_database, "POST"),
+        route(base, database_info, "GET"),
+        route(base, drop_database, "DELETE"),
+        route(f"{base}/backup", backup_database, "GET"),
+        route(f"{base}/load", load_database, "POST"),
     ]

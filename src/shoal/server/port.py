@@ -55,10 +55,12 @@ class ServedNode(Protocol):
         write: bool,
         min_version: int | None = None,
         wait: float = 0.0,
+        brief: bool = False,
         **kwargs: Any,
     ) -> T:
         """Runs `fn(db, *args, **kwargs)` on database `name`, on the write or the
-        read pool, once it holds `min_version` (waiting up to `wait` s)."""
+        read pool, once it holds `min_version` (waiting up to `wait` s). A `brief`
+        read (`fn` may run twice) runs on the event loop while it stays brief."""
         ...
 
     def background(self, work: Coroutine[Any, Any, Any]) -> None:

@@ -31,7 +31,15 @@ from shoal.errors import Busy, Error, InvalidRequest, RequestTooLarge
 from shoal.node.auth import Scope
 from shoal.node.node import DEFAULT_DATABASE
 from shoal.server import backup
-from shoal.server.httputil import authorize, finite, json_response, node_of, read_body, read_json
+from shoal.server.httputil import (
+    authorize,
+    finite,
+    json_response,
+    node_of,
+    read_body,
+    read_json,
+    route,
+)
 from shoal.server.port import ServedNode
 from shoal.server.routing import dispatch, level_of
 from shoal.server.statements import (
@@ -275,7 +283,7 @@ async def db_query(request: Request) -> Response:
     statements = await _statements(request)
 
     async def here() -> Response:
-        batch = await node_of(request).run_on(name, run_query, statements, write=False)
+        batch = await node_of(request).run_on(name, run_query, statements, write=False, brief=True)
         return _respond(request, batch, started, rows_shape=True)
 
     return await dispatch(request, name, need, here)
@@ -296,6 +304,7 @@ async def db_request(request: Request) -> Response:
             run_request,
             statements,
             write=not reads_only,
+            brief=True,
             transaction=_flag(request, "transaction"),
         )
         return _respond(request, batch, started, rows_shape=False)
@@ -410,11 +419,11 @@ async def status(request: Request) -> Response:
 
 def routes() -> list[Route]:
     return [
-        Route("/db/execute", db_execute, methods=["POST"]),
-        Route("/db/query", db_query, methods=["GET", "POST"]),
-        Route("/db/request", db_request, methods=["POST"]),
-        Route("/db/backup", db_backup, methods=["GET"]),
-        Route("/db/load", db_load, methods=["POST"]),
-        Route("/nodes", nodes, methods=["GET"]),
-        Route("/status", status, methods=["GET"]),
+        route("/db/execute", db_execute, "POST"),
+        route("/db/query", db_query, "GET", "POST"),
+        route("/db/request", db_request, "POST"),
+        route("/db/backup", db_backup, "GET"),
+        route("/db/load", db_load, "POST"),
+        route("/nodes", nodes, "GET"),
+        route("/status", status, "GET"),
     ]

@@ -39,6 +39,7 @@ from shoal.server.httputil import (
     parse_json,
     read_body,
     read_json,
+    route,
 )
 from shoal.server.native import batch_json, batch_response, statements_from
 from shoal.server.port import ServedNode
@@ -252,8 +253,8 @@ async def rollback(request: Request) -> Response:
 
 def routes(base: str) -> list[Route]:
     return [
-        Route(f"{base}/transactions", begin, methods=["POST"]),
-        Route(f"{base}/transactions/{{tx}}", run_in, methods=["POST"]),
-        Route(f"{base}/transactions/{{tx}}/commit", commit, methods=["POST"]),
-        Route(f"{base}/transactions/{{tx}}/rollback", rollback, methods=["POST"]),
+        route(f"{base}/transactions", begin, "POST"),
+        route(f"{base}/transactions/{{tx}}", run_in, "POST"),
+        route(f"{base}/transactions/{{tx}}/commit", commit, "POST"),
+        route(f"{base}/transactions/{{tx}}/rollback", rollback, "POST"),
     ]
