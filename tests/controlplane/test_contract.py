@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 import shoal.controlplane
@@ -546,3 +548,67 @@ def test_postgresql_down_is_unavailable_and_back_works_again(tmp_path: Path, nam
         finally:
             plane.close()
             leader.close()
+
+
+class _CutConnection:
+    """A pooled connection whose next append is cut off: after the server ran it
+    (`ran`), or before it arrived. The fault is the only thing mocked."""
+
+    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]], *, ran: bool) -> None:
+        self._conn, self._ran = conn, ran
+        self.closed = False
+
+    def execute(self, sql: str, params: Any = None) -> Any:
+        if "shoal_heads" not in sql:
+            return self._conn.execute(sql, params)
+        if self._ran:
+            self._conn.execute(sql, params)
+        self.close()
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    def close(self) -> None:
+        self.closed = True
+        self._conn.close()
+
+
+def _cut_next_append(plane: PostgresControlPlane, *, ran: bool) -> None:
+    """Makes the connection `plane` takes next cut off its append (once)."""
+    take = plane._take
+
+    def cut_once(fresh: bool = False) -> tuple[Any, bool]:
+        plane._take = take  # type: ignore[method-assign]
+        conn, reused = take(fresh)
+        return _CutConnection(conn, ran=ran), reused
+
+    plane._take = cut_once  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("ran", [True, False], ids=["after-commit", "before-arrival"])
+def test_an_append_cut_off_is_settled_by_reading_the_log(
+    postgres_dsn: str, name: str, ran: bool
+) -> None:
+    # An append is one statement: when its connection breaks, the node cannot tell
+    # whether it committed. The log can: the append lands exactly once, and says so.
+    plane = PostgresControlPlane(postgres_dsn)
+    try:
+        plane.append(name, 1, [b"one"])
+        _cut_next_append(plane, ran=ran)
+        plane.append(name, 2, [b"two", b"three"])
+        assert plane.read(name, 1) == [(1, b"one"), (2, b"two"), (3, b"three")]
+        assert plane.head(name) == 3
+    finally:
+        plane.close()
+
+
+def test_an_append_cut_off_after_another_won_is_a_conflict(postgres_dsn: str, name: str) -> None:
+    plane, rival = PostgresControlPlane(postgres_dsn), PostgresControlPlane(postgres_dsn)
+    try:
+        plane.append(name, 1, [b"one"])
+        rival.append(name, 2, [b"rival's"])
+        _cut_next_append(plane, ran=True)  # ran, and found the head moved: no rows
+        with pytest.raises(AppendConflict, match="ends at version 2"):
+            plane.append(name, 2, [b"two"])
+        assert plane.read(name, 1) == [(1, b"one"), (2, b"rival's")]
+    finally:
+        plane.close()
+        rival.close()

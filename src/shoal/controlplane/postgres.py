@@ -8,31 +8,40 @@ the one clock every node shares.
 
 Connections: up to POOL_SIZE for statements, each call taking one for its few
 short round trips (so appends to different logs, from different threads, do
-not wait on each other); another, on its own thread, LISTENs on CHANNEL. An append
-notifies inside its transaction, so the notification goes out when it commits,
-and followers of that log wake within milliseconds. While the listener is
+not wait on each other); another, on its own thread, LISTENs on CHANNEL, and a
+third NOTIFYs there once appends commit, off the appending thread's path, so
+followers of that log wake within milliseconds. While the listener is
 reconnecting, followers poll every FALLBACK_POLL_SECONDS.
+
+An append is one statement, so one round trip: moving the head and inserting
+the records are the two parts of one data-modifying WITH (decision 37).
 
 Failures: an OperationalError from psycopg (the server is down or restarting,
 the connection was cut) drops the connection and becomes ControlPlaneUnavailable;
 the next call connects again. A call on a connection left from before, which
 may have died while idle (a server restart), is tried once more on a new one,
 unless it failed while committing: then whether it took effect is unknown, and
-the caller is told.
+the caller is told. An append that failed so is settled instead: its last
+record, read on a new connection, says whether it landed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, TypeVar
 
 import psycopg
 
-from shoal.controlplane.base import CommitUnknown, ControlPlaneError, ControlPlaneUnavailable
+from shoal.controlplane.base import (
+    AppendConflict,
+    CommitUnknown,
+    ControlPlaneError,
+    ControlPlaneUnavailable,
+)
 from shoal.controlplane.sql import POSTGRES, Cursor, SQLControlPlane, Wait
 from shoal.errors import InterfaceError
 
@@ -47,9 +56,30 @@ RECONNECT_SECONDS = 0.5  # between the listener's attempts to connect
 POOL_SIZE = 4  # connections for statements: appends of different logs run side by side
 SCHEMA_LOCK = 0x73686F616C  # pg_advisory_xact_lock key for creating the tables ('shoal')
 
-NOTIFY = "SELECT pg_notify(%s, %s)"
+NOTIFY = "SELECT pg_notify(%s, topic) FROM unnest(%s::text[]) AS topic"
+# An append in one statement: the head moves (or starts, at version 1) only if it is
+# where the append expects it, and the records go in only if it moved; the result
+# is the moved head, no rows when another append came first.
+_INSERT_RECORDS = """INSERT INTO shoal_log (database_name, version, record)
+    SELECT %(database)s, v, r FROM moved, unnest(%(versions)s::bigint[], %(records)s::bytea[])
+    AS t(v, r)"""
+APPEND_FIRST = f"""WITH moved AS (
+    INSERT INTO shoal_heads (database_name, head) VALUES (%(database)s, %(last)s)
+    ON CONFLICT (database_name) DO NOTHING RETURNING head
+), added AS ({_INSERT_RECORDS})
+SELECT head FROM moved"""
+APPEND_NEXT = f"""WITH moved AS (
+    UPDATE shoal_heads SET head = %(last)s
+    WHERE database_name = %(database)s AND head = %(expected)s RETURNING head
+), added AS ({_INSERT_RECORDS})
+SELECT head FROM moved"""
+RECORD_AT = "SELECT record FROM shoal_log WHERE database_name = %s AND version = %s"
 CREATE_CLOCK = """CREATE OR REPLACE FUNCTION shoal_now() RETURNS DOUBLE PRECISION
     LANGUAGE SQL VOLATILE AS 'SELECT extract(epoch FROM clock_timestamp())::float8'"""
+
+
+def _rows(conn: psycopg.Connection[tuple[Any, ...]], sql: str, params: Any) -> list[Any]:
+    return conn.execute(sql, params).fetchall()
 
 
 def _topic(database: str) -> str:
@@ -127,6 +157,55 @@ class _Listener:
         self._thread.join(CONNECT_TIMEOUT + 1)
 
 
+class _Notifier:
+    """A thread with its own connection that NOTIFYs the logs appended to since it
+    last did, in one statement. A transaction that notifies holds a server-wide
+    lock through its commit and waits for its own disk flush; kept off the
+    append's path, neither slows an append, and one notification covers many."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._lock = threading.Lock()
+        self._topics: set[str] = set()
+        self._pending = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._notify, name="shoal-notify", daemon=True)
+        self._thread.start()
+
+    def add(self, topic: str) -> None:
+        with self._lock:
+            self._topics.add(topic)
+        self._pending.set()
+
+    def _notify(self) -> None:
+        conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        while True:
+            self._pending.wait()
+            if self._stop.is_set():
+                break
+            self._pending.clear()
+            with self._lock:
+                topics, self._topics = sorted(self._topics), set()
+            try:
+                if conn is None or conn.closed:
+                    conn = psycopg.connect(
+                        self._dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT
+                    )
+                    # A lost notification costs a follower one poll, never data.
+                    conn.execute("SET synchronous_commit TO OFF")
+                conn.execute(NOTIFY, (CHANNEL, topics))
+            except psycopg.Error:
+                if conn is not None:
+                    conn.close()  # followers poll until the next append notifies
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._pending.set()
+        self._thread.join(CONNECT_TIMEOUT + 1)
+
+
 class PostgresControlPlane(SQLControlPlane):
     """The control plane in the PostgreSQL database that `dsn` names (a libpq URL or
     key=value string; a password is best left to PGPASSWORD or ~/.pgpass).
@@ -139,6 +218,7 @@ class PostgresControlPlane(SQLControlPlane):
         self._slots = threading.BoundedSemaphore(connections)
         self._idle: list[psycopg.Connection[tuple[Any, ...]]] = []
         self._listener: _Listener | None = None
+        self._notifier: _Notifier | None = None
         self._closed = False
         self._write(self._create)
 
@@ -163,17 +243,19 @@ class PostgresControlPlane(SQLControlPlane):
             conn, reused = self._take()
             while True:
                 committing = False
-                try:
+
+                def call(conn: psycopg.Connection[tuple[Any, ...]] = conn) -> T:
+                    nonlocal committing
                     if not write:
+                        return work(_Cursor(conn.cursor()))
+                    with conn.transaction():
                         result = work(_Cursor(conn.cursor()))
-                    else:
-                        with conn.transaction():
-                            result = work(_Cursor(conn.cursor()))
-                            committing = True
-                    self._give_back(conn)
+                        committing = True
                     return result
+
+                try:
+                    return self._on(conn, call)
                 except psycopg.OperationalError as exc:
-                    conn.close()
                     if committing:
                         raise CommitUnknown(
                             f"the PostgreSQL control plane went away while committing: {exc}"
@@ -183,12 +265,23 @@ class PostgresControlPlane(SQLControlPlane):
                             f"the PostgreSQL control plane cannot be reached: {exc}"
                         ) from exc
                     conn, reused = self._take(fresh=True)
-                except psycopg.Error as exc:
-                    self._give_back(conn)
-                    raise ControlPlaneError(f"the PostgreSQL control plane failed: {exc}") from exc
-                except BaseException:
-                    conn.close()
-                    raise
+
+    def _on(self, conn: psycopg.Connection[tuple[Any, ...]], call: Callable[[], T]) -> T:
+        """`call()`, which uses `conn`; then `conn` goes back to the idle list. An
+        OperationalError (the connection broke) passes, with `conn` closed."""
+        try:
+            result = call()
+        except psycopg.OperationalError:
+            conn.close()
+            raise
+        except psycopg.Error as exc:
+            self._give_back(conn)
+            raise ControlPlaneError(f"the PostgreSQL control plane failed: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._give_back(conn)
+        return result
 
     def _take(self, fresh: bool = False) -> tuple[psycopg.Connection[tuple[Any, ...]], bool]:
         """An idle connection (True: left from before, it may have died idle), or a new one."""
@@ -212,12 +305,58 @@ class PostgresControlPlane(SQLControlPlane):
             else:
                 self._idle.append(conn)
 
+    def _append(self, database: str, version: int, records: Sequence[bytes]) -> None:
+        last = version + len(records) - 1
+        params = {
+            "database": database,
+            "last": last,
+            "expected": version - 1,
+            "versions": list(range(version, last + 1)),
+            "records": list(records),
+        }
+        statement = APPEND_FIRST if version == 1 else APPEND_NEXT
+        for fresh in (False, True):  # again, on a new connection, if it surely did not land
+            with self._slots:
+                conn, _ = self._take(fresh)
+                broken: psycopg.OperationalError | None = None
+                try:
+                    rows = self._on(conn, partial(_rows, conn, statement, params))
+                    moved = bool(rows)
+                except psycopg.OperationalError as exc:
+                    broken = exc
+            if broken is not None:  # it may or may not have committed: the log says
+                landed = self._landed(database, last, records[-1], broken)
+                if landed is None:
+                    continue
+                moved = landed
+            if not moved:
+                raise AppendConflict(database, version, self.head(database))
+            return
+        raise ControlPlaneUnavailable(
+            f"the PostgreSQL control plane broke the connection of the append at version "
+            f"{version} to {database!r} twice; it did not land"
+        )
+
+    def _landed(self, database: str, last: int, record: bytes, cause: Exception) -> bool | None:
+        """After an append's connection broke: True if its last record is in the log,
+        False if another is there, None if that version is not (nothing landed)."""
+        try:
+            rows = self._read(lambda cursor: cursor.rows(RECORD_AT, (database, last)))
+        except ControlPlaneError as exc:
+            raise CommitUnknown(
+                f"the PostgreSQL control plane went away during an append ({cause}), "
+                f"and whether it landed cannot be read: {exc}"
+            ) from cause
+        return None if not rows else bytes(rows[0][0]) == record
+
     def _appended(self, database: str) -> None:
-        # In a statement of its own, after the append's commit: a transaction that
-        # notifies holds a server-wide lock through its commit, and appends inside
-        # one would commit one at a time, each waiting for its own disk flush.
-        with contextlib.suppress(ControlPlaneError):
-            self._read(lambda cursor: cursor.rows(NOTIFY, (CHANNEL, _topic(database))))
+        with self._lock:
+            if self._closed:
+                return
+            if self._notifier is None:
+                self._notifier = _Notifier(self._dsn)
+            notifier = self._notifier
+        notifier.add(_topic(database))
 
     def _expendable(self, cursor: Cursor) -> None:
         cursor.count("SET LOCAL synchronous_commit TO OFF")
@@ -238,7 +377,9 @@ class PostgresControlPlane(SQLControlPlane):
             self._closed = True
             idle, self._idle = self._idle, []
             listener, self._listener = self._listener, None
+            notifier, self._notifier = self._notifier, None
         for conn in idle:
             conn.close()
-        if listener is not None:
-            listener.close()
+        for helper in (listener, notifier):
+            if helper is not None:
+                helper.close()

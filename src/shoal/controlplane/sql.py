@@ -173,6 +173,12 @@ class SQLControlPlane(ABC):
             raise InvalidRequest(f"log versions start at 1, not {version}")
         if not records:
             raise InvalidRequest("an append needs at least one record")
+        self._append(database, version, records)
+        self._appended(database)
+
+    def _append(self, database: str, version: int, records: Sequence[bytes]) -> None:
+        """Writes `records` from `version` on if the log ends just before it, else
+        raises AppendConflict. In one transaction here; a backend may do better."""
         last = version + len(records) - 1
 
         def append(cursor: Cursor) -> None:
@@ -189,7 +195,6 @@ class SQLControlPlane(ABC):
                 cursor.count(self._sql.insert_records(len(batch)), params)
 
         self._write(append)
-        self._appended(database)
 
     def head(self, database: str) -> int:
         _check_name("database", database)
