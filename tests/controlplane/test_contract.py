@@ -551,15 +551,16 @@ def test_postgresql_down_is_unavailable_and_back_works_again(tmp_path: Path, nam
 
 
 class _CutConnection:
-    """A pooled connection whose next append is cut off: after the server ran it
-    (`ran`), or before it arrived. The fault is the only thing mocked."""
+    """A pooled connection whose next write (an append or a key-value write) is cut
+    off: after the server ran it (`ran`), or before it arrived. The fault is the
+    only thing mocked."""
 
     def __init__(self, conn: psycopg.Connection[tuple[Any, ...]], *, ran: bool) -> None:
         self._conn, self._ran = conn, ran
         self.closed = False
 
     def execute(self, sql: str, params: Any = None) -> Any:
-        if "shoal_heads" not in sql:
+        if "shoal_heads" not in sql and "shoal_kv_revision" not in sql:
             return self._conn.execute(sql, params)
         if self._ran:
             self._conn.execute(sql, params)
@@ -571,8 +572,8 @@ class _CutConnection:
         self._conn.close()
 
 
-def _cut_next_append(plane: PostgresControlPlane, *, ran: bool) -> None:
-    """Makes the connection `plane` takes next cut off its append (once)."""
+def _cut_next_write(plane: PostgresControlPlane, *, ran: bool) -> None:
+    """Makes the connection `plane` takes next cut off its write (once)."""
     take = plane._take
 
     def cut_once(fresh: bool = False) -> tuple[Any, bool]:
@@ -592,7 +593,7 @@ def test_an_append_cut_off_is_settled_by_reading_the_log(
     plane = PostgresControlPlane(postgres_dsn)
     try:
         plane.append(name, 1, [b"one"])
-        _cut_next_append(plane, ran=ran)
+        _cut_next_write(plane, ran=ran)
         plane.append(name, 2, [b"two", b"three"])
         assert plane.read(name, 1) == [(1, b"one"), (2, b"two"), (3, b"three")]
         assert plane.head(name) == 3
@@ -605,10 +606,33 @@ def test_an_append_cut_off_after_another_won_is_a_conflict(postgres_dsn: str, na
     try:
         plane.append(name, 1, [b"one"])
         rival.append(name, 2, [b"rival's"])
-        _cut_next_append(plane, ran=True)  # ran, and found the head moved: no rows
+        _cut_next_write(plane, ran=True)  # ran, and found the head moved: no rows
         with pytest.raises(AppendConflict, match="ends at version 2"):
             plane.append(name, 2, [b"two"])
         assert plane.read(name, 1) == [(1, b"one"), (2, b"rival's")]
     finally:
         plane.close()
         rival.close()
+
+
+@pytest.mark.parametrize("ran", [True, False], ids=["after-commit", "before-arrival"])
+def test_a_key_write_cut_off_is_settled_by_reading_the_key(
+    postgres_dsn: str, name: str, ran: bool
+) -> None:
+    # A lease renewal writes the same value over its last revision: cut off, it must
+    # neither report a conflict it did not have nor claim a renewal that did not land.
+    plane = PostgresControlPlane(postgres_dsn)
+    try:
+        first = plane.put(name, b"holder n1, epoch 3", expect=ABSENT, ttl=30)
+        _cut_next_write(plane, ran=ran)
+        renewed = plane.put(name, b"holder n1, epoch 3", expect=first, ttl=30)
+        entry = plane.get(name)
+        assert entry is not None and entry.revision == renewed > first
+        _cut_next_write(plane, ran=ran)
+        with pytest.raises(KeyConflict):  # the stale revision still conflicts
+            plane.put(name, b"holder n2, epoch 4", expect=first, ttl=30)
+        _cut_next_write(plane, ran=ran)
+        taken = plane.put(name + "new", b"holder n2, epoch 1", expect=ABSENT)
+        assert plane.get(name + "new") == Entry(b"holder n2, epoch 1", taken, None)
+    finally:
+        plane.close()

@@ -13,16 +13,17 @@ third NOTIFYs there once appends commit, off the appending thread's path, so
 followers of that log wake within milliseconds. While the listener is
 reconnecting, followers poll every FALLBACK_POLL_SECONDS.
 
-An append is one statement, so one round trip: moving the head and inserting
-the records are the two parts of one data-modifying WITH (decision 37).
+A write is one statement, so one round trip: an append moves the head and
+inserts the records in one data-modifying WITH, a key-value write takes its
+revision and writes in another (decision 37).
 
 Failures: an OperationalError from psycopg (the server is down or restarting,
 the connection was cut) drops the connection and becomes ControlPlaneUnavailable;
 the next call connects again. A call on a connection left from before, which
 may have died while idle (a server restart), is tried once more on a new one,
 unless it failed while committing: then whether it took effect is unknown, and
-the caller is told. An append that failed so is settled instead: its last
-record, read on a new connection, says whether it landed.
+the caller is told. A write that failed so is settled instead: what it wrote,
+read on a new connection, says whether it landed.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ from typing import Any, TypeVar
 import psycopg
 
 from shoal.controlplane.base import (
+    ABSENT,
     AppendConflict,
     CommitUnknown,
     ControlPlaneError,
     ControlPlaneUnavailable,
+    KeyConflict,
 )
 from shoal.controlplane.sql import POSTGRES, Cursor, SQLControlPlane, Wait
 from shoal.errors import InterfaceError
@@ -74,11 +77,46 @@ APPEND_NEXT = f"""WITH moved AS (
 ), added AS ({_INSERT_RECORDS})
 SELECT head FROM moved"""
 RECORD_AT = "SELECT record FROM shoal_log WHERE database_name = %s AND version = %s"
+# A key-value write in one statement. Taking the next revision locks the counter's
+# row until the commit, so writes commit in revision order, as in the SQL backend's
+# transaction; expired entries other than this key are purged on the way, and
+# synchronous_commit is set for this transaction alone ("off": an expendable write).
+# No rows back: the entry was not as expected.
+_KV = """WITH settings AS (SELECT set_config('synchronous_commit', %(commit)s, true)),
+next AS (UPDATE shoal_kv_revision SET revision = revision + 1 WHERE id = 1 RETURNING revision),
+purged AS (DELETE FROM shoal_kv WHERE expires_at <= shoal_now() AND key <> %(key)s)
+"""
+_UPSERT = (
+    _KV
+    + """INSERT INTO shoal_kv (key, value, revision, expires_at)
+SELECT %(key)s, %(value)s, next.revision, shoal_now() + %(ttl)s FROM next, settings
+ON CONFLICT (key) DO UPDATE SET
+    value = excluded.value, revision = excluded.revision, expires_at = excluded.expires_at"""
+)
+PUT = _UPSERT + "\nRETURNING revision"
+PUT_NEW = (  # only over an expired entry
+    _UPSERT
+    + """
+WHERE shoal_kv.expires_at IS NOT NULL AND shoal_kv.expires_at <= shoal_now()
+RETURNING revision"""
+)
+PUT_OVER = (
+    _KV
+    + """UPDATE shoal_kv SET
+    value = %(value)s, revision = next.revision, expires_at = shoal_now() + %(ttl)s
+FROM next, settings
+WHERE key = %(key)s AND shoal_kv.revision = %(expect)s
+    AND (expires_at IS NULL OR expires_at > shoal_now())
+RETURNING shoal_kv.revision"""
+)
 CREATE_CLOCK = """CREATE OR REPLACE FUNCTION shoal_now() RETURNS DOUBLE PRECISION
     LANGUAGE SQL VOLATILE AS 'SELECT extract(epoch FROM clock_timestamp())::float8'"""
 
 
-def _rows(conn: psycopg.Connection[tuple[Any, ...]], sql: str, params: Any) -> list[Any]:
+Rows = list[tuple[Any, ...]]
+
+
+def _rows(conn: psycopg.Connection[tuple[Any, ...]], sql: str, params: Any) -> Rows:
     return conn.execute(sql, params).fetchall()
 
 
@@ -314,40 +352,67 @@ class PostgresControlPlane(SQLControlPlane):
             "versions": list(range(version, last + 1)),
             "records": list(records),
         }
+
+        def landed() -> Rows | None:  # our last record there, another's, or none
+            rows = self._read(lambda cursor: cursor.rows(RECORD_AT, (database, last)))
+            return None if not rows else [(last,)] if bytes(rows[0][0]) == records[-1] else []
+
         statement = APPEND_FIRST if version == 1 else APPEND_NEXT
-        for fresh in (False, True):  # again, on a new connection, if it surely did not land
+        if not self._write_alone(statement, params, landed):
+            raise AppendConflict(database, version, self.head(database))
+
+    def _put(self, key: str, value: bytes, expect: int | None, ttl: float | None) -> int:
+        params = {
+            "key": key,
+            "value": value,
+            "expect": expect,
+            "ttl": ttl,
+            "commit": "on" if ttl is None else "off",  # an expendable write: see _put
+        }
+
+        def landed() -> Rows | None:
+            if expect is None:
+                return None  # last writer wins: writing it again is the same write
+            entry = self.get(key)
+            if entry is None or entry.revision == expect:
+                return None  # still as expected: it did not land
+            # Moved on: ours if it holds our value (a lease's holder and epoch, which
+            # only its holder writes), else another writer's: a conflict either way.
+            return [(entry.revision,)] if entry.value == value else []
+
+        statement = PUT if expect is None else PUT_NEW if expect == ABSENT else PUT_OVER
+        rows = self._write_alone(statement, params, landed)
+        if not rows:
+            raise KeyConflict(key, ABSENT if expect is None else expect, self.get(key))
+        return int(rows[0][0])
+
+    def _write_alone(
+        self, statement: str, params: dict[str, Any], landed: Callable[[], Rows | None]
+    ) -> Rows:
+        """The rows of `statement`, a write run alone: one round trip, its own
+        transaction. When the connection breaks the write may or may not have
+        committed; `landed()`, reading on another connection, gives the rows it
+        returned if it did, None if it did not, and then it is sent once more."""
+        for fresh in (False, True):
             with self._slots:
                 conn, _ = self._take(fresh)
-                broken: psycopg.OperationalError | None = None
                 try:
-                    rows = self._on(conn, partial(_rows, conn, statement, params))
-                    moved = bool(rows)
+                    return self._on(conn, partial(_rows, conn, statement, params))
                 except psycopg.OperationalError as exc:
                     broken = exc
-            if broken is not None:  # it may or may not have committed: the log says
-                landed = self._landed(database, last, records[-1], broken)
-                if landed is None:
-                    continue
-                moved = landed
-            if not moved:
-                raise AppendConflict(database, version, self.head(database))
-            return
+            try:
+                rows = landed()
+            except ControlPlaneError as exc:
+                raise CommitUnknown(
+                    f"the PostgreSQL control plane went away during a write ({broken}), "
+                    f"and whether it landed cannot be read: {exc}"
+                ) from broken
+            if rows is not None:
+                return rows
         raise ControlPlaneUnavailable(
-            f"the PostgreSQL control plane broke the connection of the append at version "
-            f"{version} to {database!r} twice; it did not land"
+            f"the PostgreSQL control plane broke the connection of a write twice; "
+            f"it did not land: {broken}"
         )
-
-    def _landed(self, database: str, last: int, record: bytes, cause: Exception) -> bool | None:
-        """After an append's connection broke: True if its last record is in the log,
-        False if another is there, None if that version is not (nothing landed)."""
-        try:
-            rows = self._read(lambda cursor: cursor.rows(RECORD_AT, (database, last)))
-        except ControlPlaneError as exc:
-            raise CommitUnknown(
-                f"the PostgreSQL control plane went away during an append ({cause}), "
-                f"and whether it landed cannot be read: {exc}"
-            ) from cause
-        return None if not rows else bytes(rows[0][0]) == record
 
     def _appended(self, database: str) -> None:
         with self._lock:
@@ -357,9 +422,6 @@ class PostgresControlPlane(SQLControlPlane):
                 self._notifier = _Notifier(self._dsn)
             notifier = self._notifier
         notifier.add(_topic(database))
-
-    def _expendable(self, cursor: Cursor) -> None:
-        cursor.count("SET LOCAL synchronous_commit TO OFF")
 
     @contextmanager
     def _watch(self, database: str) -> Iterator[Wait]:

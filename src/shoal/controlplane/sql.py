@@ -159,12 +159,6 @@ class SQLControlPlane(ABC):
         """Called once an append committed, to wake the log's followers at once.
         Never raises: followers also poll, only more slowly."""
 
-    @abstractmethod
-    def _expendable(self, cursor: Cursor) -> None:
-        """Called first in the transaction of a write with a TTL: the store may
-        lose the last of these in a crash of its own, as if they had expired early
-        (leases and heartbeats), so it need not wait for its disk."""
-
     # --- logs ------------------------------------------------------------------------
 
     def append(self, database: str, version: int, records: Sequence[bytes]) -> None:
@@ -256,12 +250,17 @@ class SQLControlPlane(ABC):
         if ttl is not None and not ttl > 0:
             raise InvalidRequest(f"a ttl is a number of seconds above 0, not {ttl}")
 
+        return self._put(key, value, expect, None if ttl is None else float(ttl))
+
+    def _put(self, key: str, value: bytes, expect: int | None, ttl: float | None) -> int:
+        """Writes the entry if `expect` holds (else raises KeyConflict) and returns its
+        revision. In one transaction here; a backend may do it in fewer round trips.
+        A write with a TTL is expendable: the store may lose the last of these in a
+        crash of its own, as if they had expired early (leases and heartbeats)."""
+
         def put(cursor: Cursor) -> int:
-            if ttl is not None:
-                self._expendable(cursor)
             revision = self._compare(cursor, key, expect)
-            ttl_seconds = None if ttl is None else float(ttl)
-            cursor.count(self._sql.put, (key, value, revision, ttl_seconds))
+            cursor.count(self._sql.put, (key, value, revision, ttl))
             return revision
 
         return self._write(put)

@@ -100,9 +100,6 @@ class SQLiteControlPlane(SQLControlPlane):
     def _appended(self, database: str) -> None:
         """Nothing to tell: followers poll."""
 
-    def _expendable(self, cursor: Cursor) -> None:
-        """Every commit waits for the disk: one file, one setting."""
-
     def _watch(self, database: str) -> AbstractContextManager[Wait]:
         return nullcontext(_poll)
 
