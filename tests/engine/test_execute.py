@@ -206,6 +206,19 @@ def test_statement_time_limit_interrupts(tmp_path: Path) -> None:
         slow.close()
 
 
+@pytest.mark.parametrize("limits", [Limits(max_rows=10), Limits(statement_seconds=0.05)])
+def test_a_read_stopped_before_its_last_statement_leaves_the_reader_usable(
+    db: Database, limits: Limits
+) -> None:
+    # The reader's cursor is reused; stopped with statements still to run, it used
+    # to refuse every later read on its thread ("remaining sql statements").
+    endless = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+    with pytest.raises((ResultTooLarge, StatementTimeout)):
+        db.query(endless + "SELECT i FROM n; SELECT 1", limits=limits)
+    assert db.query("SELECT 2", limits=limits).results[0].rows == [(2,)]
+    assert db.query("SELECT 3; SELECT 4").results[1].rows == [(4,)]
+
+
 def test_a_brief_read_is_cut_short_and_the_reader_goes_on(tmp_path: Path) -> None:
     limited = Database(tmp_path / "b.db", options=Options(limits=Limits(statement_seconds=1)))
     unlimited = Database(tmp_path / "u.db")

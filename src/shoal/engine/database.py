@@ -313,8 +313,14 @@ class Database:
                 cursor=reader.cursor,
                 descriptions=reader.descriptions,
             )
-        except ReadOnly:
-            raise _query_writes() from None
+        except BaseException as exc:
+            # Stopped before its last statement, the cursor would refuse the next read
+            # ("remaining sql statements"): the thread's reads go on with a new one.
+            reader.cursor.close(force=True)
+            reader.cursor = reader.conn.cursor()
+            if isinstance(exc, ReadOnly):
+                raise _query_writes() from None
+            raise
 
     def read_one(self, sql: str, params: Params = None) -> tuple[Description, list[Row]]:
         """`read` of a text that holds one statement other than a PRAGMA (`read`
