@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from shoal.engine import Database, Limits, Options
-from shoal.engine.execute import CutShort
+from shoal.engine.execute import FETCH_CHUNK, CutShort
 from shoal.errors import (
     IntegrityError,
     ProgrammingError,
@@ -204,6 +204,21 @@ def test_statement_time_limit_interrupts(tmp_path: Path) -> None:
         assert slow.query("SELECT 1").results[0].rows == [(1,)]  # still usable
     finally:
         slow.close()
+
+
+@pytest.mark.parametrize("statements", ["one", "two"])
+def test_result_limits_hold_exactly_across_fetched_chunks(db: Database, statements: str) -> None:
+    # One read statement is fetched in chunks of rows, checked after each; several
+    # are collected row by row: the limits must mean the same on both paths.
+    rows = 3 * FETCH_CHUNK + 7
+    numbers = f"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) "
+    sql = numbers + "SELECT i, 'abcd' FROM n" + ("" if statements == "one" else "; SELECT 1")
+    exact = db.query(sql, limits=Limits(max_rows=rows, max_bytes=rows * 12))
+    assert len(exact.results[0].rows) == rows and exact.results[0].rows[-1] == (rows, "abcd")
+    with pytest.raises(ResultTooLarge, match=f"more than {rows - 1} rows"):
+        db.query(sql, limits=Limits(max_rows=rows - 1))
+    with pytest.raises(ResultTooLarge, match=f"larger than {rows * 12 - 1} bytes"):
+        db.query(sql, limits=Limits(max_bytes=rows * 12 - 1))  # each row: 8 + 4 bytes
 
 
 @pytest.mark.parametrize("limits", [Limits(max_rows=10), Limits(statement_seconds=0.05)])

@@ -110,3 +110,27 @@ def test_a_request_that_failed_before_a_retry_runs_again_cleanly(pair: Pair) -> 
 def test_every_waiting_request_gets_the_error_when_no_transaction_opens(pair: Pair) -> None:
     done = queue(pair.follower, "INSERT INTO t VALUES (1)", "INSERT INTO t VALUES (2)")
     assert all(r.done and isinstance(r.error, ReadOnly) for r in done)
+
+
+def test_one_thread_hands_over_many_requests_at_once(pair: Pair) -> None:
+    # What a node's write pool does with the one-statement writes of many requests:
+    # the plain ones are one group and one version; the others run as execute would.
+    pair.leader.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, u UNIQUE)")
+    version = pair.leader.version
+    answers = pair.leader.execute_each(
+        [
+            ("INSERT INTO t(u) VALUES (?)", (1,)),
+            ("INSERT INTO t(u) VALUES (?)", (1,)),  # fails alone
+            ("CREATE TABLE s(x)", None),  # a schema change: its own transaction
+            ("INSERT INTO t(u) VALUES (2) RETURNING u", None),
+        ]
+    )
+    first, duplicate, created, returned = answers
+    assert isinstance(duplicate, IntegrityError)
+    assert not isinstance(first, Exception) and not isinstance(returned, Exception)
+    assert not isinstance(created, Exception)
+    assert first.version == returned.version == version + 1  # one group
+    assert created.version == version + 2
+    assert returned.results[0].rows == [(2,)]
+    assert pair.leader.query("SELECT u FROM t ORDER BY u").results[0].rows == [(1,), (2,)]
+    pair.assert_equal()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -190,9 +191,9 @@ def test_a_long_read_does_not_hold_back_other_requests(app_db: TestClient) -> No
     # moment; if the long one stayed, the quick read could only be answered after it.
     long = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000000) "
     answer: list[Any] = []
-    slow = threading.Thread(
-        target=lambda: answer.append(rows(app_db, long + "SELECT count(*) FROM n"))
-    )
+    # Two statements: cut short before the second, the loop's reader must go on.
+    both = long + "SELECT count(*) FROM n; SELECT 1"
+    slow = threading.Thread(target=lambda: answer.append(rows(app_db, both)))
     slow.start()
     try:
         time.sleep(0.2)  # well into the long read
@@ -201,6 +202,22 @@ def test_a_long_read_does_not_hold_back_other_requests(app_db: TestClient) -> No
     finally:
         slow.join(60)
     assert answer == [[[20000000]]]
+
+
+def test_concurrent_writes_are_answered_each_for_itself(app_db: TestClient) -> None:
+    # Writes waiting at once reach the write pool together and are committed as one
+    # group: a failure there is its request's alone, and nothing is lost.
+    def insert(i: int) -> Any:
+        body = {"sql": "INSERT INTO t(id, v) VALUES (?, ?)", "params": [i % 40, i]}
+        return app_db.post(f"{DB}/execute", json=body)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(insert, range(41)))  # 0 and 40 collide
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [200] * 40 + [409], statuses
+    failed = next(a for a in answers if a.status_code == 409)
+    assert failed.json()["error"]["type"] == "IntegrityError"
+    assert rows(app_db, "SELECT count(*), min(id), max(id) FROM t") == [[40, 0, 39]]
 
 
 def test_interactive_transaction_commit_and_rollback(app_db: TestClient) -> None:

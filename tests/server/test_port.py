@@ -65,6 +65,16 @@ class FakeNode:
     async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return fn(*args, **kwargs)
 
+    async def write_together(
+        self, name: str, fn: Callable[[Database, list[Any]], list[Any]], item: Any
+    ) -> Any:
+        self.calls.append((name, True))
+        async with self.database(name) as db:
+            (answer,) = fn(db, [item])
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
     async def run_on(
         self,
         name: str,

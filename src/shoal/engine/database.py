@@ -461,6 +461,30 @@ class Database:
             return Outcome(tx.version, results)
         return Outcome(*self._group.submit(*batch[0]))
 
+    def execute_each(self, statements: Statements) -> list[Outcome | Error]:
+        """Runs each statement text as a write transaction of its own, as `execute`
+        does, on this one thread: the plain ones group-committed together. Each
+        one's outcome, or the Error it raised."""
+        batch = list(statements)
+        plain = [index for index, (sql, _) in enumerate(batch) if groupable(sql)]
+        grouped = dict(zip(plain, self._group.submit_many([batch[i] for i in plain]), strict=True))
+        answers: list[Outcome | Error] = []
+        for index, (sql, params) in enumerate(batch):
+            if index not in grouped:
+                try:
+                    answers.append(self.execute(sql, params))
+                except Error as exc:
+                    answers.append(exc)
+                continue
+            answer = grouped[index]
+            if isinstance(answer, tuple):
+                answers.append(Outcome(*answer))
+            elif isinstance(answer, Error):
+                answers.append(answer)
+            else:
+                raise answer  # not a statement's failure (an interrupt): everyone's
+        return answers
+
     def vacuum(self) -> int:
         """Runs VACUUM after logging it as a barrier (followers then re-seed).
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import apsw
@@ -50,6 +51,7 @@ Params = Sequence[Any] | Mapping[str, Any] | None
 # trusted: a user's "COMMIT" must not find the engine's cached COMMIT.
 USER_PREPARE_FLAGS = apsw.SQLITE_PREPARE_PERSISTENT
 BeforeStatement = Callable[[str], None]
+FETCH_CHUNK = 256  # rows read between checks of a result's limits
 
 
 @dataclass(frozen=True)
@@ -177,15 +179,34 @@ class _Collector:
         assert self.current is not None
         rows = self.current.rows
         rows.append(row)
-        limits = self._limits
-        if limits.max_rows is not None and len(rows) > limits.max_rows:
-            raise ResultTooLarge(f"result has more than {limits.max_rows} rows (the row limit)")
-        if limits.max_bytes is not None:
-            self._bytes += sum(len(v) if isinstance(v, (str, bytes)) else 8 for v in row)
-            if self._bytes > limits.max_bytes:
-                raise ResultTooLarge(
-                    f"result is larger than {limits.max_bytes} bytes (the result size limit)"
-                )
+        self._bytes = _within_limits(self._limits, len(rows), self._bytes, (row,))
+
+
+def _within_limits(limits: Limits, count: int, size: int, added: Sequence[Row]) -> int:
+    """The size of a result of `count` rows, `added` the last of them, that was
+    `size` bytes before them; ResultTooLarge past the row or size limit."""
+    if limits.max_rows is not None and count > limits.max_rows:
+        raise ResultTooLarge(f"result has more than {limits.max_rows} rows (the row limit)")
+    if limits.max_bytes is not None:
+        size += sum(len(v) if isinstance(v, (str, bytes)) else 8 for row in added for v in row)
+        if size > limits.max_bytes:
+            raise ResultTooLarge(
+                f"result is larger than {limits.max_bytes} bytes (the result size limit)"
+            )
+    return size
+
+
+def fetch(cursor: apsw.Cursor, limits: Limits | None) -> list[Row]:
+    """The rest of `cursor`'s rows, checked against `limits` every FETCH_CHUNK rows
+    (a result past them is refused having read at most a chunk more)."""
+    if limits is None or (limits.max_rows is None and limits.max_bytes is None):
+        return cursor.fetchall()
+    rows: list[Row] = []
+    size = 0
+    while chunk := list(islice(cursor, FETCH_CHUNK)):
+        rows += chunk
+        size = _within_limits(limits, len(rows), size, chunk)
+    return rows
 
 
 def run(
@@ -209,15 +230,14 @@ def run(
     seconds = limits.statement_seconds
     if seconds is not None:
         deadline.start(seconds)
-    fast = before is None and limits.max_rows is None and limits.max_bytes is None
     own = cursor is None
     if cursor is None:
         cursor = conn.cursor()
     try:
-        if fast and is_single_statement(sql):
+        if before is None and is_single_statement(sql):  # a read: no statements to split
             if descriptions is not None:
-                return [Result(*read_one(conn, cursor, sql, params, descriptions))]
-            return [_read_one(cursor, sql, params)]
+                return [Result(*read_one(conn, cursor, sql, params, descriptions, limits))]
+            return [_read_one(cursor, sql, params, limits)]
         return _run_collected(conn, cursor, sql, params, limits, before)
     except Exception as exc:
         raise error_from(exc, policy, deadline, seconds) from None
@@ -268,22 +288,22 @@ def error_from(
     return exc
 
 
-def _read_one(cursor: apsw.Cursor, sql: str, params: Params) -> Result:
+def _read_one(cursor: apsw.Cursor, sql: str, params: Params, limits: Limits) -> Result:
     """The fast path for the commonest request: one statement that only reads (its
-    text has no ';'), with no result limits, fetched in one call."""
+    text has no ';'), its rows fetched in chunks (or in one call, without limits)."""
     cursor.execute(sql, params, prepare_flags=USER_PREPARE_FLAGS)
-    return Result(*_description_and_rows(cursor, sql, params))
+    return Result(*_description_and_rows(cursor, sql, params, limits))
 
 
 def _description_and_rows(
-    cursor: apsw.Cursor, sql: str, params: Params
+    cursor: apsw.Cursor, sql: str, params: Params, limits: Limits | None
 ) -> tuple[Description, list[Row]]:
     """What `cursor`, having executed `sql`, returns: its columns and every row."""
     try:
         description = cursor.get_description()
     except apsw.ExecutionCompleteError:  # no rows: the statement is already done
         return _description_without_running(cursor, sql, params), []
-    return description, cursor.fetchall()
+    return description, fetch(cursor, limits)
 
 
 def read_one(
@@ -292,6 +312,7 @@ def read_one(
     sql: str,
     params: Params,
     descriptions: Descriptions,
+    limits: Limits | None = None,
 ) -> tuple[Description, list[Row]]:
     """`_read_one` for a connection that never changes the schema itself (a
     reader), as (description, rows), with the description remembered.
@@ -306,8 +327,8 @@ def read_one(
     cursor.execute(sql, params, prepare_flags=USER_PREPARE_FLAGS)
     known = descriptions.get(sql)
     if known is not None and known[0] == conn.data_version():
-        return known[1], cursor.fetchall()
-    return described(conn, cursor, sql, params, descriptions)
+        return known[1], fetch(cursor, limits)
+    return described(conn, cursor, sql, params, descriptions, limits)
 
 
 def described(
@@ -316,11 +337,12 @@ def described(
     sql: str,
     params: Params,
     descriptions: Descriptions,
+    limits: Limits | None = None,
 ) -> tuple[Description, list[Row]]:
     """The rest of `read_one` once `cursor` has executed `sql` and no description
     was remembered for the connection's data version: asks, remembers, fetches."""
     version = conn.data_version()
-    description, rows = _description_and_rows(cursor, sql, params)
+    description, rows = _description_and_rows(cursor, sql, params, limits)
     if len(descriptions) >= DESCRIPTIONS_KEPT:
         descriptions.clear()
     descriptions[sql] = (version, description)

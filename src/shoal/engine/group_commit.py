@@ -89,16 +89,30 @@ class GroupCommit:
     def submit(self, sql: str, params: Params) -> tuple[int, list[Result]]:
         """Runs one request, alone or with others queued meanwhile: the version
         that carried it and its results, or its error raised."""
-        request = Request(sql, params)
+        answer = self.submit_many([(sql, params)])[0]
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+    def submit_many(
+        self, statements: list[tuple[str, Params]]
+    ) -> list[tuple[int, list[Result]] | BaseException]:
+        """`submit` for several requests from one thread at once: each one's version
+        and results, or its error."""
+        requests = [Request(sql, params) for sql, params in statements]
         with self._lock:
-            self.pending.append(request)
+            self.pending += requests
         with self._write_lock:
-            if not request.done:
+            if not all(request.done for request in requests):
                 self.commit_pending()
-        if request.error is not None:
-            raise request.error
-        assert request.results is not None
-        return request.version, request.results
+        answers: list[tuple[int, list[Result]] | BaseException] = []
+        for request in requests:
+            if request.error is not None:
+                answers.append(request.error)
+            else:
+                assert request.results is not None
+                answers.append((request.version, request.results))
+        return answers
 
     def commit_pending(self) -> None:
         """Runs the queued requests, one transaction per round (the writer is held)."""

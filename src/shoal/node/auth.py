@@ -345,7 +345,9 @@ class Authenticator:
 
 
 @functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=1024)
 def is_loopback(host: str | None) -> bool:
+    """Cached: a node hears from few addresses, and parsing one costs a request's while."""
     try:
         return host is not None and ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Send
@@ -156,7 +156,12 @@ async def read_body(request: Request) -> bytes:
             "(the node's max_body_bytes setting)"
         )
     chunks, size = [], 0
-    async for chunk in request.stream():
+    receive = request.receive  # not request.stream(): an async generator per request
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise RequestTooLarge(
@@ -164,7 +169,9 @@ async def read_body(request: Request) -> bytes:
                 "(the node's max_body_bytes setting)"
             )
         chunks.append(chunk)
-    body = b"".join(chunks)
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     request.state.body = body  # kept, should the request be forwarded to another node
     return body
 
@@ -181,13 +188,16 @@ def parse_json(body: bytes) -> Any:
     try:
         # The standard parser, not orjson: orjson turns integers past 64 bits into
         # floats, and a value must never change silently on its way to the database.
-        return json.loads(body, parse_constant=_no_constant)
+        return _DECODER.decode(body.decode(json.detect_encoding(body)))
     except (ValueError, RecursionError) as exc:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
 
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)  # json.loads builds one per call
 
 
 async def authorize(request: Request, scope: Scope, database: str | None) -> Grant:

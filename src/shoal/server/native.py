@@ -44,9 +44,9 @@ from shoal.server.statements import (
     Batch,
     Statement,
     is_read_only,
-    run_execute,
     run_query,
     run_request,
+    run_writes,
 )
 
 __all__ = ["decode_params", "result_json", "routes", "statements_from"]
@@ -319,9 +319,7 @@ async def execute(request: Request) -> Response:
     transaction = _flag(body, "transaction", True)
 
     async def here() -> Response:
-        batch = await node.run_on(
-            name, run_execute, statements, write=True, transaction=transaction
-        )
+        batch = await node.write_together(name, run_writes, (statements, transaction))
         return batch_response(batch)
 
     return await dispatch(request, name, Need(write=True), here)

@@ -47,6 +47,13 @@ class ServedNode(Protocol):
         """Runs `fn(*args, **kwargs)` on the read pool."""
         ...
 
+    async def write_together(
+        self, name: str, fn: Callable[[Database, list[Any]], list[Any]], item: Any
+    ) -> Any:
+        """`fn(db, [item])[0]` on the write pool, in one call with the other items
+        waiting for database `name`; an exception among `fn`'s answers is raised."""
+        ...
+
     async def run_on(
         self,
         name: str,

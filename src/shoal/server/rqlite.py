@@ -49,6 +49,7 @@ from shoal.server.statements import (
     run_execute,
     run_query,
     run_request,
+    run_writes,
 )
 
 __all__ = ["QueuedWrites", "go_duration", "routes", "statements_from"]
@@ -271,7 +272,7 @@ async def _execute(
                 raise Busy(f"the queued writes did not finish within {timeout:g} s") from None
         return json_response({"results": [], "sequence_number": sequence})
     transaction = _flag(request, "transaction")
-    batch = await node.run_on(name, run_execute, statements, write=True, transaction=transaction)
+    batch = await node.write_together(name, run_writes, (statements, transaction))
     return _respond(request, batch, started, rows_shape=False)
 
 

@@ -15,13 +15,23 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from shoal.engine import Database, Outcome, Result
 from shoal.engine.execute import Params
 from shoal.engine.sqltext import Kind, classify
 from shoal.errors import Error, NotLeader, QueryWrites, ReadOnly
 
-__all__ = ["Batch", "Statement", "is_read_only", "run_execute", "run_query", "run_request"]
+__all__ = [
+    "Batch",
+    "Statement",
+    "Write",
+    "is_read_only",
+    "run_execute",
+    "run_query",
+    "run_request",
+    "run_writes",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +82,17 @@ def is_read_only(statements: list[Statement]) -> bool:
 
 
 def _each(
-    db: Database, statements: list[Statement], run: Callable[[Statement], Outcome], stop: bool
+    db: Database,
+    statements: list[Statement],
+    run: Callable[[Statement], Outcome],
+    stop: bool,
+    started_at: float | None = None,
 ) -> Batch:
-    """Runs each statement with `run`; after a failure, goes on unless `stop`."""
+    """Runs each statement with `run`; after a failure, goes on unless `stop`.
+    (`started_at`: when the one statement's work began, if `run` only reports it.)"""
     batch = Batch(db.version)
     for origin, statement in enumerate(statements):
-        started = time.perf_counter()
+        started = time.perf_counter() if started_at is None else started_at
         try:
             outcome = run(statement)
         except Error as exc:
@@ -102,6 +117,44 @@ def run_execute(db: Database, statements: list[Statement], *, transaction: bool)
     if transaction and len(statements) > 1:
         return _in_one_transaction(db, statements)
     return _each(db, statements, lambda s: db.execute(s.sql, s.params), stop=transaction)
+
+
+Write = tuple[list[Statement], bool]
+"""A write request: its statements, and whether they are one transaction."""
+
+
+def run_writes(db: Database, writes: list[Write]) -> list[Batch | Exception]:
+    """Several requests' writes in one call on the write pool (Node.write_together):
+    those of one statement each a transaction of its own, group-committed together
+    (Database.execute_each); the others in turn. Each request's Batch, or what it
+    raised."""
+    single = [index for index, (statements, _) in enumerate(writes) if len(statements) == 1]
+    started = time.perf_counter()
+    outcomes = dict(
+        zip(
+            single,
+            db.execute_each([(s.sql, s.params) for i in single for s in writes[i][0]]),
+            strict=True,
+        )
+    )
+    answers: list[Batch | Exception] = []
+    for index, (statements, transaction) in enumerate(writes):
+        try:
+            if index in outcomes:
+                answered = partial(_answered, outcomes[index])
+                answers.append(_each(db, statements, answered, True, started))
+            else:
+                answers.append(run_execute(db, statements, transaction=transaction))
+        except Exception as exc:  # refused for not leading: routing sends it on
+            answers.append(exc)
+    return answers
+
+
+def _answered(outcome: Outcome | Error, statement: Statement) -> Outcome:
+    """`statement`'s outcome, already known (raised, when it failed)."""
+    if isinstance(outcome, Error):
+        raise outcome
+    return outcome
 
 
 def run_request(db: Database, statements: list[Statement], *, transaction: bool) -> Batch:
