@@ -143,3 +143,22 @@ def test_a_run_with_one_bad_record_changes_nothing(pair: Pair) -> None:
     assert_unchanged(pair, 1, checksum)
     assert pair.follower.log_range(2) == []
     assert pair.follower.apply_many(records[1:]) == 11
+
+
+def test_a_setting_applied_is_in_place_before_its_version_shows(pair: Pair) -> None:
+    # A replica's write-through waits for its write's version, then reads: it must
+    # find the setting that record brought (Django checks PRAGMA foreign_keys so).
+    follower = pair.follower
+    versions_seen: list[int] = []
+    read_settings = follower._read_settings
+
+    def spying() -> None:
+        versions_seen.append(follower.version)  # what another thread sees meanwhile
+        read_settings()
+
+    follower._read_settings = spying  # type: ignore[method-assign]
+    before = follower.version
+    pair.leader.execute("PRAGMA foreign_keys = ON")
+    pair.sync()
+    assert versions_seen == [before] and follower.version == pair.leader.version
+    assert follower.query("PRAGMA foreign_keys").results[0].rows == [(1,)]

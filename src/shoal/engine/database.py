@@ -570,11 +570,13 @@ class Database:
                 raise
             except apsw.Error as exc:
                 raise from_apsw(exc) from None
-            self._version = version
             with self._writer.policy.trusted():
                 self._sequence = read_sequence(conn)
             if statements:
                 self._read_settings()
+            # Last: a reader that waits for this version (a replica's write-through)
+            # must find the settings it brought in place once it sees it.
+            self._version = version
         self._advanced(version)
         return version
 
