@@ -26,6 +26,7 @@ import shoal
 from shoal.errors import Error
 from shoal.node.auth import LOCAL_ADMIN_FILE, is_loopback
 from shoal.node.config import Settings
+from shoal.server import wire
 from shoal.server.app import create_app
 from shoal.server.port import ServedNode
 
@@ -159,6 +160,7 @@ def serve(settings: Settings) -> int:
         access_log=False,
         timeout_graceful_shutdown=GRACE_SECONDS,
         server_header=False,
+        http=wire.Protocol,  # one write per response (decision 39)
         proxy_headers=False,  # the peer's own address decides loopback-only access
         backlog=4096,
     )
