@@ -243,6 +243,7 @@ def test_a_brief_read_is_cut_short_and_the_reader_goes_on(tmp_path: Path) -> Non
             assert limited.query("SELECT 1").results[0].rows == [(1,)]
             with pytest.raises(CutShort):
                 limited.query(long + "SELECT count(*) FROM c")
+        with limited.briefly(0.01):  # the reader is ready for the next brief read
             assert limited.query("SELECT 2").results[0].rows == [(2,)]
         # Outside, the same read runs to its end under the database's own limit.
         assert limited.query(long + "SELECT count(*) FROM c").results[0].rows == [(1000000,)]
@@ -253,6 +254,11 @@ def test_a_brief_read_is_cut_short_and_the_reader_goes_on(tmp_path: Path) -> Non
             )  # the shorter limit is the statement's
         with pytest.raises(CutShort), unlimited.briefly(10):
             pass  # nothing would bound a read on a database without a time limit
+        # The time is the whole block's, not each statement's: many quick reads in a
+        # row (one request's statements) are cut short too, between two of them.
+        with pytest.raises(CutShort), limited.briefly(0.05):
+            for _ in range(1_000_000):
+                limited.query("SELECT 1")
     finally:
         limited.close()
         unlimited.close()

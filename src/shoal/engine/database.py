@@ -353,18 +353,18 @@ class Database:
 
     @contextmanager
     def briefly(self, seconds: float) -> Iterator[None]:
-        """Cuts each statement this thread's reads run short after `seconds`, raising
+        """Cuts this thread's reads short once the block has run `seconds`, raising
         `CutShort`: the event loop serves the reads that take a moment itself, and
         hands the others to a thread. Without a statement time limit nothing bounds
         a read, so it is cut short at once."""
         if self.options.limits.statement_seconds is None:
             raise CutShort()
         deadline = self._reader().deadline
-        deadline.brief = seconds
+        deadline.brief_until = time.monotonic() + seconds
         try:
             yield
         finally:
-            deadline.brief = None
+            deadline.brief_until = None
 
     def _read_committed(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """Runs an engine query on this thread's reader: the last committed state."""

@@ -101,16 +101,18 @@ class CutShort(Exception):
 class Deadline:
     """A connection's progress handler: interrupts a statement past its deadline.
 
-    `brief`, when set, cuts every statement `run` starts short after that many
-    seconds (raising `CutShort`), whatever its own time limit: the event loop runs
-    a read itself only while it stays brief.
+    `brief_until`, when set, is a moment (`time.monotonic()`) past which no statement
+    `run` starts may go on, whatever its own time limit: it is cut short, raising
+    `CutShort`. The event loop runs a read itself only while the whole of it, every
+    statement of the request, stays brief.
     """
 
     CHECK_EVERY = 1000  # SQLite virtual machine steps between checks
 
     def __init__(self) -> None:
         self.at = float("inf")
-        self.brief: float | None = None
+        self.brief_until: float | None = None
+        self._cut_short = False  # the statement's deadline is brief_until
 
     def __call__(self) -> bool:
         return time.monotonic() > self.at
@@ -119,18 +121,21 @@ class Deadline:
         conn.set_progress_handler(self, self.CHECK_EVERY)
 
     def start(self, seconds: float) -> None:
-        """Sets the deadline of a statement whose time limit is `seconds`."""
-        brief = self.brief
-        self.at = time.monotonic() + (seconds if brief is None else min(seconds, brief))
+        """Sets the deadline of a statement whose time limit is `seconds`; CutShort
+        at once when a brief run has no time left for it."""
+        now = time.monotonic()
+        brief = self.brief_until
+        self._cut_short = brief is not None and brief < now + seconds
+        if brief is not None and brief < now:
+            raise CutShort()
+        self.at = brief if self._cut_short and brief is not None else now + seconds
 
     def passed(self, seconds: float) -> Exception | None:
         """What an interrupt means once a statement limited to `seconds` stopped:
         `CutShort`, `StatementTimeout`, or None (interrupted for another reason)."""
         if time.monotonic() <= self.at:
             return None
-        if self.brief is not None and self.brief < seconds:
-            return CutShort()
-        return StatementTimeout(seconds)
+        return CutShort() if self._cut_short else StatementTimeout(seconds)
 
 
 class _Collector:
