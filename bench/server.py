@@ -11,7 +11,11 @@ concurrent clients, for each contender, printed as ratios in one run:
   writes also with synchronous_commit=off, the setting closest to SQLite's
   synchronous=NORMAL;
 - engine: `shoal.engine.Database` in this process, N Python threads calling
-  `query` / `execute`: the ceiling the HTTP layer is measured against.
+  `query` / `execute`: the ceiling the HTTP layer is measured against;
+- one process: bench/bare_asgi.py, a bare ASGI function under uvicorn configured as
+  `shoal serve` configures it, running the same statement on one raw APSW
+  connection, driven by the same wrk scripts: what one Python process serving HTTP
+  reaches on this machine, with no shoal in it.
 
 The load generators are C programs because this machine has two cores: a Python
 client would measure itself. They still share the cores with the server.
@@ -22,6 +26,7 @@ Run from the repository root::
     python bench/server.py --seconds 10 --repeat 3 --clients 1,16
     python bench/server.py --json                  # machine-readable results only
     python bench/server.py --contenders postgres,engine   # without shoal serve
+    python bench/server.py --contenders shoal,bare        # shoal serve against its ceiling
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import platform
 import random
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -62,7 +68,7 @@ from bench.common import (
     threaded_rate,
     wrk_rate,
 )
-from tests.harness import postgres_bin, postgres_server, shoal_node
+from tests.harness import free_port, postgres_bin, postgres_server, shoal_node, wait_until
 
 import shoal
 from shoal.engine import Database, Options
@@ -81,6 +87,8 @@ POSTGRES_SCHEMA = (
 )
 OPERATIONS = ("read", "write")
 SHOAL, PG, PG_ASYNC, ENGINE = "shoal HTTP", "PostgreSQL", "PG async", "engine"
+BARE = "one process"
+CONTENDERS = ("shoal", "postgres", "engine", "bare")
 BATCH = 64  # engine operations between clock reads
 
 
@@ -124,12 +132,12 @@ end
 )
 
 
-class ShoalHttp:
-    """`shoal serve` over HTTP/1.1 keep-alive, one wrk connection per client."""
+class WrkHttp:
+    """An HTTP server answering shoal's query and execute requests (`shoal serve`, or
+    bench/bare_asgi.py), over HTTP/1.1 keep-alive, one wrk connection per client."""
 
-    name = SHOAL
-
-    def __init__(self, url: str, folder: Path) -> None:
+    def __init__(self, name: str, url: str, folder: Path) -> None:
+        self.name = name
         self.url = url
         self.scripts = {}
         for operation in OPERATIONS:
@@ -142,7 +150,7 @@ class ShoalHttp:
                 write=WRITE,
                 body=BODY,
             )
-            self.scripts[operation] = folder / f"wrk-{operation}.lua"
+            self.scripts[operation] = folder / f"wrk-{operation}.lua"  # the same for both
             self.scripts[operation].write_text(script)
 
     def rate(self, operation: str, clients: int, seconds: float) -> float:
@@ -174,6 +182,35 @@ def prepare_shoal(url: str) -> None:
                 for k in range(start, min(start + 1000, ROWS + 1))
             ]
             post("/v1/databases/bench/execute", {"statements": statements})
+
+
+@contextmanager
+def bare_asgi(folder: Path) -> Iterator[str]:
+    """bench/bare_asgi.py serving a file loaded as `prepare_shoal` loads shoal's; its URL."""
+    path = folder / "bare.db"
+    conn = apsw.Connection(str(path))
+    with conn:
+        for sql in SQLITE_SCHEMA:
+            conn.execute(sql)
+        conn.executemany(
+            "INSERT INTO kv(k, v) VALUES (?, ?)", [(k, value(k)) for k in range(1, ROWS + 1)]
+        )
+    conn.close()
+    port = free_port()
+    script = Path(__file__).with_name("bare_asgi.py")
+    command = [sys.executable, str(script), "--port", str(port), "--db", str(path)]
+    process = subprocess.Popen(command, env=checkout.subprocess_env())
+    try:
+        wait_until(lambda: listening(port), timeout=30, what="bench/bare_asgi.py to listen")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 # -- PostgreSQL, driven by pgbench ---------------------------------------------
@@ -343,40 +380,51 @@ def table(measurements: list[Measurement], env: dict[str, Any], args: argparse.N
         "",
     ]
     header = (
-        f"{'operation':<9} {'clients':>7} {'shoal HTTP':>11} {'PostgreSQL':>11} {'PG async':>9} "
-        f"{'engine':>9} {'shoal/PG':>9} {'shoal/PG async':>15} {'shoal/engine':>13}"
+        f"{'operation':<9} {'clients':>7} {'shoal HTTP':>11} {'one process':>12} "
+        f"{'PostgreSQL':>11} {'PG async':>9} {'engine':>9} {'shoal/one':>10} {'shoal/PG':>9} "
+        f"{'shoal/PG async':>15} {'shoal/engine':>13}"
     )
     lines += [header, "-" * len(header)]
     by_key = {(m.operation, m.clients, m.contender): m.median for m in measurements}
     for operation in OPERATIONS:
         for clients in args.clients:
-            got = {name: by_key.get((operation, clients, name)) for name in (SHOAL, PG, PG_ASYNC)}
-            got[ENGINE] = by_key.get((operation, clients, ENGINE))
+            got = {
+                name: by_key.get((operation, clients, name))
+                for name in (SHOAL, BARE, PG, PG_ASYNC, ENGINE)
+            }
 
             def cell(name: str, width: int, got: dict[str, float | None] = got) -> str:
                 figure = got[name]
                 return f"{figure:>{width},.0f}" if figure is not None else f"{'-':>{width}}"
 
+            shoal = got[SHOAL]
             lines.append(
-                f"{operation:<9} {clients:>7} {cell(SHOAL, 11)} {cell(PG, 11)} "
-                f"{cell(PG_ASYNC, 9)} {cell(ENGINE, 9)} {ratio(got[SHOAL], got[PG]):>9} "
-                f"{ratio(got[SHOAL], got[PG_ASYNC]):>15} {ratio(got[SHOAL], got[ENGINE]):>13}"
+                f"{operation:<9} {clients:>7} {cell(SHOAL, 11)} {cell(BARE, 12)} {cell(PG, 11)} "
+                f"{cell(PG_ASYNC, 9)} {cell(ENGINE, 9)} {ratio(shoal, got[BARE]):>10} "
+                f"{ratio(shoal, got[PG]):>9} {ratio(shoal, got[PG_ASYNC]):>15} "
+                f"{ratio(shoal, got[ENGINE]):>13}"
             )
-    lines += ["", "req/s for shoal HTTP and PostgreSQL (transactions/s), ops/s for the engine."]
+    lines += [
+        "",
+        "req/s for shoal HTTP, one process and PostgreSQL (transactions/s), ops/s for the engine;",
+        "'one process' = bench/bare_asgi.py: uvicorn as shoal serve runs it, the same "
+        "statement on raw APSW, no shoal.",
+    ]
     return "\n".join(lines)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="HTTP point reads and one-statement writes per second: shoal serve "
-        "against PostgreSQL (pgbench) and against shoal's engine in-process."
+        "against PostgreSQL (pgbench), shoal's engine in-process and a bare one-process "
+        "ASGI server."
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement (5)")
     parser.add_argument("--repeat", type=int, default=1, help="repeats; the median is shown (1)")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds per contender (1)")
     parser.add_argument("--clients", default="1,8,64", help="concurrent clients (1,8,64)")
     parser.add_argument(
-        "--contenders", default="shoal,postgres,engine", help="which to run (all three)"
+        "--contenders", default=",".join(CONTENDERS), help=f"which to run ({','.join(CONTENDERS)})"
     )
     parser.add_argument("--dir", type=Path, default=None, help="where the data directories go")
     parser.add_argument("--json", action="store_true", help="print machine-readable results only")
@@ -386,8 +434,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     except ValueError:
         parser.error("--clients takes comma-separated numbers, e.g. 1,8,64")
     args.contenders = set(args.contenders.split(","))
-    if not args.contenders or args.contenders - {"shoal", "postgres", "engine"}:
-        parser.error("--contenders takes a comma-separated subset of shoal,postgres,engine")
+    if not args.contenders or args.contenders - set(CONTENDERS):
+        parser.error(f"--contenders takes a comma-separated subset of {','.join(CONTENDERS)}")
     if args.seconds < 1 or args.repeat < 1 or args.warmup < 1 or min(args.clients) < 1:
         parser.error("--seconds and --warmup must be >= 1 (pgbench counts whole seconds)")
     return args
@@ -396,7 +444,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def missing_tools(contenders: set[str]) -> str:
     """An install hint for every load generator or server the run needs but lacks."""
     hints = []
-    if "shoal" in contenders and not shutil.which("wrk"):
+    if contenders & {"shoal", "bare"} and not shutil.which("wrk"):
         hints.append("wrk not found: apt-get install wrk")
     if "postgres" in contenders:
         try:
@@ -418,7 +466,7 @@ def running(
             node = stack.enter_context(shoal_node(folder / "shoal", env=checkout.subprocess_env()))
             prepare_shoal(node.url)
             for operation in OPERATIONS:
-                contenders[operation].append(ShoalHttp(node.url, folder))
+                contenders[operation].append(WrkHttp(SHOAL, node.url, folder))
         if "postgres" in args.contenders:
             dsn = stack.enter_context(postgres_server(folder)).dsn
             facts = prepare_postgres(dsn)
@@ -427,6 +475,10 @@ def running(
             relaxed = Postgres(PG_ASYNC, dsn, pgbench, folder, "-c synchronous_commit=off")
             contenders["read"].append(durable)
             contenders["write"] += [durable, relaxed]
+        if "bare" in args.contenders:
+            url = stack.enter_context(bare_asgi(folder))
+            for operation in OPERATIONS:
+                contenders[operation].append(WrkHttp(BARE, url, folder))
         if "engine" in args.contenders:
             engine = Engine(folder / "engine.db")
             stack.callback(engine.close)

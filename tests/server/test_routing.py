@@ -24,6 +24,7 @@ from shoal.cluster.coordinator import Cluster
 from shoal.cluster.routing import Leader, Need
 from shoal.cluster.view import Lease, Member, Spec, View
 from shoal.errors import NotLeader, ReadOnly, VersionNotReached
+from shoal.server import httputil
 from shoal.server.routing import EPOCH, HOPS, dispatch
 
 NODES = {n: Member(n, f"http://{n}.test") for n in ("n1", "n2", "n3")}
@@ -79,6 +80,7 @@ def request_to(cluster: FakeCluster, headers: dict[str, str] | None = None) -> R
         "query_string": b"",
         "headers": raw,
         "app": app,
+        httputil.NODE: node,  # as the application's front puts it
     }
     return Request(scope)
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from shoal.engine import Database, Outcome, Role
+from shoal.engine import Database, Outcome, Result, Role
 from shoal.errors import ReadOnly
-from shoal.server.statements import Statement, run_execute, run_request
+from shoal.server.statements import Batch, Statement, run_execute, run_request
 
 INSERT = Statement("INSERT INTO t(v) VALUES (1)")
 
@@ -58,3 +58,25 @@ def test_a_refusal_after_a_committed_statement_is_that_statements_error(
     index, error = batch.first_error
     assert index == 1 and isinstance(error, ReadOnly)
     assert db.query("SELECT count(*) FROM t").results[0].rows == [(1,)]
+
+
+def test_a_batch_names_its_first_error_and_the_statement_it_came_from() -> None:
+    batch = Batch(3)
+    batch.add(Result(), 0, 0.0)
+    assert batch.first_error is None
+    first, second = ReadOnly("first"), ReadOnly("second")
+    batch.add(first, 1, 0.0)
+    batch.add(second, 2, 0.0)
+    assert batch.first_error == (1, first)
+
+
+def test_a_merged_batch_reports_its_error_at_the_merging_statement() -> None:
+    batch = Batch(1)
+    batch.add(Result(), 0, 0.0)
+    part = Batch(2)
+    error = ReadOnly("refused")
+    part.add(Result(), 0, 0.0)
+    part.add(error, 0, 0.0)
+    batch.merge(part, 4)
+    assert batch.first_error == (4, error)
+    assert batch.origins == [0, 4, 4] and batch.version == 2

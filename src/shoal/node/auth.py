@@ -81,7 +81,7 @@ class Grant:
     databases: tuple[str, ...]
 
     def covers(self, database: str) -> bool:
-        return any(fnmatch.fnmatchcase(database, pattern) for pattern in self.databases)
+        return any(p == "*" or fnmatch.fnmatchcase(database, p) for p in self.databases)
 
     def check(self, scope: Scope, database: str | None) -> None:
         """Raises Forbidden unless this grant allows `scope` on `database` (None: any)."""

@@ -26,6 +26,7 @@ from shoal.node.node import Node
 from shoal.server import logstream, native, rqlite, transactions
 from shoal.server.httputil import (
     AUTHENTICATE,
+    NODE,
     authorize,
     error_body,
     json_response,
@@ -111,7 +112,10 @@ class Front:
         started = time.perf_counter()
         status: int | None = None  # until the response begins
         node: ServedNode | None = getattr(scope["app"].state, "node", None)
-        name = (b"shoal-node", node.node_id.encode()) if node is not None else None
+        name = None
+        if node is not None:
+            scope[NODE] = node
+            name = (b"shoal-node", node.node_id.encode())
 
         async def named(message: Message) -> None:
             nonlocal status

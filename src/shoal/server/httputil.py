@@ -39,9 +39,12 @@ from shoal.server.port import ServedNode
 
 __all__ = [
     "AUTHENTICATE",
+    "BODY",
+    "NODE",
     "Handler",
     "authorize",
     "error_body",
+    "header",
     "json_response",
     "node_of",
     "route",
@@ -95,6 +98,25 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
+class JSONResponse(Response):
+    """A JSON body already encoded: Starlette's Response, its headers built in one
+    step (its own constructor looks each one over again, per response)."""
+
+    media_type = "application/json"
+
+    def __init__(self, content: bytes, status: int, headers: dict[str, str] | None) -> None:
+        self.body = content
+        self.status_code = status
+        self.background = None
+        raw = [(b"content-length", str(len(content)).encode()), _JSON_TYPE]
+        if headers:
+            raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self.raw_headers = raw
+
+
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
 def json_response(
     body: Any,
     status: int = 200,
@@ -104,12 +126,7 @@ def json_response(
     default: Callable[[Any], Any] = _default,
 ) -> Response:
     option = orjson.OPT_INDENT_2 if pretty else 0
-    return Response(
-        orjson.dumps(body, default=default, option=option),
-        status,
-        headers,
-        media_type="application/json",
-    )
+    return JSONResponse(orjson.dumps(body, default=default, option=option), status, headers)
 
 
 def finite(value: Any) -> Any:
@@ -141,15 +158,33 @@ def route(path: str, handler: Handler, *methods: str) -> Route:
     return Route(path, _Endpoint(handler), methods=list(methods), name=handler.__name__)
 
 
+def header(request: Request, name: str) -> str | None:
+    """The request's header `name` (lower case), the first if it came more than once.
+
+    A dict made once per request from the ASGI scope, where header names arrive in
+    lower case: Starlette's `request.headers` searches its list on every lookup."""
+    scope = request.scope
+    found: dict[str, str] | None = scope.get("shoal.headers")
+    if found is None:
+        found = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
+        scope["shoal.headers"] = found
+    return found.get(name)
+
+
 def node_of(request: Request) -> ServedNode:
-    node: ServedNode = request.app.state.node
+    """The node serving the request (the application's front put it in the scope)."""
+    node: ServedNode = request.scope[NODE]
     return node
+
+
+NODE = "shoal.node"  # the scope's key for the serving node
+BODY = "shoal.body"  # and for the request's body, once read
 
 
 async def read_body(request: Request) -> bytes:
     """The whole body, or RequestTooLarge as soon as it passes the node's limit."""
     limit = node_of(request).settings.max_body_bytes
-    declared = request.headers.get("content-length")
+    declared = header(request, "content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestTooLarge(
             f"request body of {declared} bytes is over the limit of {limit} "
@@ -172,7 +207,7 @@ async def read_body(request: Request) -> bytes:
         if not message.get("more_body", False):
             break
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    request.state.body = body  # kept, should the request be forwarded to another node
+    request.scope[BODY] = body  # kept, should the request be forwarded to another node
     return body
 
 
@@ -203,7 +238,8 @@ _DECODER = json.JSONDecoder(parse_constant=_no_constant)  # json.loads builds on
 async def authorize(request: Request, scope: Scope, database: str | None) -> Grant:
     """The request's grant if it allows `scope` on `database`; Unauthorized or Forbidden."""
     node = node_of(request)
-    client = request.client.host if request.client else None
-    grant = await node.auth.authenticate(request.headers.get("authorization"), client)
+    client = request.scope.get("client")
+    host = client[0] if client else None
+    grant = await node.auth.authenticate(header(request, "authorization"), host)
     grant.check(scope, database)
     return grant

@@ -32,6 +32,7 @@ from shoal.server.httputil import (
     authorize,
     error_body,
     finite,
+    header,
     json_response,
     node_of,
     read_body,
@@ -130,11 +131,11 @@ def _flag(body: Mapping[str, Any], name: str, default: bool) -> bool:
 def _wait(request: Request, body: Mapping[str, Any]) -> tuple[int | None, float]:
     """min_version (or the Shoal-Version request header) and how long to wait for it."""
     wanted, timeout = body.get("min_version"), body.get("timeout", DEFAULT_WAIT_SECONDS)
-    header = request.headers.get("shoal-version")
-    if wanted is None and header is not None:
-        if not header.strip().isdigit():
+    sent = header(request, "shoal-version")
+    if wanted is None and sent is not None:
+        if not sent.strip().isdigit():
             raise InvalidRequest("the Shoal-Version header must be a version number")
-        wanted = int(header)
+        wanted = int(sent)
     if wanted is not None and (not isinstance(wanted, int) or isinstance(wanted, bool)):
         raise InvalidRequest("'min_version' must be an integer")
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0:

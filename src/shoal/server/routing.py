@@ -32,7 +32,7 @@ from shoal.errors import (
     Unavailable,
     VersionNotReached,
 )
-from shoal.server.httputil import node_of
+from shoal.server.httputil import BODY, header, node_of
 
 __all__ = ["dispatch", "level_of"]
 
@@ -100,8 +100,8 @@ async def dispatch(
             at_least = leader.epoch + 1  # the leader is gone: wait for the next one
 
 
-def _header_number(request: Request, header: str, otherwise: int) -> int:
-    raw = request.headers.get(header, "0")
+def _header_number(request: Request, name: str, otherwise: int) -> int:
+    raw = header(request, name.lower()) or "0"
     return int(raw) if raw.isdigit() else otherwise
 
 
@@ -109,7 +109,7 @@ async def _forward(request: Request, leader: Leader, hops: int, write: bool) -> 
     headers = {k: v for k, v in request.headers.items() if k.lower() in _PASSED_ON}
     headers[HOPS] = str(hops)
     headers[EPOCH] = str(leader.epoch)
-    body = getattr(request.state, "body", b"")
+    body = request.scope.get(BODY, b"")
     base = leader.url
     peers: httpx.AsyncClient = request.app.state.peers
     try:

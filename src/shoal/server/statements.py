@@ -49,8 +49,12 @@ class Batch:
     items: list[Result | Error] = field(default_factory=list)
     origins: list[int] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    first_error: tuple[int, Error] | None = None
+    """The first failure and the index of the request statement that raised it."""
 
     def add(self, item: Result | Error, origin: int, started: float) -> None:
+        if self.first_error is None and isinstance(item, Error):
+            self.first_error = origin, item
         self.items.append(item)
         self.origins.append(origin)
         self.seconds.append(time.perf_counter() - started)
@@ -62,18 +66,12 @@ class Batch:
 
     def merge(self, other: Batch, origin: int) -> None:
         """Appends the items of a batch run for request statement `origin` alone."""
+        if self.first_error is None and other.first_error is not None:
+            self.first_error = origin, other.first_error[1]
         self.version = max(self.version, other.version)
         self.items += other.items
         self.origins += [origin] * len(other.items)
         self.seconds += other.seconds
-
-    @property
-    def first_error(self) -> tuple[int, Error] | None:
-        """The first failure and the index of the request statement that raised it."""
-        for item, origin in zip(self.items, self.origins, strict=True):
-            if isinstance(item, Error):
-                return origin, item
-        return None
 
 
 def is_read_only(statements: list[Statement]) -> bool:
