@@ -204,6 +204,30 @@ def test_a_long_read_does_not_hold_back_other_requests(app_db: TestClient) -> No
     assert answer == [[[20000000]]]
 
 
+def test_a_long_write_does_not_hold_back_other_requests_and_lands_once(
+    app_db: TestClient,
+) -> None:
+    # A plain write starts on the event loop too, and moves to a thread once it takes
+    # more than a moment: cut short, it is rolled back whole, then runs again there.
+    long = (
+        "INSERT INTO t(v) WITH RECURSIVE n(i) AS "
+        "(SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000000) SELECT count(*) FROM n"
+    )
+    answer: list[Any] = []
+    slow = threading.Thread(
+        target=lambda: answer.append(app_db.post(f"{DB}/execute", json={"sql": long}))
+    )
+    slow.start()
+    try:
+        time.sleep(0.2)  # well into the long write
+        assert rows(app_db, "SELECT 1") == [[1]]
+        assert slow.is_alive(), "the long write ended first: nothing was held back"
+    finally:
+        slow.join(60)
+    assert answer[0].status_code == 200, answer[0].text
+    assert rows(app_db, "SELECT v FROM t") == [[20000000]]  # once, not twice
+
+
 def test_concurrent_writes_are_answered_each_for_itself(app_db: TestClient) -> None:
     # Writes waiting at once reach the write pool together and are committed as one
     # group: a failure there is its request's alone, and nothing is lost.

@@ -66,7 +66,12 @@ class FakeNode:
         return fn(*args, **kwargs)
 
     async def write_together(
-        self, name: str, fn: Callable[[Database, list[Any]], list[Any]], item: Any
+        self,
+        name: str,
+        fn: Callable[[Database, list[Any]], list[Any]],
+        item: Any,
+        *,
+        brief: bool = False,
     ) -> Any:
         self.calls.append((name, True))
         async with self.database(name) as db:

@@ -352,19 +352,33 @@ class Database:
             raise (_query_writes() if isinstance(error, ReadOnly) else error) from None
 
     @contextmanager
-    def briefly(self, seconds: float) -> Iterator[None]:
-        """Cuts this thread's reads short once the block has run `seconds`, raising
-        `CutShort`: the event loop serves the reads that take a moment itself, and
-        hands the others to a thread. Without a statement time limit nothing bounds
-        a read, so it is cut short at once."""
+    def briefly(self, seconds: float, *, write: bool = False) -> Iterator[None]:
+        """Cuts this thread's reads (or, with `write`, its writes) short once the
+        block has run `seconds`, raising `CutShort`: the event loop serves the work
+        that takes a moment itself, and hands the rest to a thread. Without a
+        statement time limit nothing bounds a statement, so it is cut short at once.
+
+        A write cut short is rolled back whole, so it may run again elsewhere. The
+        block holds the writer, and is cut short at once unless the writer is free
+        this instant, no commit hook waits on another server, and a commit does not
+        wait for the disk (synchronous=FULL): the loop must never wait."""
         if self.options.limits.statement_seconds is None:
             raise CutShort()
-        deadline = self._reader().deadline
+        writer = self._writer
+        if write and (
+            self.commit_hook is not None
+            or self.options.synchronous == "full"
+            or not writer.lock.acquire(blocking=False)
+        ):
+            raise CutShort()
+        deadline = writer.deadline if write else self._reader().deadline
         deadline.brief_until = time.monotonic() + seconds
         try:
             yield
         finally:
             deadline.brief_until = None
+            if write:
+                writer.lock.release()
 
     def _read_committed(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         """Runs an engine query on this thread's reader: the last committed state."""
@@ -461,25 +475,26 @@ class Database:
             return Outcome(tx.version, results)
         return Outcome(*self._group.submit(*batch[0]))
 
-    def execute_each(self, statements: Statements) -> list[Outcome | Error]:
+    def execute_each(self, statements: Statements) -> list[Outcome | Error | CutShort]:
         """Runs each statement text as a write transaction of its own, as `execute`
         does, on this one thread: the plain ones group-committed together. Each
-        one's outcome, or the Error it raised."""
+        one's outcome, or the Error it raised, or (in a brief run, see `briefly`)
+        CutShort for one that was not committed and may run again elsewhere."""
         batch = list(statements)
         plain = [index for index, (sql, _) in enumerate(batch) if groupable(sql)]
         grouped = dict(zip(plain, self._group.submit_many([batch[i] for i in plain]), strict=True))
-        answers: list[Outcome | Error] = []
+        answers: list[Outcome | Error | CutShort] = []
         for index, (sql, params) in enumerate(batch):
             if index not in grouped:
                 try:
                     answers.append(self.execute(sql, params))
-                except Error as exc:
+                except (Error, CutShort) as exc:
                     answers.append(exc)
                 continue
             answer = grouped[index]
             if isinstance(answer, tuple):
                 answers.append(Outcome(*answer))
-            elif isinstance(answer, Error):
+            elif isinstance(answer, (Error, CutShort)):
                 answers.append(answer)
             else:
                 raise answer  # not a statement's failure (an interrupt): everyone's

@@ -3,7 +3,11 @@ record and one version, each in a savepoint of its own so that a failing request
 undoes only itself.
 
 Whoever holds the writer commits every request queued so far, in groups of at most
-MAX_GROUP; a caller whose request a group already carried finds it done."""
+MAX_GROUP; a caller whose request a group already carried finds it done. A group
+cut short (a brief run out of time, see execute.Deadline) is rolled back and its
+requests wait again: the caller that ran it gets `CutShort` for each of its own
+requests not yet committed, to run them again elsewhere, and the others' go with
+the next group. (Groups before the cut stay committed: their requests are done.)"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from shoal.engine.execute import Params, Result
+from shoal.engine.execute import CutShort, Params, Result
 from shoal.engine.sqltext import Kind, classify, is_single_statement
 from shoal.errors import Error
 
@@ -98,16 +102,22 @@ class GroupCommit:
         self, statements: list[tuple[str, Params]]
     ) -> list[tuple[int, list[Result]] | BaseException]:
         """`submit` for several requests from one thread at once: each one's version
-        and results, or its error."""
+        and results, or its error (`CutShort` for one a brief run did not commit)."""
         requests = [Request(sql, params) for sql, params in statements]
         with self._lock:
             self.pending += requests
         with self._write_lock:
             if not all(request.done for request in requests):
-                self.commit_pending()
+                try:
+                    self.commit_pending()
+                except CutShort:
+                    with self._lock:
+                        self.pending = [r for r in self.pending if r not in requests]
         answers: list[tuple[int, list[Result]] | BaseException] = []
         for request in requests:
-            if request.error is not None:
+            if not request.done:
+                answers.append(CutShort())
+            elif request.error is not None:
                 answers.append(request.error)
             else:
                 assert request.results is not None
@@ -121,7 +131,12 @@ class GroupCommit:
                 batch, self.pending = self.pending[:MAX_GROUP], self.pending[MAX_GROUP:]
             if not batch:
                 return
-            retry = self._commit_group(batch)
+            try:
+                retry = self._commit_group(batch)
+            except CutShort:
+                with self._lock:
+                    self.pending[:0] = batch
+                raise
             with self._lock:
                 self.pending[:0] = retry
 
@@ -139,6 +154,12 @@ class GroupCommit:
                     break
             if tx.is_open:
                 tx.commit()
+        except CutShort:
+            if tx is not None:
+                tx.rollback()
+            for request in batch:
+                request.results = request.error = None
+            raise
         except BaseException as exc:
             if tx is not None:
                 tx.rollback()

@@ -57,9 +57,11 @@ T = TypeVar("T")
 logger = logging.getLogger("shoal.node")
 
 DEFAULT_DATABASE = "default"  # the rqlite dialect's database; it always exists
-# A read the event loop runs itself holds every other request back this long at
-# most before it is handed to a thread (decision 36).
-BRIEF_READ_SECONDS = 0.002
+# A read, or a group of plain writes, that the event loop runs itself holds every
+# other request back this long at most before it is handed to a thread (decisions
+# 36 and 41).
+BRIEF_SECONDS = 0.002
+GATHER_TURNS = 4  # turns of the event loop a group of writes waits for more to join
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
@@ -96,7 +98,8 @@ class _Entry:
     swapping: bool = False  # its file is being replaced (a re-seed): wait
 
 
-_Waiting = tuple[Any, "asyncio.Future[Any]"]  # a write's item, and where its answer goes
+# A write's item, where its answer goes, and whether it may run on the event loop.
+_Waiting = tuple[Any, "asyncio.Future[Any]", bool]
 
 
 class _Using:
@@ -195,7 +198,7 @@ class Node:
         or the read pool; first waits up to `wait` s for `min_version`, if given.
 
         `brief` reads (user queries, which may run twice) run here on the event loop,
-        cut short after BRIEF_READ_SECONDS and then run on the read pool: handing a
+        cut short after BRIEF_SECONDS and then run on the read pool: handing a
         point read to a thread costs more than the read.
         """
         async with self.database(name) as db:
@@ -203,7 +206,7 @@ class Node:
                 await self.wait_for_version(db, min_version, wait)
             if brief and not write:
                 try:
-                    with db.briefly(BRIEF_READ_SECONDS):
+                    with db.briefly(BRIEF_SECONDS):
                         return fn(db, *args, **kwargs)
                 except CutShort:
                     pass
@@ -211,21 +214,30 @@ class Node:
             return await pool(fn, db, *args, **kwargs)
 
     async def write_together(
-        self, name: str, fn: Callable[[Database, list[Any]], list[Any]], item: Any
+        self,
+        name: str,
+        fn: Callable[[Database, list[Any]], list[Any]],
+        item: Any,
+        *,
+        brief: bool = False,
     ) -> Any:
         """`fn(db, [item])[0]` on the write pool, for database `name`; but `item` goes
         with every other one waiting meanwhile, in one call of `fn`, so that a group
         of writes costs one hand-over to a thread, not one each (decision 38). `fn`
-        answers each item in order, with its result or the exception to raise."""
+        answers each item in order, with its result or the exception to raise.
+
+        A group whose items are all `brief` (plain one-statement writes, which a cut
+        rolls back whole) runs here on the event loop when it can, cut short after
+        BRIEF_SECONDS and then handed to the pool (decision 41)."""
         async with self.database(name) as db:
             answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             key = (db, fn)
             waiting = self._together.get(key)
             if waiting is None:
-                self._together[key] = [(item, answer)]
+                self._together[key] = [(item, answer, brief)]
                 self.background(self._write_groups(key))
             else:
-                waiting.append((item, answer))
+                waiting.append((item, answer, brief))
             return await answer
 
     async def _write_groups(self, key: tuple[Database, Callable[..., Any]]) -> None:
@@ -235,12 +247,18 @@ class Node:
         group: list[_Waiting] = []
         try:
             while group := self._together[key]:
+                for _ in range(GATHER_TURNS):  # let requests already read join the group
+                    size = len(group)
+                    await asyncio.sleep(0)
+                    if len(group) == size:
+                        break
                 self._together[key] = []
+                items = [item for item, _, _ in group]
                 try:
-                    answers = await self.write(fn, db, [item for item, _ in group])
+                    answers = await self._write_group(db, fn, items, all(b for *_, b in group))
                 except Exception as exc:  # fn failed as a whole: every write hears it
                     answers = [exc] * len(group)
-                for (_, answer), outcome in zip(group, answers, strict=True):
+                for (_, answer, _), outcome in zip(group, answers, strict=True):
                     if answer.done():  # its request went away; the write was still made
                         continue
                     if isinstance(outcome, BaseException):
@@ -248,9 +266,28 @@ class Node:
                     else:
                         answer.set_result(outcome)
         finally:  # cancelled (the node stops): no write is left waiting for an answer
-            for _, answer in group + self._together.pop(key, []):
+            for _, answer, _ in group + self._together.pop(key, []):
                 if not answer.done():
                     answer.cancel()
+
+    async def _write_group(
+        self,
+        db: Database,
+        fn: Callable[[Database, list[Any]], list[Any]],
+        items: list[Any],
+        brief: bool,
+    ) -> list[Any]:
+        """`fn(db, items)`: here on the event loop when `brief` and it stays brief,
+        else (or for the items a cut left uncommitted) on the write pool."""
+        answers = _briefly(db, fn, items) if brief else None
+        if answers is None:
+            return await self.write(fn, db, items)
+        again = [index for index, answer in enumerate(answers) if isinstance(answer, CutShort)]
+        if again:
+            rerun = await self.write(fn, db, [items[index] for index in again])
+            for index, answer in zip(again, rerun, strict=True):
+                answers[index] = answer
+        return answers
 
     def background(self, work: Coroutine[Any, Any, Any]) -> None:
         """Runs `work` as a task that close() waits for (queued writes, say)."""
@@ -646,6 +683,18 @@ class Node:
     def _wake_all(self) -> None:
         for name in list(self._advanced):
             self._wake(name)
+
+
+def _briefly(
+    db: Database, fn: Callable[[Database, list[Any]], list[Any]], items: list[Any]
+) -> list[Any] | None:
+    """`fn(db, items)` on this thread if it stays brief; None when it was cut short
+    (rolled back) or could not start at once."""
+    try:
+        with db.briefly(BRIEF_SECONDS, write=True):
+            return fn(db, items)
+    except CutShort:
+        return None
 
 
 def _node_id(data_dir: Path) -> str:

@@ -44,6 +44,7 @@ from shoal.server.routing import dispatch, level_of
 from shoal.server.statements import (
     Batch,
     Statement,
+    is_brief,
     is_read_only,
     run_query,
     run_request,
@@ -317,10 +318,10 @@ async def execute(request: Request) -> Response:
     node = node_of(request)
     body = await read_json(request)
     statements = statements_from(body, _EXECUTE_FIELDS, node.settings.max_statements)
-    transaction = _flag(body, "transaction", True)
+    write = statements, _flag(body, "transaction", True)
 
     async def here() -> Response:
-        batch = await node.write_together(name, run_writes, (statements, transaction))
+        batch = await node.write_together(name, run_writes, write, brief=is_brief(write))
         return batch_response(batch)
 
     return await dispatch(request, name, Need(write=True), here)

@@ -48,10 +48,16 @@ class ServedNode(Protocol):
         ...
 
     async def write_together(
-        self, name: str, fn: Callable[[Database, list[Any]], list[Any]], item: Any
+        self,
+        name: str,
+        fn: Callable[[Database, list[Any]], list[Any]],
+        item: Any,
+        *,
+        brief: bool = False,
     ) -> Any:
-        """`fn(db, [item])[0]` on the write pool, in one call with the other items
-        waiting for database `name`; an exception among `fn`'s answers is raised."""
+        """`fn(db, [item])[0]` on the write pool (or, for `brief` items, the event
+        loop), in one call with the other items waiting for database `name`; an
+        exception among `fn`'s answers is raised."""
         ...
 
     async def run_on(

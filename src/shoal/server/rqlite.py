@@ -45,6 +45,7 @@ from shoal.server.routing import dispatch, level_of
 from shoal.server.statements import (
     Batch,
     Statement,
+    is_brief,
     is_read_only,
     run_execute,
     run_query,
@@ -271,8 +272,8 @@ async def _execute(
             except TimeoutError:
                 raise Busy(f"the queued writes did not finish within {timeout:g} s") from None
         return json_response({"results": [], "sequence_number": sequence})
-    transaction = _flag(request, "transaction")
-    batch = await node.write_together(name, run_writes, (statements, transaction))
+    write = statements, _flag(request, "transaction")
+    batch = await node.write_together(name, run_writes, write, brief=is_brief(write))
     return _respond(request, batch, started, rows_shape=False)
 
 

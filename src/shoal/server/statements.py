@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from shoal.engine import Database, Outcome, Result
-from shoal.engine.execute import Params
+from shoal.engine.execute import CutShort, Params
+from shoal.engine.group_commit import groupable
 from shoal.engine.sqltext import Kind, classify
 from shoal.errors import Error, NotLeader, QueryWrites, ReadOnly
 
@@ -26,6 +27,7 @@ __all__ = [
     "Batch",
     "Statement",
     "Write",
+    "is_brief",
     "is_read_only",
     "run_execute",
     "run_query",
@@ -121,11 +123,18 @@ Write = tuple[list[Statement], bool]
 """A write request: its statements, and whether they are one transaction."""
 
 
+def is_brief(write: Write) -> bool:
+    """Whether a write request is one plain statement: group-committed in a savepoint,
+    so a cut rolls it back whole and it may run again (Node.write_together)."""
+    statements, _ = write
+    return len(statements) == 1 and groupable(statements[0].sql)
+
+
 def run_writes(db: Database, writes: list[Write]) -> list[Batch | Exception]:
     """Several requests' writes in one call on the write pool (Node.write_together):
     those of one statement each a transaction of its own, group-committed together
     (Database.execute_each); the others in turn. Each request's Batch, or what it
-    raised."""
+    raised (CutShort, in a brief run, for one not committed: it may run again)."""
     single = [index for index, (statements, _) in enumerate(writes) if len(statements) == 1]
     started = time.perf_counter()
     outcomes = dict(
@@ -148,9 +157,9 @@ def run_writes(db: Database, writes: list[Write]) -> list[Batch | Exception]:
     return answers
 
 
-def _answered(outcome: Outcome | Error, statement: Statement) -> Outcome:
-    """`statement`'s outcome, already known (raised, when it failed)."""
-    if isinstance(outcome, Error):
+def _answered(outcome: Outcome | Error | CutShort, statement: Statement) -> Outcome:
+    """`statement`'s outcome, already known (raised, when it failed or was cut short)."""
+    if isinstance(outcome, (Error, CutShort)):
         raise outcome
     return outcome
 
