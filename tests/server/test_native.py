@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -186,45 +187,39 @@ def test_limits_give_clear_errors(make_api: Any) -> None:
     assert slow.status_code == 400 and slow.json()["error"]["type"] == "StatementTimeout"
 
 
-def test_a_long_read_does_not_hold_back_other_requests(app_db: TestClient) -> None:
-    # Reads start on the event loop and move to a thread once they take more than a
-    # moment; if the long one stayed, the quick read could only be answered after it.
-    long = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000000) "
+# A statement that counts to 20 million: it takes a good while, whatever runs it.
+COUNTING = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000000) "
+
+
+def answered_meanwhile(api: TestClient, slow: Callable[[], Any]) -> Any:
+    """`slow()`'s answer, once a quick read sent while it ran was answered before it:
+    what the event loop starts, it must hand to a thread once it takes a while."""
     answer: list[Any] = []
-    # Two statements: cut short before the second, the loop's reader must go on.
-    both = long + "SELECT count(*) FROM n; SELECT 1"
-    slow = threading.Thread(target=lambda: answer.append(rows(app_db, both)))
-    slow.start()
+    running = threading.Thread(target=lambda: answer.append(slow()))
+    running.start()
     try:
-        time.sleep(0.2)  # well into the long read
-        assert rows(app_db, "SELECT 1") == [[1]]
-        assert slow.is_alive(), "the long read ended first: nothing was held back"
+        time.sleep(0.2)  # well into the slow request
+        assert rows(api, "SELECT 1") == [[1]]
+        assert running.is_alive(), "the slow request ended first: nothing was held back"
     finally:
-        slow.join(60)
-    assert answer == [[[20000000]]]
+        running.join(60)
+    return answer[0]
+
+
+def test_a_long_read_does_not_hold_back_other_requests(app_db: TestClient) -> None:
+    # Two statements: cut short before the second, the loop's reader must go on.
+    both = COUNTING + "SELECT count(*) FROM n; SELECT 1"
+    assert answered_meanwhile(app_db, lambda: rows(app_db, both)) == [[20000000]]
 
 
 def test_a_long_write_does_not_hold_back_other_requests_and_lands_once(
     app_db: TestClient,
 ) -> None:
-    # A plain write starts on the event loop too, and moves to a thread once it takes
-    # more than a moment: cut short, it is rolled back whole, then runs again there.
-    long = (
-        "INSERT INTO t(v) WITH RECURSIVE n(i) AS "
-        "(SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000000) SELECT count(*) FROM n"
-    )
-    answer: list[Any] = []
-    slow = threading.Thread(
-        target=lambda: answer.append(app_db.post(f"{DB}/execute", json={"sql": long}))
-    )
-    slow.start()
-    try:
-        time.sleep(0.2)  # well into the long write
-        assert rows(app_db, "SELECT 1") == [[1]]
-        assert slow.is_alive(), "the long write ended first: nothing was held back"
-    finally:
-        slow.join(60)
-    assert answer[0].status_code == 200, answer[0].text
+    # Cut short, a write started on the event loop is rolled back whole, then runs
+    # again on a thread.
+    long = "INSERT INTO t(v) " + COUNTING + "SELECT count(*) FROM n"
+    answer = answered_meanwhile(app_db, lambda: app_db.post(f"{DB}/execute", json={"sql": long}))
+    assert answer.status_code == 200, answer.text
     assert rows(app_db, "SELECT v FROM t") == [[20000000]]  # once, not twice
 
 
