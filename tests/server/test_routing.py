@@ -25,7 +25,8 @@ from shoal.cluster.routing import Leader, Need
 from shoal.cluster.view import Lease, Member, Spec, View
 from shoal.errors import NotLeader, ReadOnly, VersionNotReached
 from shoal.server import httputil
-from shoal.server.routing import EPOCH, HOPS, dispatch
+from shoal.server import routing as routing_module
+from shoal.server.routing import EPOCH, HOPS, MAX_HOPS, dispatch
 
 NODES = {n: Member(n, f"http://{n}.test") for n in ("n1", "n2", "n3")}
 
@@ -237,3 +238,11 @@ def test_a_lease_this_node_cannot_confirm_is_refused_saying_what_it_cannot_do(
         run(cluster, need, served_here())
     assert "reads at level 'none' are served from any copy" in str(refused.value)
     assert cluster.forwarded == []
+
+
+@pytest.mark.parametrize(("sent", "hops"), [(None, 0), ("2", 2), ("", MAX_HOPS), ("x", MAX_HOPS)])
+def test_a_hop_count_that_is_not_a_number_counts_as_the_most(sent: str | None, hops: int) -> None:
+    # A client's own Shoal-Hops is not trusted to send a request further.
+    raw = [] if sent is None else [(HOPS.lower().encode(), sent.encode())]
+    request = Request({"type": "http", "method": "POST", "path": "/", "headers": raw})
+    assert routing_module._header_number(request, HOPS, MAX_HOPS) == hops

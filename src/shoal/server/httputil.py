@@ -164,10 +164,10 @@ def header(request: Request, name: str) -> str | None:
     A dict made once per request from the ASGI scope, where header names arrive in
     lower case: Starlette's `request.headers` searches its list on every lookup."""
     scope = request.scope
-    found: dict[str, str] | None = scope.get("shoal.headers")
+    found: dict[str, str] | None = scope.get(HEADERS)
     if found is None:
         found = {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(scope["headers"])}
-        scope["shoal.headers"] = found
+        scope[HEADERS] = found
     return found.get(name)
 
 
@@ -177,8 +177,9 @@ def node_of(request: Request) -> ServedNode:
     return node
 
 
-NODE = "shoal.node"  # the scope's key for the serving node
-BODY = "shoal.body"  # and for the request's body, once read
+# The scope's keys for what a request's handlers share: the serving node, the
+# request's body once read, and its headers by name.
+NODE, BODY, HEADERS = "shoal.node", "shoal.body", "shoal.headers"
 
 
 async def read_body(request: Request) -> bytes:

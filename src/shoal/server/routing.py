@@ -101,7 +101,9 @@ async def dispatch(
 
 
 def _header_number(request: Request, name: str, otherwise: int) -> int:
-    raw = header(request, name.lower()) or "0"
+    raw = header(request, name.lower())
+    if raw is None:
+        return 0
     return int(raw) if raw.isdigit() else otherwise
 
 
