@@ -22,7 +22,8 @@ Run from the repository root::
     python bench/engine.py --json          # machine-readable results only
     python bench/engine.py --profile       # also cProfile the engine's paths
 
-Aims (from the issue): writes at least 0.7x raw, reads at least 0.9x raw.
+Aims (issue 16): one-row writes at least 0.4x raw, reads at least 0.8x raw; writes
+from 8 threads at least 0.7x raw (an earlier issue's).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ VALUE_BYTES = 50
 BATCH = 64  # operations between clock reads; the same for every contender
 SEED = 20240601
 THREADS = 8
-AIMS = {"write": 0.7, "read": 0.9, f"write x{THREADS}": 0.7}
+AIMS = {"write": 0.4, "read": 0.8, f"write x{THREADS}": 0.7}
 
 WriteParams = tuple[str, bytes]
 
