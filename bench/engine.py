@@ -1,11 +1,11 @@
 """Benchmark: shoal's engine and `shoal.connect` against raw APSW.
 
-Measures two things, each for three contenders, and prints them as ratios to raw
-APSW in one run:
+Measures two things and prints them as ratios to raw APSW in one run:
 
 - writes: one-row write transactions per second (an INSERT of a ~50-byte value),
   through raw APSW (``BEGIN; INSERT; COMMIT``), the engine (``Database.execute``)
-  and ``shoal.connect`` (``execute`` + ``commit`` per row);
+  and ``shoal.connect`` (``execute`` + ``commit`` per row); and the floor under
+  both, raw APSW with a session and a log row per transaction (``session+log``);
 - reads: point reads by primary key per second, fetching every column, through raw
   APSW (``execute(...).fetchall()``), the engine (``Database.query``) and
   ``shoal.connect`` (``execute(...).fetchone()``).
@@ -140,6 +140,35 @@ def write_each(conn: apsw.Connection, batch: Sequence[WriteParams], begin: str) 
         execute("COMMIT")
 
 
+class SessionAndLog(RawApsw):
+    """The floor under any engine that captures writes with a session and logs them
+    in the database's own file: raw APSW plus, per transaction, a session on the
+    table, its changeset, and one log row. No shoal code runs: what it costs over
+    raw APSW is SQLite's, and the engine can get no closer to raw than this."""
+
+    name = "session+log"
+
+    def __init__(self, path: Path, synchronous: str, busy_timeout_ms: int) -> None:
+        super().__init__(path, synchronous, busy_timeout_ms)
+        self.conn.execute("CREATE TABLE log(version INTEGER PRIMARY KEY, record BLOB NOT NULL)")
+        self.version = 0
+
+    def writes(self, batch: Sequence[WriteParams]) -> None:
+        conn = self.conn
+        execute = conn.execute
+        for params in batch:
+            execute("BEGIN")
+            session = apsw.Session(conn, "main")
+            session.config(apsw.SQLITE_SESSION_OBJCONFIG_ROWID, 1)
+            session.attach("kv")
+            execute(INSERT, params)
+            record = session.changeset()
+            session.close()
+            self.version += 1
+            execute("INSERT INTO log(version, record) VALUES (?, ?)", (self.version, record))
+            execute("COMMIT")
+
+
 class Engine:
     """`shoal.engine.Database`: execute() per write, query() per read."""
 
@@ -204,7 +233,10 @@ class Connect:
 
 
 Factory = Callable[[Path, str, int], Any]
-CONTENDERS: tuple[Factory, ...] = (RawApsw, Engine, Connect)
+CONTENDERS: dict[str, tuple[Factory, ...]] = {
+    "write": (RawApsw, SessionAndLog, Engine, Connect),
+    "read": (RawApsw, Engine, Connect),
+}
 
 
 @dataclass
@@ -304,7 +336,7 @@ def run_operation(
 
 def open_all(folder: Path, operation: str, args: argparse.Namespace) -> list[Contender]:
     contenders: list[Contender] = []
-    for index, factory in enumerate(CONTENDERS):
+    for index, factory in enumerate(CONTENDERS[operation]):
         path = folder / f"{operation}-{index}.db"
         contenders.append(factory(path, args.synchronous, args.busy_timeout_ms))
     return contenders
@@ -375,6 +407,8 @@ def table(measurements: list[Measurement], env: dict[str, Any], args: argparse.N
         aim = AIMS[m.operation]
         if m.contender == RawApsw.name:
             aim_text, status = "", "baseline"
+        elif m.contender == SessionAndLog.name:
+            aim_text, status = "", "floor: session and log, no shoal code"
         else:
             aim_text, status = f">={aim:.2f}x", "met" if ratio >= aim else "below aim"
         lines.append(
@@ -391,7 +425,7 @@ def as_json(measurements: list[Measurement], env: dict[str, Any], args: argparse
     results = []
     for m in measurements:
         ratio = m.median / raws[m.operation]
-        baseline = m.contender == RawApsw.name
+        baseline = m.contender in (RawApsw.name, SessionAndLog.name)
         entry = asdict(m)
         entry.update(
             ops_per_sec=m.median,
