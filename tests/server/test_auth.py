@@ -141,8 +141,12 @@ def test_listing_shows_only_covered_databases(
 ) -> None:
     api, secrets = secured
     api.post("/v1/databases", json={"name": "other-1"}, headers=bearer(secrets["admin"]))
+    api.post("/v1/databases", json={"name": "other-2"}, headers=bearer(secrets["admin"]))
     listed = api.get("/v1/databases", headers=bearer(secrets["other"])).json()["databases"]
-    assert [d["name"] for d in listed] == ["other-1"]
+    assert [d["name"] for d in listed] == ["other-1", "other-2"]
+    # A page counts only what the token sees: "default" sorts first, unseen.
+    first = api.get("/v1/databases?limit=1", headers=bearer(secrets["other"])).json()
+    assert [d["name"] for d in first["databases"]] == ["other-1"] and first["next"] == "other-1"
 
 
 def test_basic_auth_carries_the_token_as_password(

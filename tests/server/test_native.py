@@ -49,6 +49,29 @@ def test_databases_are_created_listed_inspected_and_dropped(api: TestClient) -> 
     assert api.delete("/v1/databases/default").status_code == 400
 
 
+def test_databases_are_listed_a_page_at_a_time(api: TestClient) -> None:
+    for name in ("t-03", "t-01", "T-02", "other"):
+        assert api.post("/v1/databases", json={"name": name}).status_code == 201
+
+    def page(**query: Any) -> tuple[list[str], str | None]:
+        response = api.get("/v1/databases", params=query)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return [d["name"] for d in body["databases"]], body["next"]
+
+    assert page() == (["T-02", "default", "other", "t-01", "t-03"], None)
+    assert page(limit=2) == (["T-02", "default"], "default")
+    assert page(limit=2, after="default") == (["other", "t-01"], "t-01")
+    assert page(limit=2, after="t-01") == (["t-03"], None)
+    assert page(contains="t-0") == (["T-02", "t-01", "t-03"], None)
+    assert page(contains="T-0", limit=2, after="T-02") == (["t-01", "t-03"], None)
+    assert page(after="zzz") == ([], None)
+    for bad in ({"limit": "0"}, {"limit": "1001"}, {"limit": "x"}, {"offset": "3"}):
+        refused = api.get("/v1/databases", params=bad)
+        assert refused.status_code == 400, bad
+        assert refused.json()["error"]["type"] == "InvalidRequest"
+
+
 @pytest.mark.parametrize(
     "name", ["../etc", "a/b", ".hidden", "", "x" * 129, "a b", "café", "a\\b", "..", "a\x00"]
 )

@@ -220,7 +220,9 @@ def databases(c: Contract) -> None:
     c.call("post", DBS, 400, content=b"{nope")
     c.call("post", DBS, 403, json={"name": "other"}, auth=bearer(READER))
     c.call("post", DBS, 413, content=b" " * (MAX_BODY + 1))
-    c.call("get", DBS, 200)
+    page = c.call("get", DBS, 200, params={"limit": "1", "contains": "app"}).json()
+    assert [d["name"] for d in page["databases"]] == ["app"] and page["next"] is None
+    c.call("get", DBS, 400, params={"limit": "0"})
     assert c.call("get", DB, 200).json()["role"] == "leader"
     c.call("get", DB, 404, name="missing")
     c.call("get", DB, 400, name="-bad")

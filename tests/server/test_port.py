@@ -20,7 +20,7 @@ from shoal.errors import DatabaseNotFound, OperationalError
 from shoal.node.archiving import ArchiveStatus
 from shoal.node.auth import Authenticator, TokenStore
 from shoal.node.config import Settings
-from shoal.node.node import DatabaseInfo
+from shoal.node.node import PAGE_LIMIT, DatabaseInfo, Listing
 from shoal.server.app import create_app
 from shoal.server.port import ServedNode
 
@@ -108,8 +108,15 @@ class FakeNode:
         async with self.database(name) as db:
             return DatabaseInfo(name, db.version, 0, True)
 
-    async def list_databases(self) -> list[DatabaseInfo]:
-        return [await self.info("app")]
+    async def list_databases(
+        self,
+        *,
+        after: str = "",
+        limit: int = PAGE_LIMIT,
+        contains: str = "",
+        visible: Callable[[str], bool] = lambda name: True,
+    ) -> Listing:
+        return Listing([await self.info("app")], None)
 
     def names(self) -> list[str]:
         return ["app"]

@@ -145,6 +145,12 @@ def test_db_and_token_commands(node: Node, tmp_path: Path) -> None:
     lines = listing.stdout.splitlines()
     assert lines[0].split() == ["name", "version", "size", "open"]
     assert any(line.startswith("tenant-a") for line in lines)
+    first = shoal_command("db", "list", "--limit", "1", *url)
+    assert [line.split()[0] for line in first.stdout.splitlines()[2:]] == ["default"]
+    assert "more: shoal db list --after default" in first.stderr
+    every = shoal_command("db", "list", "--limit", "1", "--all", *url)
+    assert [line.split()[0] for line in every.stdout.splitlines()[2:]] == ["default", "tenant-a"]
+    assert every.stderr == ""
     info = shoal_command("db", "info", "tenant-a", *url)
     assert "role" in info.stdout and "leader" in info.stdout
     refused = shoal_command("db", "drop", "tenant-a", *url)

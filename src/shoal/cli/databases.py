@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from shoal.cli.format import print_table
 from shoal.cli.options import node_client, remote_options
@@ -17,9 +18,22 @@ __all__ = ["add_database_commands"]
 
 
 def _db_list(args: argparse.Namespace) -> int:
-    listing = node_client(args).call("GET", "/v1/databases")["databases"]
-    rows = [(d["name"], d["version"], human_size(d["size_bytes"]), d["open"]) for d in listing]
+    """A page of databases (all of them with --all), and how to ask for the next."""
+    client = node_client(args)
+    query = {"after": args.after, "limit": args.limit, "contains": args.contains}
+    databases: list[dict[str, Any]] = []
+    while True:
+        page = client.call(
+            "GET", "/v1/databases?" + urlencode({k: v for k, v in query.items() if v})
+        )
+        databases += page["databases"]
+        if page["next"] is None or not args.all:
+            break
+        query["after"] = page["next"]
+    rows = [(d["name"], d["version"], human_size(d["size_bytes"]), d["open"]) for d in databases]
     print_table(["name", "version", "size", "open"], rows)
+    if page["next"] is not None:
+        print(f"more: shoal db list --after {page['next']} (or --all)", file=sys.stderr)
     return 0
 
 
@@ -128,7 +142,18 @@ def add_database_commands(commands: Any) -> None:
         metavar="ACTION",
         help="list, create, info, drop, backup or load",
     )
-    listing = actions.add_parser("list", help="list databases", description="List databases.")
+    listing = actions.add_parser(
+        "list",
+        help="list databases, a page at a time",
+        description="List databases by name, a page at a time; the next page's command "
+        "is printed when there is one.",
+    )
+    listing.add_argument("--after", default="", help="list the names after this one")
+    listing.add_argument(
+        "--limit", type=int, help="databases per page (by default, as many as the node sends)"
+    )
+    listing.add_argument("--contains", default="", help="only names containing this text")
+    listing.add_argument("--all", action="store_true", help="every page, not just the first")
     listing.set_defaults(run=_db_list)
     for name, run, text in (
         ("create", _db_create, "create an empty database"),

@@ -14,6 +14,7 @@ Concurrency rules:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import functools
 import logging
@@ -51,7 +52,15 @@ from shoal.node.archiving import ArchiveStatus, archive_service, restore_missing
 from shoal.node.auth import Authenticator, TokenStore, write_local_admin
 from shoal.node.config import Settings
 
-__all__ = ["DEFAULT_DATABASE", "DatabaseInfo", "Node", "check_name"]
+__all__ = [
+    "DEFAULT_DATABASE",
+    "PAGE_LIMIT",
+    "DatabaseInfo",
+    "Listing",
+    "Node",
+    "check_name",
+    "select_page",
+]
 
 T = TypeVar("T")
 logger = logging.getLogger("shoal.node")
@@ -63,6 +72,7 @@ DEFAULT_DATABASE = "default"  # the rqlite dialect's database; it always exists
 BRIEF_SECONDS = 0.002
 GATHER_TURNS = 4  # turns of the event loop a group of writes waits for more to join
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+PAGE_LIMIT = 1000  # databases a listing answers with, unless asked for fewer
 
 
 def check_name(name: str) -> str:
@@ -87,6 +97,29 @@ class DatabaseInfo:
     durability: str | None = None
     leader: str | None = None
     foreign_keys: bool | None = None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A page of databases, and the name to list after for the next (None: the last)."""
+
+    databases: list[DatabaseInfo]
+    following: str | None
+
+
+def select_page(
+    names: list[str], after: str, limit: int, contains: str, visible: Callable[[str], bool]
+) -> tuple[list[str], str | None]:
+    """Of sorted `names`, the first `limit` after `after` that contain `contains`
+    (ignoring case) and are `visible`; and the last of them if more follow."""
+    wanted = contains.lower()
+    page: list[str] = []
+    for name in names[bisect.bisect_right(names, after) :]:
+        if wanted in name.lower() and visible(name):
+            if len(page) == limit:
+                return page, page[-1]
+            page.append(name)
+    return page, None
 
 
 @dataclass(eq=False)
@@ -562,41 +595,64 @@ class Node:
                 foreign_keys=db.foreign_keys,
             )
 
-    async def list_databases(self) -> list[DatabaseInfo]:
-        """Every database, by name; versions of closed ones are read from their files.
-        In a cluster: every database in the catalog, with this node's copy's version
-        where it holds one, else its log's head."""
+    async def list_databases(
+        self,
+        *,
+        after: str = "",
+        limit: int = PAGE_LIMIT,
+        contains: str = "",
+        visible: Callable[[str], bool] = lambda name: True,
+    ) -> Listing:
+        """One page of the databases: those `visible` (the caller's grant covers) whose
+        name contains `contains`, by name, after `after`; versions of closed ones are
+        read from their files. In a cluster: the databases of the catalog, with this
+        node's copy's version where it holds one, else its log's head. Only the page's
+        databases are looked at beyond their names."""
         if self.cluster is None:
-            return await self.read(self._list_files, self.versions())
-        cluster, infos = self.cluster, []
-        for name, spec in sorted(cluster.view.catalog.items()):
-            replica = cluster.replicas.get(name)
-            if replica is None:
-                version = await cluster.blocking(cluster.cp.head, name)
-            else:
-                version = replica.db.version
-            lease = cluster.view.leases.get(name)
-            infos.append(
-                DatabaseInfo(
-                    name=name,
-                    version=version,
-                    size_bytes=0 if replica is None else await self.read(_size, replica.db.path),
-                    open=replica is not None,
-                    epoch=lease.epoch if lease else None,
-                    role=None if replica is None else replica.db.role.value,
-                    durability=spec.durability,
-                    leader=lease.holder if lease else None,
-                )
-            )
-        return infos
+            names = await self.read(self._file_names)
+        else:
+            names = sorted(self.cluster.view.catalog)
+        page, following = select_page(names, after, limit, contains, visible)
+        if self.cluster is None:
+            infos = await self.read(self._file_infos, page, self.versions())
+        else:
+            infos = [await self._cluster_info(name) for name in page]
+        return Listing(infos, following)
 
-    def _list_files(self, open_versions: dict[str, int]) -> list[DatabaseInfo]:
+    async def _cluster_info(self, name: str) -> DatabaseInfo:
+        """What the catalog, the leases and this node's copy (if any) say of `name`."""
+        assert self.cluster is not None
+        cluster = self.cluster
+        spec = cluster.view.catalog.get(name)
+        replica = cluster.replicas.get(name)
+        if replica is None:
+            version = await cluster.blocking(cluster.cp.head, name)
+        else:
+            version = replica.db.version
+        lease = cluster.view.leases.get(name)
+        return DatabaseInfo(
+            name=name,
+            version=version,
+            size_bytes=0 if replica is None else await self.read(_size, replica.db.path),
+            open=replica is not None,
+            epoch=lease.epoch if lease else None,
+            role=None if replica is None else replica.db.role.value,
+            durability=spec.durability if spec else None,
+            leader=lease.holder if lease else None,
+        )
+
+    def _file_names(self) -> list[str]:
+        """The names of the databases in the data directory, sorted."""
+        with os.scandir(self.directory) as entries:
+            stems = [e.name[:-3] for e in entries if e.name.endswith(".db")]
+        return sorted(name for name in stems if _NAME.fullmatch(name))
+
+    def _file_infos(self, names: list[str], open_versions: dict[str, int]) -> list[DatabaseInfo]:
         infos = []
-        for path in sorted(self.directory.glob("*.db")):
-            name = path.stem
-            if not _NAME.fullmatch(name):
-                continue
-            version = open_versions.get(name)
+        for name in names:
+            path, version = self.path(name), open_versions.get(name)
+            if not path.exists():
+                continue  # dropped since the names were read
             infos.append(
                 DatabaseInfo(
                     name=name,

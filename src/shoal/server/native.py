@@ -26,7 +26,7 @@ from shoal.engine import Database, Result
 from shoal.engine.execute import Params
 from shoal.errors import Error, InvalidRequest, RequestTooLarge
 from shoal.node.auth import Scope
-from shoal.node.node import DatabaseInfo, check_name
+from shoal.node.node import PAGE_LIMIT, DatabaseInfo, check_name
 from shoal.server import backup
 from shoal.server.httputil import (
     authorize,
@@ -203,10 +203,23 @@ _REQUEST_FIELDS = _QUERY_FIELDS | _EXECUTE_FIELDS
 
 
 async def list_databases(request: Request) -> Response:
+    """A page of the databases the token covers: `?after=NAME&limit=N&contains=TEXT`."""
     grant = await authorize(request, Scope.READ, None)
-    infos = await node_of(request).list_databases()
-    visible = [_info_json(info) for info in infos if grant.covers(info.name)]
-    return json_response({"databases": visible})
+    query = request.query_params
+    unknown = query.keys() - {"after", "limit", "contains"}
+    if unknown:
+        raise InvalidRequest(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+    limit = query.get("limit", str(PAGE_LIMIT))
+    if not limit.isdigit() or not 1 <= int(limit) <= PAGE_LIMIT:
+        raise InvalidRequest(f"'limit' must be a whole number from 1 to {PAGE_LIMIT}")
+    listing = await node_of(request).list_databases(
+        after=query.get("after", ""),
+        limit=int(limit),
+        contains=query.get("contains", ""),
+        visible=grant.covers,
+    )
+    databases = [_info_json(info) for info in listing.databases]
+    return json_response({"databases": databases, "next": listing.following})
 
 
 async def create_database(request: Request) -> Response:

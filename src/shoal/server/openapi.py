@@ -14,6 +14,7 @@ import shoal
 from shoal import errors
 from shoal.engine import Role
 from shoal.node.node import _NAME as DATABASE_NAME
+from shoal.node.node import PAGE_LIMIT
 from shoal.server.httputil import AUTHENTICATE, status_of
 from shoal.server.native import DEFAULT_WAIT_SECONDS, MAX_WAIT_SECONDS
 
@@ -306,7 +307,15 @@ def result_schemas() -> Json:
                 ),
             },
         },
-        "DatabaseList": closed({"databases": array(ref("DatabaseInfo"))}),
+        "DatabaseList": closed(
+            {
+                "databases": array(ref("DatabaseInfo")),
+                "next": {
+                    "type": ["string", "null"],
+                    "description": "Pass as `after` for the next page; null on the last.",
+                },
+            }
+        ),
         "NodeStatus": closed(
             {
                 "shoal": {"type": "string", "description": "The node's shoal version."},
@@ -478,6 +487,17 @@ def text(description: str, media_type: str = "text/plain") -> Json:
     return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
 
 
+def query_parameter(name: str, schema: Json, description: str) -> Json:
+    """An optional parameter of the query string."""
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
 def json_body(schema: str) -> Json:
     return {"required": True, "content": json_content(ref(schema))}
 
@@ -601,9 +621,25 @@ def database_paths() -> Json:
             "get": operation(
                 "listDatabases",
                 "databases",
-                "Lists the databases the token covers.",
-                responses(ok("DatabaseList", "The databases, by name.", versioned=False), 401, 500),
+                "Lists the databases the token covers, a page at a time.",
+                responses(
+                    ok("DatabaseList", "A page of databases, by name.", versioned=False),
+                    *(400, 401, 500),
+                ),
                 scope="read",
+                parameters=[
+                    query_parameter("after", {"type": "string"}, "List the names after this one."),
+                    query_parameter(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": PAGE_LIMIT},
+                        f"Databases per page ({PAGE_LIMIT} unless fewer are asked for).",
+                    ),
+                    query_parameter(
+                        "contains",
+                        {"type": "string"},
+                        "Only names containing this text, in any case.",
+                    ),
+                ],
             ),
             "post": operation(
                 "createDatabase",
@@ -631,14 +667,11 @@ def database_paths() -> Json:
                 responses(ok("DatabaseInfo", "The database."), 400, 401, 403, 404, 500, 503),
                 scope="read",
                 parameters=[
-                    {
-                        "name": "checksum",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "string", "enum": ["1", "true"]},
-                        "description": "Add this node's copy's logical checksum (it reads "
-                        "every row).",
-                    }
+                    query_parameter(
+                        "checksum",
+                        {"type": "string", "enum": ["1", "true"]},
+                        "Add this node's copy's logical checksum (it reads every row).",
+                    )
                 ],
             ),
             "delete": operation(
@@ -700,14 +733,7 @@ def replication_paths() -> Json:
     name = [ref("DatabaseName", "parameters")]
 
     def version_parameter(key: str, description: str) -> Json:
-        schema = {"type": "integer", "minimum": 0}
-        return {
-            "name": key,
-            "in": "query",
-            "required": False,
-            "schema": schema,
-            "description": description,
-        }
+        return query_parameter(key, {"type": "integer", "minimum": 0}, description)
 
     moved = {
         "301": {
@@ -753,13 +779,11 @@ def replication_paths() -> Json:
                     version_parameter(
                         "until", "End once this version is sent (never, by default)."
                     ),
-                    {
-                        "name": "heartbeat",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "number", "minimum": 0.05, "maximum": 60},
-                        "description": "Seconds without a record before a heartbeat (1).",
-                    },
+                    query_parameter(
+                        "heartbeat",
+                        {"type": "number", "minimum": 0.05, "maximum": 60},
+                        "Seconds without a record before a heartbeat (1).",
+                    ),
                 ],
                 description="Served by any node from its own copy, so replicas need not "
                 "all follow the leader. 410 when this copy's log no longer holds the "
@@ -820,13 +844,11 @@ def copy_paths() -> Json:
                 scope="read",
                 parameters=[
                     ref("BackupFormat", "parameters"),
-                    {
-                        "name": "noleader",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "string"},
-                        "description": "In a cluster: this node's own copy, not the leader's.",
-                    },
+                    query_parameter(
+                        "noleader",
+                        {"type": "string"},
+                        "In a cluster: this node's own copy, not the leader's.",
+                    ),
                 ],
             ),
         },

@@ -14,7 +14,7 @@ from shoal.engine import Database
 from shoal.node.archiving import ArchiveStatus
 from shoal.node.auth import Authenticator
 from shoal.node.config import Settings
-from shoal.node.node import DatabaseInfo
+from shoal.node.node import PAGE_LIMIT, DatabaseInfo, Listing
 
 __all__ = ["ServedNode"]
 
@@ -86,7 +86,16 @@ class ServedNode(Protocol):
 
     async def info(self, name: str) -> DatabaseInfo: ...
 
-    async def list_databases(self) -> list[DatabaseInfo]: ...
+    async def list_databases(
+        self,
+        *,
+        after: str = "",
+        limit: int = PAGE_LIMIT,
+        contains: str = "",
+        visible: Callable[[str], bool] = ...,
+    ) -> Listing:
+        """One page of the databases, by name (see Node.list_databases)."""
+        ...
 
     def names(self) -> list[str]:
         """The databases open now."""
