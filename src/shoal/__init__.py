@@ -5,6 +5,7 @@
 
 `connect` opens a PEP 249 connection whose writes are captured and logged: to a
 file in-process, or to a database on a node (`shoal.connect("http://host:4001/db")`).
+`query_many` runs one read on many of a node's databases at once.
 """
 
 from shoal.client import connect
@@ -29,6 +30,7 @@ from shoal.client.dbapi import (
     threadsafety,
 )
 from shoal.client.embedded import Connection
+from shoal.client.remote import ManyResult, query_many
 from shoal.errors import (
     DatabaseError,
     DataError,
@@ -61,6 +63,7 @@ __all__ = [
     "IntegrityError",
     "InterfaceError",
     "InternalError",
+    "ManyResult",
     "NotSupportedError",
     "OperationalError",
     "ProgrammingError",
@@ -73,6 +76,7 @@ __all__ = [
     "apilevel",
     "connect",
     "paramstyle",
+    "query_many",
     "sqlite_version",
     "sqlite_version_info",
     "threadsafety",

@@ -97,6 +97,7 @@ __all__ = [
     "VersionNotReached",
     "Warning",
     "WrongDatabase",
+    "error_named",
     "from_apsw",
 ]
 
@@ -335,6 +336,17 @@ _APSW_TO_SHOAL: list[tuple[type[BaseException], type[Error]]] = [
     (apsw.FullError, OperationalError),
     (apsw.Error, OperationalError),
 ]
+
+
+def error_named(kind: str, message: str) -> Error:
+    """The shoal error class named `kind`, with `message`, as an answer names it
+    (OperationalError for a name shoal does not know)."""
+    cls = globals().get(kind)
+    if not (isinstance(cls, type) and issubclass(cls, Error)):
+        return OperationalError(f"{kind}: {message}")
+    exc = cls.__new__(cls)  # not cls(...): some constructors build the message themselves
+    Exception.__init__(exc, message)
+    return exc
 
 
 def from_apsw(exc: BaseException) -> Error:

@@ -403,6 +403,7 @@ SAMPLE_BODIES = {
     "execute": {"sql": "SELECT 1"},
     "request": {"sql": "SELECT 1"},
     "runInTransaction": {"sql": "SELECT 1"},
+    "queryMany": {"pattern": "*", "sql": "SELECT 1"},
     "beginTransaction": {"sql": "SELECT 1"},
 }
 # The operations that answer 503 while the node stops (a transaction already open
@@ -477,8 +478,17 @@ def drops(c: Contract) -> None:
     c.call("get", "/v1/cluster", 401, auth={})
 
 
+def query_many(c: Contract) -> None:
+    many = "/v1/query-many"
+    found = c.call("post", many, 200, json={"pattern": "*", "sql": "SELECT 1 AS one"}).json()
+    assert found["columns"] == ["db", "one"] and ["app", 1] in found["rows"]
+    c.call("post", many, 200, json={"databases": ["app", "nope"], "sql": "SELECT 1"})
+    c.call("post", many, 400, json={"sql": "SELECT 1"}, malformed=True)
+    c.call("post", many, 400, json={"pattern": "*", "sql": "DELETE FROM t"})
+
+
 def test_every_operation_answers_as_documented(contract: Contract) -> None:
-    steps = (probes_and_auth, databases, statements, transactions, copies, replication)
+    steps = (probes_and_auth, databases, statements, query_many, transactions, copies, replication)
     for step in (*steps, refusals, drops):
         step(contract)
     documented = documented_operations(contract.doc)

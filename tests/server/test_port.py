@@ -108,6 +108,9 @@ class FakeNode:
         async with self.database(name) as db:
             return DatabaseInfo(name, db.version, 0, True)
 
+    async def database_names(self) -> list[str]:
+        return ["app"]
+
     async def list_databases(
         self,
         *,

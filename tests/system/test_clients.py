@@ -19,6 +19,7 @@ from shoal.errors import (
     IntegrityError,
     OperationalError,
     ProgrammingError,
+    SQLError,
     Unauthorized,
 )
 from tests.harness import Node
@@ -151,6 +152,21 @@ def test_db_and_token_commands(node: Node, tmp_path: Path) -> None:
     every = shoal_command("db", "list", "--limit", "1", "--all", *url)
     assert [line.split()[0] for line in every.stdout.splitlines()[2:]] == ["default", "tenant-a"]
     assert every.stderr == ""
+    many = shoal_command("query-many", "*", "SELECT count(*) FROM t", *url)
+    assert many.returncode == 1 and "2 databases read, 2 failed" in many.stderr
+    assert "no such table: t" in many.stderr
+    found = shoal.query_many(node.url, "SELECT count(*) FROM t", pattern="*")
+    assert found.rows == [] and found.databases == 2
+    assert {type(e) for e in found.errors.values()} == {SQLError}
+    many = shoal_command("query-many", "tenant-*", "SELECT 1 AS one", *url)
+    assert many.returncode == 0 and many.stdout.split() == [
+        "db",
+        "one",
+        "--------",
+        "---",
+        "tenant-a",
+        "1",
+    ]
     info = shoal_command("db", "info", "tenant-a", *url)
     assert "role" in info.stdout and "leader" in info.stdout
     refused = shoal_command("db", "drop", "tenant-a", *url)

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+import shoal as shoal_client
 from shoal.archive.catalog import read_index
 from shoal.archive.local import FolderStore
 from shoal.errors import NotArchived
@@ -633,3 +634,42 @@ def test_postgresql_restarted_under_load_loses_no_acknowledged_write(tmp_path: P
         assert len(unknown) <= 1 and len(writer.failures) == len(unknown), writer.failures
         assert writer.retries > 0
         assert_nothing_lost(cluster, "app", writer)
+
+
+# -- reads across databases ---------------------------------------------------------
+
+
+def test_query_many_reads_every_database_wherever_it_is_led(cluster: Cluster) -> None:
+    """query-many through any node reaches each database's leader (a weak read sees
+    every acknowledged write at once), and outlives a killed leader."""
+    names = [f"tenant-{i}" for i in range(6)]
+    leaders = {name: create(cluster, name) for name in names}
+    assert len(set(leaders.values())) > 1  # some databases are led away from any one node
+    for i, name in enumerate(names):
+        ok(insert(cluster[leaders[name]].url, name, 1, i + 1))
+    expected = [[name, i + 1] for i, name in enumerate(names)]
+    body = {"pattern": "tenant-*", "sql": "SELECT count(*) AS n FROM t"}
+    for node_id in cluster.live:
+        found = ok(httpx.post(f"{cluster[node_id].url}/v1/query-many", json=body, timeout=60))
+        assert found["rows"] == expected and found["errors"] == [], node_id
+
+    url = cluster["n1"].url
+    total = shoal_client.query_many(  # values forwarded from leaders keep their types
+        url,
+        "SELECT count(*) AS n, x'00ff' AS b FROM t",
+        pattern="tenant-*",
+        aggregate="SELECT sum(n), max(b), typeof(max(b)) FROM results",
+    )
+    assert total.rows == [(21, b"\x00\xff", "blob")]
+    assert total.databases == 6 and total.errors == {}
+    printed = shoal("query-many", "tenant-*", body["sql"], "--url", url)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.splitlines()[2].split() == ["tenant-0", "1"]
+    assert "6 databases read, 0 failed" in printed.stderr
+
+    victim = leaders["tenant-0"]
+    cluster.kill(victim)
+    survivor = next(n for n in cluster.live if n != victim)
+    found = ok(httpx.post(f"{cluster[survivor].url}/v1/query-many", json=body, timeout=60))
+    assert found["rows"] == expected, logs(cluster, "query-many")
+    assert found["errors"] == []

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import shoal
 from shoal.cli.archive import add_archive_commands
-from shoal.cli.databases import add_database_commands
+from shoal.cli.databases import add_database_commands, add_query_many_command
 from shoal.cli.files import add_file_commands
 from shoal.cli.node import add_node_commands
 from shoal.cli.shell import add_shell_command
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_file_commands(commands)
     add_node_commands(commands)
     add_database_commands(commands)
+    add_query_many_command(commands)
     add_token_commands(commands)
     add_archive_commands(commands)
     add_shell_command(commands)

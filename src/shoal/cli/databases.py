@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from shoal.cli.format import print_table
+from shoal.cli.format import format_table, print_table
 from shoal.cli.options import node_client, remote_options
 from shoal.errors import InvalidRequest
 from shoal.terminal import human_size, progress_bar
 
-__all__ = ["add_database_commands"]
+__all__ = ["add_database_commands", "add_query_many_command"]
 
 
 def _db_list(args: argparse.Namespace) -> int:
@@ -35,6 +35,49 @@ def _db_list(args: argparse.Namespace) -> int:
     if page["next"] is not None:
         print(f"more: shoal db list --after {page['next']} (or --all)", file=sys.stderr)
     return 0
+
+
+def _query_many(args: argparse.Namespace) -> int:
+    """The rows of every matching database (or the aggregate's), then the failures."""
+    found = node_client(args).query_many(
+        args.sql,
+        pattern=args.pattern,
+        aggregate=args.aggregate,
+        level=args.level,
+        timeout=args.timeout,
+    )
+    print_table(found.columns, found.rows)
+    failed = [(name, type(exc).__name__, str(exc)) for name, exc in found.errors.items()]
+    if failed:
+        print(file=sys.stderr)
+        print(format_table(["database", "error", "message"], failed), file=sys.stderr)
+    print(f"{found.databases} databases read, {len(failed)} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def add_query_many_command(commands: Any) -> None:
+    """Registers `query-many` on the `shoal` parser's subcommands."""
+    many = commands.add_parser(
+        "query-many",
+        help="run one read on every database whose name matches a pattern",
+        description="Run one read-only statement on every database matching PATTERN that "
+        "the token may read, wherever each is led, and print the rows with each "
+        "database's name first; the databases that failed follow on stderr, and the "
+        "exit status is 1 if any did.",
+    )
+    many.add_argument("pattern", help="a glob of database names, such as 'tenant-*'")
+    many.add_argument("sql", help="the statement (SELECT, VALUES or EXPLAIN)")
+    many.add_argument(
+        "--aggregate",
+        help="a statement over the table 'results' of the rows (a column 'db' first), "
+        "such as 'SELECT db, sum(total) FROM results GROUP BY db'",
+    )
+    many.add_argument(
+        "--level", choices=("none", "weak", "linearizable"), help="read consistency (weak)"
+    )
+    many.add_argument("--timeout", type=float, help="seconds for the whole call (30)")
+    many.set_defaults(run=_query_many)
+    remote_options(many)
 
 
 def _db_create(args: argparse.Namespace) -> int:

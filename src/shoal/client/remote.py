@@ -9,6 +9,8 @@ always reads its own writes, whichever node answers.
 
 Errors come back as the same classes the embedded connection raises: the server
 names the class, and the client raises that class from `shoal.errors`.
+
+`query_many` runs one read on many of a node's databases (`POST /v1/query-many`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from __future__ import annotations
 import base64
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -27,9 +30,22 @@ import shoal.errors
 from shoal.client.dbapi import BaseConnection
 from shoal.engine.execute import Params, Result
 from shoal.engine.functions import Function
-from shoal.errors import Error, InterfaceError, NotSupportedError, OperationalError, Unavailable
+from shoal.errors import (
+    Error,
+    InterfaceError,
+    NotSupportedError,
+    OperationalError,
+    Unavailable,
+    error_named,
+)
 
-__all__ = ["Connection", "NodeClient", "error_from"]
+__all__ = [
+    "Connection",
+    "ManyResult",
+    "NodeClient",
+    "error_from",
+    "query_many",
+]
 
 
 def _encode(value: Any) -> Any:
@@ -75,12 +91,7 @@ def error_from(response: httpx.Response) -> Error:
     except (ValueError, KeyError, TypeError):
         text = response.text[:500] or response.reason_phrase
         return OperationalError(f"HTTP {response.status_code}: {text}")
-    cls = getattr(shoal.errors, kind, None)
-    if not (isinstance(cls, type) and issubclass(cls, Error)):
-        return OperationalError(f"{kind}: {message}")
-    exc = cls.__new__(cls)  # not cls(...): some constructors build the message themselves
-    Exception.__init__(exc, message)
-    return exc
+    return error_named(kind, message)
 
 
 class NodeClient:
@@ -133,6 +144,31 @@ class NodeClient:
         except httpx.TransportError as exc:
             raise OperationalError(f"cannot reach {self.base_url}: {exc}") from None
 
+    def query_many(
+        self,
+        sql: str,
+        params: Params = None,
+        *,
+        pattern: str | None = None,
+        databases: Sequence[str] | None = None,
+        aggregate: str | None = None,
+        level: str | None = None,
+        timeout: float | None = None,
+    ) -> ManyResult:
+        """Runs the read-only `sql` on every database matching the glob `pattern` (or
+        named in `databases`) that the token may read; with `aggregate`, a statement
+        over a table `results` of the rows (a column `db` first)."""
+        body: dict[str, Any] = {"sql": sql, "params": encode_params(params)}
+        optional = {
+            "pattern": pattern,
+            "databases": None if databases is None else list(databases),
+            "aggregate": aggregate,
+            "level": level,
+            "timeout": timeout,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return many_result(self.call("POST", "/v1/query-many", body))
+
     def close(self) -> None:
         self._http.close()
 
@@ -180,6 +216,61 @@ class _RemoteTransaction:
             self._open = False
             if self.path is not None:
                 self._client.call("POST", f"{self.path}/rollback")
+
+
+@dataclass(frozen=True)
+class ManyResult:
+    """What `query_many` gathered: the rows, each with its database's name first
+    (or the aggregate's rows), how many databases were read, and the error of each
+    that failed."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    databases: int
+    errors: dict[str, Error]
+
+
+def query_many(
+    url: str,
+    sql: str,
+    params: Params = None,
+    *,
+    pattern: str | None = None,
+    databases: Sequence[str] | None = None,
+    aggregate: str | None = None,
+    level: str | None = None,
+    timeout: float | None = None,
+    token: str | None = None,
+) -> ManyResult:
+    """Runs the read-only `sql` on many databases of the node at `url`
+    ("http://host:4001"), wherever each is led: `NodeClient.query_many`. `token`
+    is the node's bearer token, by default $SHOAL_TOKEN."""
+    client = NodeClient(url, token or os.environ.get("SHOAL_TOKEN") or None)
+    try:
+        return client.query_many(
+            sql,
+            params,
+            pattern=pattern,
+            databases=databases,
+            aggregate=aggregate,
+            level=level,
+            timeout=timeout,
+        )
+    finally:
+        client.close()
+
+
+def many_result(raw: dict[str, Any]) -> ManyResult:
+    """A ManyResult from the answer of `POST /v1/query-many`."""
+    return ManyResult(
+        columns=raw["columns"],
+        rows=[tuple(_decode(v) for v in row) for row in raw["rows"]],
+        databases=raw["databases"],
+        errors={
+            e["database"]: error_named(e["error"]["type"], e["error"]["message"])
+            for e in raw["errors"]
+        },
+    )
 
 
 class Connection(BaseConnection):

@@ -297,10 +297,10 @@ def _read_one(cursor: apsw.Cursor, sql: str, params: Params, limits: Limits) -> 
     """The fast path for the commonest request: one statement that only reads (its
     text has no ';'), its rows fetched in chunks (or in one call, without limits)."""
     cursor.execute(sql, params, prepare_flags=USER_PREPARE_FLAGS)
-    return Result(*_description_and_rows(cursor, sql, params, limits))
+    return Result(*description_and_rows(cursor, sql, params, limits))
 
 
-def _description_and_rows(
+def description_and_rows(
     cursor: apsw.Cursor, sql: str, params: Params, limits: Limits | None
 ) -> tuple[Description, list[Row]]:
     """What `cursor`, having executed `sql`, returns: its columns and every row."""
@@ -347,7 +347,7 @@ def described(
     """The rest of `read_one` once `cursor` has executed `sql` and no description
     was remembered for the connection's data version: asks, remembers, fetches."""
     version = conn.data_version()
-    description, rows = _description_and_rows(cursor, sql, params, limits)
+    description, rows = description_and_rows(cursor, sql, params, limits)
     if len(descriptions) >= DESCRIPTIONS_KEPT:
         descriptions.clear()
     descriptions[sql] = (version, description)

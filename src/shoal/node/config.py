@@ -59,6 +59,10 @@ class Settings:
     max_result_rows: int = _setting(1_000_000, "most rows one statement may return")
     max_result_bytes: int = _setting(64 * MiB, "most bytes of values one statement may return")
     idle_seconds: float = _setting(300.0, "close a database after this long unused")
+    max_open_databases: int = _setting(
+        256, "most databases open at once; past it the least recently used close first"
+    )
+    max_query_many: int = _setting(10_000, "most databases one query-many call may read")
     transaction_seconds: float = _setting(
         10.0, "roll back an interactive transaction idle this long"
     )
@@ -121,6 +125,8 @@ class Settings:
             "archive_segment_bytes",
             "replication_factor",
             "snapshot_log_bytes",
+            "max_open_databases",
+            "max_query_many",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1")

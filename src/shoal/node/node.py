@@ -154,6 +154,8 @@ class _Using:
         assert entry is not None
         entry.users -= 1
         entry.last_used = time.monotonic()
+        if entry.users == 0:
+            self._node.limit_open()
 
 
 class Node:
@@ -174,6 +176,7 @@ class Node:
         self._writes = ThreadPoolExecutor(settings.threads, thread_name_prefix="shoal-write")
         self._open: dict[str, _Entry] = {}
         self._opening: dict[str, asyncio.Task[None]] = {}
+        self._closing_over_limit = False  # a task closes the databases past the limit
         self._admin = asyncio.Lock()  # create and drop, one at a time
         self._tasks: set[asyncio.Task[Any]] = set()
         self._housekeeper: asyncio.Task[None] | None = None
@@ -403,24 +406,39 @@ class Node:
 
     async def close_idle(self) -> int:
         """Closes databases unused for `idle_seconds`; returns how many."""
-        cutoff = time.monotonic() - self.settings.idle_seconds
-        idle = [
-            name
+        return await self._close_unused(time.monotonic() - self.settings.idle_seconds)
+
+    async def _close_unused(self, before: float, most: int | None = None) -> int:
+        """Closes up to `most` databases that no request holds and none has used
+        since `before` (a monotonic time), least recently used first; returns how many."""
+        unused = sorted(
+            (entry.last_used, name)
             for name, entry in self._open.items()
-            if entry.users == 0 and entry.last_used < cutoff and not entry.dropping
-        ]
+            if entry.users == 0 and entry.last_used < before and not entry.dropping
+        )
         closed = 0
-        for name in idle:
-            entry = self._open[name]
+        for _, name in unused[:most]:
+            entry = self._open.get(name)
+            if entry is None:
+                continue
             if self.archive is not None:
                 await self.archive.forget(name)  # its newest writes, before it closes
-            if entry.users or entry.last_used >= cutoff or self._open.get(name) is not entry:
+            if entry.users or entry.last_used >= before or self._open.get(name) is not entry:
                 self._track(entry.db)  # used again meanwhile: it stays open
                 continue
             del self._open[name]
             await self.write(entry.db.close)
             closed += 1
         return closed
+
+    async def _close_over_limit(self) -> None:
+        """Closes the least recently used databases past `max_open_databases`."""
+        try:
+            while (excess := len(self._open) - self.settings.max_open_databases) > 0:
+                if not await self._close_unused(time.monotonic(), excess):
+                    break  # all in use: the next one released calls limit_open again
+        finally:
+            self._closing_over_limit = False
 
     def _track(self, db: Database) -> None:
         if self.archive is not None and db.role is Role.LEADER:
@@ -457,11 +475,23 @@ class Node:
 
     async def _open_file(self, name: str) -> None:
         try:
-            db = await self.write(self._open_existing, name)
-            self._open[name] = _Entry(db)
-            self._track(db)
+            self._opened(name, await self.write(self._open_existing, name))
         finally:
             del self._opening[name]
+
+    def _opened(self, name: str, db: Database) -> None:
+        """Keeps `db` open under `name`; past `max_open_databases`, the least
+        recently used ones close, soon after."""
+        self._open[name] = _Entry(db)
+        self._track(db)
+        self.limit_open()
+
+    def limit_open(self) -> None:
+        """Past `max_open_databases`, closes the least recently used unused ones, soon."""
+        over = len(self._open) > self.settings.max_open_databases
+        if over and not self._closing_over_limit:
+            self._closing_over_limit = True
+            self.background(self._close_over_limit())
 
     def _open_existing(self, name: str) -> Database:
         path = self.path(name)
@@ -539,9 +569,7 @@ class Node:
         async with self._admin:
             if name in self._open or await self.write(path.exists):
                 raise DatabaseExists(name)
-            db = await self.write(self._database, path, name)
-            self._open[name] = _Entry(db)
-            self._track(db)
+            self._opened(name, await self.write(self._database, path, name))
         return await self.info(name)
 
     async def drop(self, name: str, wait: float = 30.0) -> None:
@@ -608,16 +636,19 @@ class Node:
         read from their files. In a cluster: the databases of the catalog, with this
         node's copy's version where it holds one, else its log's head. Only the page's
         databases are looked at beyond their names."""
-        if self.cluster is None:
-            names = await self.read(self._file_names)
-        else:
-            names = sorted(self.cluster.view.catalog)
+        names = await self.database_names()
         page, following = select_page(names, after, limit, contains, visible)
         if self.cluster is None:
             infos = await self.read(self._file_infos, page, self.versions())
         else:
             infos = [await self._cluster_info(name) for name in page]
         return Listing(infos, following)
+
+    async def database_names(self) -> list[str]:
+        """Every database's name, sorted: the data directory's, or the catalog's."""
+        if self.cluster is None:
+            return await self.read(self._file_names)
+        return sorted(self.cluster.view.catalog)
 
     async def _cluster_info(self, name: str) -> DatabaseInfo:
         """What the catalog, the leases and this node's copy (if any) say of `name`."""

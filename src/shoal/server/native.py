@@ -51,7 +51,7 @@ from shoal.server.statements import (
     run_writes,
 )
 
-__all__ = ["decode_params", "result_json", "routes", "statements_from"]
+__all__ = ["decode_params", "decode_values", "result_json", "routes", "statements_from"]
 
 _INFINITIES = ("Infinity", "-Infinity")
 MAX_WAIT_SECONDS = 60.0
@@ -77,12 +77,17 @@ def _value(raw: Any, where: str) -> Any:
     )
 
 
+def decode_values(raw: list[Any], where: str) -> list[Any]:
+    """JSON values (a row, or `?` parameters) as SQL values."""
+    return [_value(v, f"{where}[{i}]") for i, v in enumerate(raw)]
+
+
 def decode_params(raw: Any, where: str) -> Params:
     """JSON parameters (an array for ?, an object for :name) as engine parameters."""
     if raw is None:
         return None
     if isinstance(raw, list):
-        return [_value(v, f"{where}[{i}]") for i, v in enumerate(raw)]
+        return decode_values(raw, where)
     if isinstance(raw, dict):
         return {str(k): _value(v, f"{where}.{k}") for k, v in raw.items()}
     raise InvalidRequest(f"{where}: parameters must be an array or an object")

@@ -17,6 +17,8 @@ from shoal.node.node import _NAME as DATABASE_NAME
 from shoal.node.node import PAGE_LIMIT
 from shoal.server.httputil import AUTHENTICATE, status_of
 from shoal.server.native import DEFAULT_WAIT_SECONDS, MAX_WAIT_SECONDS
+from shoal.server.querymany import DEFAULT_TIMEOUT_SECONDS as DEFAULT_MANY_SECONDS
+from shoal.server.querymany import MAX_TIMEOUT_SECONDS as MAX_MANY_SECONDS
 
 __all__ = ["document"]
 
@@ -170,6 +172,63 @@ def statements_body(description: str, **fields: Json) -> Json:
     }
 
 
+LEVEL: Json = {
+    "enum": ["none", "weak", "linearizable", "strong", "auto"],
+    "default": "weak",
+    "description": "In a cluster: `none` reads the receiving node's copy; `weak` the "
+    "leader's; `linearizable` (or `strong`) the leader's once it has confirmed its lease "
+    "and that it is at the log's head. `auto` is `weak`.",
+}
+
+
+def query_many_schemas() -> Json:
+    """The body and the answer of `POST /v1/query-many`."""
+    return {
+        "QueryMany": {
+            **closed(
+                {
+                    "databases": array(
+                        ref("DatabaseName"), minItems=1, description="The databases to read."
+                    ),
+                    "pattern": {
+                        "type": "string",
+                        "minLength": 1,
+                        "description": "A glob (`*`, `?`, `[...]`) of the databases to read.",
+                    },
+                    "sql": {"type": "string", "description": "One statement that reads."},
+                    "params": ref("Params"),
+                    "aggregate": {
+                        "type": "string",
+                        "description": "A SELECT over the table `results` of the rows (a "
+                        "column `db` first); its result is the answer's rows.",
+                    },
+                    "level": LEVEL,
+                    "timeout": {
+                        "type": "number",
+                        "exclusiveMinimum": 0,
+                        "default": DEFAULT_MANY_SECONDS,
+                        "description": "Seconds for the whole call (at most "
+                        f"{MAX_MANY_SECONDS:g}); databases not answered by then are errors.",
+                    },
+                },
+                optional=("databases", "pattern", "params", "aggregate", "level", "timeout"),
+            ),
+            "oneOf": [{"required": ["databases"]}, {"required": ["pattern"]}],
+        },
+        "QueryManyResult": closed(
+            {
+                "columns": array({"type": "string"}, description="`db`, then the statement's."),
+                "rows": array(array(ref("Value"))),
+                "databases": count("Databases read (those that failed included)."),
+                "errors": array(
+                    closed({"database": {"type": "string"}, "error": ref("ErrorDetail")}),
+                    description="Each database that failed, and why.",
+                ),
+            }
+        ),
+    }
+
+
 def statement_schemas() -> Json:
     """The request bodies that carry statements, one per endpoint's field set."""
     wait: dict[str, Json] = {
@@ -185,13 +244,7 @@ def statement_schemas() -> Json:
             "then 503 VersionNotReached.",
         },
     }
-    wait["level"] = {
-        "enum": ["none", "weak", "linearizable", "strong", "auto"],
-        "default": "weak",
-        "description": "In a cluster: `none` reads the receiving node's copy; `weak` the "
-        "leader's; `linearizable` (or `strong`) the leader's once it has confirmed its lease "
-        "and that it is at the log's head. `auto` is `weak`. `min_version` overrides it.",
-    }
+    wait["level"] = LEVEL | {"description": LEVEL["description"] + " `min_version` overrides it."}
     transaction: dict[str, Json] = {
         "transaction": {
             "type": "boolean",
@@ -728,6 +781,32 @@ def statement_paths() -> Json:
     }
 
 
+def query_many_paths() -> Json:
+    return {
+        "/v1/query-many": {
+            "post": operation(
+                "queryMany",
+                "statements",
+                "Runs one read on many databases; rows tagged with each one's name.",
+                responses(
+                    ok(
+                        "QueryManyResult",
+                        "The rows, and each database that failed.",
+                        versioned=False,
+                    ),
+                    *(400, 401, 413, 500),
+                ),
+                scope="read",
+                body=json_body("QueryMany"),
+                description="Only the databases the token may read: a pattern matches no "
+                "others, and a named one it does not cover is an error in `errors`. At "
+                "most the node's `max_query_many` databases (413 beyond), and "
+                "`max_result_rows` rows gathered (400 beyond).",
+            )
+        }
+    }
+
+
 def replication_paths() -> Json:
     base = "/v1/databases/{name}"
     name = [ref("DatabaseName", "parameters")]
@@ -973,7 +1052,13 @@ def security_schemes() -> Json:
 
 def document() -> dict[str, Any]:
     """The whole document; cheap enough to build on each request."""
-    schemas = value_schemas() | statement_schemas() | result_schemas() | error_schemas()
+    schemas = (
+        value_schemas()
+        | statement_schemas()
+        | query_many_schemas()
+        | result_schemas()
+        | error_schemas()
+    )
     return {
         "openapi": "3.1.0",
         "info": {"title": "shoal", "version": shoal.__version__, "description": DESCRIPTION},
@@ -989,6 +1074,7 @@ def document() -> dict[str, Any]:
         "paths": probe_paths()
         | database_paths()
         | statement_paths()
+        | query_many_paths()
         | copy_paths()
         | replication_paths()
         | transaction_paths(),

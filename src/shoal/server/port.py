@@ -86,6 +86,10 @@ class ServedNode(Protocol):
 
     async def info(self, name: str) -> DatabaseInfo: ...
 
+    async def database_names(self) -> list[str]:
+        """Every database's name, sorted."""
+        ...
+
     async def list_databases(
         self,
         *,
