@@ -7,18 +7,22 @@ the checkout's root on `sys.path`) before it imports this module as `bench.commo
 
 from __future__ import annotations
 
+import os
+import platform
 import re
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 __all__ = [
     "WRK_COUNTING",
     "BenchError",
     "Step",
+    "environment",
     "failed",
     "postgres_facts",
     "progress_line",
@@ -43,6 +47,22 @@ def progress_line(quiet: bool) -> Callable[[str], None]:
             print(f"\r\033[K{message}", end="", file=sys.stderr, flush=True)
 
     return say
+
+
+def environment() -> dict[str, Any]:
+    """The machine and the software a figure was measured on, for a table's header."""
+    import apsw
+
+    import shoal
+
+    return {
+        "cpus": os.cpu_count(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "sqlite": apsw.sqlite_lib_version(),
+        "platform": platform.platform(),
+        "shoal": shoal.__version__,
+        "shoal_path": str(Path(shoal.__file__).parent),
+    }
 
 
 def failed(error: Exception, say: Callable[[str], None]) -> int:

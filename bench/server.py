@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -61,6 +60,7 @@ from bench.common import (
     WRK_COUNTING,
     BenchError,
     Step,
+    environment,
     failed,
     postgres_facts,
     progress_line,
@@ -70,7 +70,6 @@ from bench.common import (
 )
 from tests.harness import free_port, postgres_bin, postgres_server, shoal_node, wait_until
 
-import shoal
 from shoal.engine import Database, Options
 
 ROWS = 10_000
@@ -496,12 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = progress_line(args.json)
 
     env: dict[str, Any] = {
-        "cpus": os.cpu_count(),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "sqlite": apsw.sqlite_lib_version(),
-        "platform": platform.platform(),
-        "shoal": shoal.__version__,
-        "shoal_path": str(Path(shoal.__file__).parent),
+        **environment(),
         "shoal_synchronous": Options().synchronous,
         "wrk": command_version(["wrk", "-v"]),
         "pgbench": command_version([str(postgres_bin("pgbench")), "--version"])

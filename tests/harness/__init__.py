@@ -1,6 +1,6 @@
 """Real services for system tests and benchmarks: shoal nodes and clusters, PostgreSQL,
-SeaweedFS (S3), a TCP proxy that cuts a client off from one of them, and a writer that
-writes through it all.
+SeaweedFS (S3), Chromium (for the dashboard), a TCP proxy that cuts a client off from
+one of them, and a writer that writes through it all.
 
 Everything here starts a real process (the proxy and the writer: threads) on a free
 127.0.0.1 port, waits for it by polling (never by a fixed sleep), and stops it when the
@@ -8,6 +8,7 @@ Everything here starts a real process (the proxy and the writer: threads) on a f
 fixtures; bench/ imports them too.
 """
 
+from tests.harness.browser import chromium
 from tests.harness.cluster import Cluster, CopyState, shoal_cluster
 from tests.harness.net import free_port, wait_until
 from tests.harness.nodes import Node, shoal_node
@@ -30,6 +31,7 @@ __all__ = [
     "S3Endpoint",
     "TcpProxy",
     "Writer",
+    "chromium",
     "create_postgres_database",
     "free_port",
     "make_bucket",

@@ -59,9 +59,19 @@ ENDPOINTS: list[tuple[str, str, Any, Scope | None]] = [
     ("GET", "/status", None, READ),
     ("GET", "/nodes", None, READ),
     ("POST", "/v1/query-many", {"pattern": "*", "sql": "SELECT 1"}, READ),
+    ("GET", "/ui", None, READ),
+    ("GET", "/ui/app.js", None, READ),
 ]
 # No database named: a token limited to some databases gets through (and sees those).
-PER_DATABASE = {"/metrics", "/v1/databases", "/status", "/nodes", "/v1/query-many"}
+PER_DATABASE = {
+    "/metrics",
+    "/v1/databases",
+    "/status",
+    "/nodes",
+    "/v1/query-many",
+    "/ui",
+    "/ui/app.js",
+}
 
 
 def make_tokens(data_dir: Path) -> dict[str, str]:

@@ -1,5 +1,5 @@
 """Fixtures that start real services: nodes (`shoal serve` processes), PostgreSQL
-(the control plane of clusters) and clusters of nodes.
+(the control plane of clusters), clusters of nodes, and Chromium.
 
 They come from tests/harness/, the one place that knows how to start and stop
 every real process the tests and benchmarks use; the session's PostgreSQL
@@ -14,8 +14,16 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser
 
-from tests.harness import Cluster, Node, create_postgres_database, shoal_cluster, shoal_node
+from tests.harness import (
+    Cluster,
+    Node,
+    chromium,
+    create_postgres_database,
+    shoal_cluster,
+    shoal_node,
+)
 
 StartNode = Callable[..., Node]
 
@@ -41,6 +49,13 @@ def start_node(tmp_path: Path) -> Iterator[StartNode]:
 @pytest.fixture
 def node(start_node: StartNode) -> Node:
     return start_node()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium under Playwright, for the whole session."""
+    with chromium() as running:
+        yield running
 
 
 _databases = itertools.count(1)

@@ -115,6 +115,14 @@ class Archiver:
         archived = self._index.head if self._index is not None else 0
         return max(0, self.db.version - archived)
 
+    @property
+    def last_snapshot(self) -> SnapshotEntry | None:
+        """The newest snapshot in the archive, as this archiver knows it (None before
+        its first round, or when there is none)."""
+        if self._index is None or not self._index.snapshots:
+            return None
+        return self._index.snapshots[-1]
+
     # -- one round -------------------------------------------------------------
 
     def step(self, *, final: bool = False) -> int:

@@ -23,21 +23,33 @@ MAX_BACKOFF_SECONDS = 60.0
 
 
 class ArchiveRounds:
-    """One database's archiving: its rounds, failures in a row and next attempt."""
+    """One database's archiving: its rounds, failures in a row and next attempt.
+
+    A database that has not changed since its last good round is quiet: it needs a
+    round only for work that comes with time (a snapshot or an index write put
+    off, history past retention), so it gets one every `index_seconds`, not every
+    round. A node's rounds then cost what its written databases cost, not what all
+    its open ones do."""
 
     def __init__(self, archiver: Archiver) -> None:
         self.archiver = archiver
         self.failures = 0
         self.next_try = 0.0
         self.last_error: str | None = None
+        self._archived_version: int | None = None  # as of the last good round
+        self._next_quiet_round = 0.0
 
     def due(self) -> bool:
-        return time.monotonic() >= self.next_try
+        now = time.monotonic()
+        if now < self.next_try:
+            return False  # backing off after a failure
+        return self.archiver.db.version != self._archived_version or now >= self._next_quiet_round
 
     def run(self, *, final: bool = False) -> bool:
         """One round (blocking; `final`: the last, which writes the index whatever its
         schedule); False if it failed and was put off."""
         name = self.archiver.db.name
+        version = self.archiver.db.version  # before the round: a commit during it is news
         try:
             self.archiver.step(final=final)
         except Error as exc:
@@ -53,6 +65,8 @@ class ArchiveRounds:
         if self.failures:
             logger.info("archiving %s caught up after %d failed round(s)", name, self.failures)
         self.failures, self.next_try, self.last_error = 0, 0.0, None
+        self._archived_version = version
+        self._next_quiet_round = time.monotonic() + self.archiver.policy.index_seconds
         return True
 
 

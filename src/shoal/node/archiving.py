@@ -45,6 +45,8 @@ class ArchiveStatus:
     failures: int  # rounds failed in a row
     last_error: str | None
     uploads: int  # objects uploaded since the node started
+    snapshot_version: int | None = None  # the newest snapshot in the archive
+    snapshot_time_ns: int | None = None  # ... of the database as committed when
 
 
 class ArchiveService:
@@ -60,12 +62,18 @@ class ArchiveService:
 
     def status(self) -> dict[str, ArchiveStatus]:
         """Each archived database's status, by name."""
-        return {
-            name: ArchiveStatus(
-                state.archiver.lag, state.failures, state.last_error, state.archiver.uploads
+        found = {}
+        for name, state in sorted(self.states.items()):
+            snapshot = state.archiver.last_snapshot
+            found[name] = ArchiveStatus(
+                state.archiver.lag,
+                state.failures,
+                state.last_error,
+                state.archiver.uploads,
+                snapshot.version if snapshot else None,
+                snapshot.time_ns if snapshot else None,
             )
-            for name, state in sorted(self.states.items())
-        }
+        return found
 
     def track(self, db: Database) -> None:
         """Starts archiving `db` (a database this node leads, just opened)."""

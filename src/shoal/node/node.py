@@ -97,6 +97,9 @@ class DatabaseInfo:
     durability: str | None = None
     leader: str | None = None
     foreign_keys: bool | None = None
+    # In a cluster's listings: each node holding a copy, and that copy's version as
+    # its node last reported it.
+    copies: tuple[tuple[str, int], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -661,6 +664,7 @@ class Node:
         else:
             version = replica.db.version
         lease = cluster.view.leases.get(name)
+        members = sorted(cluster.view.members.values(), key=lambda member: member.id)
         return DatabaseInfo(
             name=name,
             version=version,
@@ -670,6 +674,7 @@ class Node:
             role=None if replica is None else replica.db.role.value,
             durability=spec.durability if spec else None,
             leader=lease.holder if lease else None,
+            copies=tuple((m.id, m.versions[name]) for m in members if name in m.versions),
         )
 
     def _file_names(self) -> list[str]:

@@ -24,7 +24,7 @@ from shoal.errors import Error
 from shoal.node.auth import Scope
 from shoal.node.config import Settings
 from shoal.node.node import Node
-from shoal.server import logstream, native, querymany, rqlite, transactions
+from shoal.server import dashboard, logstream, native, querymany, rqlite, transactions
 from shoal.server.httputil import (
     AUTHENTICATE,
     NODE,
@@ -231,6 +231,7 @@ def create_app(
         *transactions.routes(native.BASE),
         *logstream.routes(native.BASE),
         route("/v1/query-many", querymany.query_many, "POST"),
+        *dashboard.routes(),
         route("/livez", livez, "GET"),
         route("/readyz", readyz, "GET"),
         route("/metrics", metrics, "GET"),

@@ -197,7 +197,14 @@ def batch_response(batch: Batch) -> Response:
 
 
 def _info_json(info: DatabaseInfo) -> dict[str, Any]:
-    return {k: v for k, v in vars(info).items() if v is not None}
+    found = {k: v for k, v in vars(info).items() if v is not None and k != "copies"}
+    if info.copies is not None:
+        newest = max((version for _, version in info.copies), default=0)
+        found["replicas"] = [
+            {"node": node, "version": version, "lag": newest - version}
+            for node, version in info.copies
+        ]
+    return found
 
 
 # -- handlers -----------------------------------------------------------------
@@ -269,10 +276,12 @@ def _versioned_checksum(db: Database) -> tuple[int, str]:
 
 
 async def cluster_state(request: Request) -> Response:
-    """Nodes, and per database its leader, log head and copies (`shoal cluster status`)."""
+    """Nodes, and per database its leader, log head and copies (`shoal cluster status`);
+    `?databases=false`: the nodes alone (every database costs a read of its log head)."""
     grant = await authorize(request, Scope.READ, None)
     node = node_of(request)
-    summary = await node.cluster_status(grant.covers)
+    nodes_only = request.query_params.get("databases", "").lower() in ("0", "false", "no")
+    summary = await node.cluster_status((lambda name: False) if nodes_only else grant.covers)
     if summary is None:
         return json_response({"clustered": False, "node": node.node_id})
     return json_response(summary)
@@ -300,6 +309,10 @@ async def node_status(request: Request) -> Response:
             entry["archive_lag"] = archive.lag
             entry["archive_failures"] = archive.failures
             entry["archive_error"] = archive.last_error
+            entry["snapshot_version"] = archive.snapshot_version
+            entry["snapshot_time"] = (
+                None if archive.snapshot_time_ns is None else archive.snapshot_time_ns / 1e9
+            )
         databases.append(entry)
     body = {
         "shoal": shoal.__version__,

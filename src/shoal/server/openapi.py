@@ -304,8 +304,26 @@ def result_schemas() -> Json:
                     "type": "string",
                     "description": "With `?checksum=1`: this copy's logical checksum at `version`.",
                 },
+                "replicas": array(
+                    closed(
+                        {
+                            "node": {"type": "string"},
+                            "version": count("The copy's version, as its node last reported."),
+                            "lag": count("Versions behind the newest copy reported."),
+                        }
+                    ),
+                    description="In a cluster's listing: every copy.",
+                ),
             },
-            optional=("epoch", "role", "durability", "leader", "foreign_keys", "checksum"),
+            optional=(
+                "epoch",
+                "role",
+                "durability",
+                "leader",
+                "foreign_keys",
+                "checksum",
+                "replicas",
+            ),
             description=(
                 "`epoch`, `role` and `foreign_keys` are given for one database, not in lists."
             ),
@@ -390,8 +408,22 @@ def result_schemas() -> Json:
                 "archive_lag": count("Versions committed and not yet archived."),
                 "archive_failures": count("Archive rounds failed in a row."),
                 "archive_error": {"type": ["string", "null"], "description": "The last one."},
+                "snapshot_version": {
+                    "type": ["integer", "null"],
+                    "description": "The version of the newest snapshot in the archive.",
+                },
+                "snapshot_time": {
+                    "type": ["number", "null"],
+                    "description": "When that version was committed (seconds since 1970).",
+                },
             },
-            optional=("archive_lag", "archive_failures", "archive_error"),
+            optional=(
+                "archive_lag",
+                "archive_failures",
+                "archive_error",
+                "snapshot_version",
+                "snapshot_time",
+            ),
         ),
         "Dropped": closed({"name": ref("DatabaseName"), "dropped": {"const": True}}),
         "Result": closed(
@@ -668,6 +700,14 @@ def database_paths() -> Json:
                 "The cluster's nodes, and each database's leader, log head and copies.",
                 responses(ok("ClusterState", "The cluster.", versioned=False), 401, 500),
                 scope="read",
+                parameters=[
+                    query_parameter(
+                        "databases",
+                        {"type": "string", "enum": ["false", "0"]},
+                        "Leave the databases out: the nodes alone (each database costs a "
+                        "read of its log head in the control plane).",
+                    )
+                ],
             )
         },
         "/v1/databases": {

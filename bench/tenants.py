@@ -1,0 +1,254 @@
+"""Benchmark: a database per tenant on one `shoal serve` node, at 100, 1,000 and
+10,000 databases.
+
+At each size, on one node that grows from one size to the next:
+
+- creating: databases created per second by one HTTP client, each with a table
+  and 10 rows (a create request, then one execute);
+- resident memory and open file descriptors of the node, and its CPU while idle
+  (percent of one core over `--idle-seconds`);
+- the first query to a database the node has closed (past `max_open_databases`),
+  against a query to one it has open;
+- `POST /v1/query-many` over every database, against the same work done by raw
+  APSW in this process (open each file read-only, run the statement, close it),
+  one after the other in the same run.
+
+Run from the repository root::
+
+    python bench/tenants.py                      # 100, 1,000 and 10,000 databases
+    python bench/tenants.py --sizes 100,1000     # quicker
+    python bench/tenants.py --json               # machine-readable results only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import apsw
+import httpx
+
+import checkout  # first: this checkout's shoal, bench and tests on sys.path
+
+# isort: split
+
+from bench.common import BenchError, environment, failed, progress_line, ratio, table
+from tests.harness import shoal_node
+
+STATEMENT = "SELECT count(*) AS orders, sum(amount) AS revenue FROM orders"
+ROWS_EACH = 10
+COLD_SAMPLES = 20
+
+
+@dataclass
+class Size:
+    """The figures at one number of databases."""
+
+    databases: int
+    created_per_second: float
+    rss_mib: float
+    open_files: int
+    idle_cpu_percent: float
+    cold_query_ms: float
+    warm_query_ms: float
+    query_many_seconds: float
+    query_many_errors: int
+    raw_apsw_seconds: float
+
+
+def name_of(index: int) -> str:
+    return f"tenant-{index:05d}"
+
+
+def create(client: httpx.Client, first: int, last: int, say: Any) -> float:
+    """Creates databases first..last-1, each with orders; returns databases/s."""
+    insert = "INSERT INTO orders(amount) VALUES (?)"
+    rows = [{"sql": insert, "params": [i]} for i in range(ROWS_EACH)]
+    body = {"statements": ["CREATE TABLE orders(id INTEGER PRIMARY KEY, amount)", *rows]}
+    started = time.perf_counter()
+    for index in range(first, last):
+        name = name_of(index)
+        if index % 100 == 0:
+            say(f"creating databases: {index:,} of {last:,}")
+        expect(client.post("/v1/databases", json={"name": name}), 201)
+        expect(client.post(f"/v1/databases/{name}/execute", json=body), 200)
+    return (last - first) / (time.perf_counter() - started)
+
+
+def expect(response: httpx.Response, status: int) -> dict[str, Any]:
+    if response.status_code != status:
+        raise BenchError(f"{response.request.url}: {response.status_code} {response.text[:300]}")
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def process_facts(pid: int) -> tuple[float, int, float]:
+    """Resident MiB, open file descriptors, CPU seconds so far of process `pid`."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss_kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
+    files = len(os.listdir(f"/proc/{pid}/fd"))
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return rss_kib / 1024, files, cpu
+
+
+def query_ms(client: httpx.Client, name: str) -> float:
+    started = time.perf_counter()
+    expect(client.post(f"/v1/databases/{name}/query", json={"sql": STATEMENT}), 200)
+    return (time.perf_counter() - started) * 1000
+
+
+def raw_apsw(files: Sequence[Path]) -> float:
+    """Seconds for raw APSW to run the statement on every file, one after the other."""
+    started = time.perf_counter()
+    for path in files:
+        conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+        conn.execute(STATEMENT).fetchall()
+        conn.close()
+    return time.perf_counter() - started
+
+
+def measure(args: argparse.Namespace, folder: Path, say: Any) -> list[Size]:
+    sizes: list[Size] = []
+    data = folder / "node"
+    with shoal_node(data, "--archive", "off", env=checkout.subprocess_env()) as node:
+        pid = node.process.pid
+        client = httpx.Client(base_url=node.url, timeout=600)
+        made = 0
+        for size in args.sizes:
+            created = create(client, made, size, say)
+            made = size
+            say(f"{size:,} databases: idle for {args.idle_seconds:g} s")
+            time.sleep(1.0)
+            _, _, before = process_facts(pid)
+            time.sleep(args.idle_seconds)
+            rss, open_fds, after = process_facts(pid)
+            idle = (after - before) / args.idle_seconds * 100
+            say(f"{size:,} databases: first queries")
+            step = max(1, size // COLD_SAMPLES)
+            cold = [query_ms(client, name_of(i)) for i in range(0, size, step)][:COLD_SAMPLES]
+            warm = [query_ms(client, name_of(0)) for _ in range(COLD_SAMPLES)]
+            say(f"{size:,} databases: query-many")
+            started = time.perf_counter()
+            many = expect(
+                client.post(
+                    "/v1/query-many",
+                    json={"pattern": "tenant-*", "sql": STATEMENT, "timeout": 300},
+                ),
+                200,
+            )
+            many_seconds = time.perf_counter() - started
+            if len(many["rows"]) + len(many["errors"]) != size:
+                raise BenchError(f"query-many read {many['databases']} of {size} databases")
+            say(f"{size:,} databases: raw APSW")
+            files = [data / "databases" / f"{name_of(i)}.db" for i in range(size)]
+            sizes.append(
+                Size(
+                    databases=size,
+                    created_per_second=created,
+                    rss_mib=rss,
+                    open_files=open_fds,
+                    idle_cpu_percent=idle,
+                    cold_query_ms=statistics.median(cold),
+                    warm_query_ms=statistics.median(warm),
+                    query_many_seconds=many_seconds,
+                    query_many_errors=len(many["errors"]),
+                    raw_apsw_seconds=raw_apsw(files),
+                )
+            )
+        client.close()
+    return sizes
+
+
+def report(sizes: list[Size], env: dict[str, Any]) -> str:
+    lines = [
+        "shoal tenants benchmark: one shoal serve node, a database per tenant "
+        f"(each {ROWS_EACH} rows), archive off",
+        f"{env['cpus']} CPUs, {env['python']}, SQLite {env['sqlite']}, {env['platform']}",
+        f"shoal {env['shoal']} from {env['shoal_path']}",
+        "",
+    ]
+    head = [
+        "databases",
+        "created/s",
+        "RSS MiB",
+        "open fds",
+        "idle CPU %",
+        "cold query ms",
+        "open query ms",
+        "query-many s",
+        "raw APSW s",
+        "shoal/raw",
+    ]
+    rows = [
+        [
+            f"{s.databases:,}",
+            f"{s.created_per_second:,.0f}",
+            f"{s.rss_mib:,.0f}",
+            f"{s.open_files:,}",
+            f"{s.idle_cpu_percent:.2f}",
+            f"{s.cold_query_ms:.2f}",
+            f"{s.warm_query_ms:.2f}",
+            f"{s.query_many_seconds:.2f}",
+            f"{s.raw_apsw_seconds:.2f}",
+            ratio(s.raw_apsw_seconds, s.query_many_seconds),
+        ]
+        for s in sizes
+    ]
+    lines += table(head, rows)
+    lines += [
+        "",
+        "query-many: POST /v1/query-many over every database, one statement each; raw APSW:",
+        "the same statement on every file in this process, one after the other (shoal/raw",
+        "above 1 is faster than raw). cold: the first query to a database the node had",
+        "closed (it keeps max_open_databases, 256, open); open: one it has open. Medians",
+        f"of {COLD_SAMPLES}.",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sizes",
+        default="100,1000,10000",
+        type=lambda text: sorted({int(n) for n in text.split(",")}),
+        help="numbers of databases, ascending (100,1000,10000)",
+    )
+    parser.add_argument("--idle-seconds", type=float, default=5.0, help="idle CPU window (5)")
+    parser.add_argument("--dir", type=Path, default=None, help="where the data directory goes")
+    parser.add_argument("--json", action="store_true", help="print machine-readable results")
+    args = parser.parse_args(argv)
+    if not args.sizes or args.sizes[0] < 1 or args.idle_seconds <= 0:
+        parser.error("--sizes must be positive numbers; --idle-seconds more than 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    say = progress_line(args.json)
+    env = environment()
+    with tempfile.TemporaryDirectory(prefix="shoal-bench-tenants-", dir=args.dir) as tmp:
+        try:
+            sizes = measure(args, Path(tmp), say)
+        except BenchError as error:
+            return failed(error, say)
+    say("")
+    if args.json:
+        print(json.dumps({"environment": env, "results": [asdict(s) for s in sizes]}, indent=2))
+    else:
+        print(report(sizes, env))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
