@@ -15,8 +15,9 @@ from starlette.testclient import TestClient
 
 from shoal.cluster.routing import Leader, Need
 from shoal.cluster.view import View
-from shoal.engine import Database
-from shoal.errors import DatabaseNotFound, OperationalError
+from shoal.engine import Database, Result
+from shoal.engine.execute import Params
+from shoal.errors import DatabaseNotFound, Error, OperationalError
 from shoal.node.archiving import ArchiveStatus
 from shoal.node.auth import Authenticator, TokenStore
 from shoal.node.config import Settings
@@ -95,8 +96,8 @@ class FakeNode:
         async with self.database(name) as db:
             return fn(db, *args, **kwargs)
 
-    def background(self, work: Coroutine[Any, Any, Any]) -> None:
-        asyncio.get_running_loop().create_task(work)
+    def background(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        return asyncio.get_running_loop().create_task(work)
 
     async def create(self, name: str, durability: str | None = None) -> DatabaseInfo:
         raise OperationalError("this fake holds one database")
@@ -107,6 +108,22 @@ class FakeNode:
     async def info(self, name: str) -> DatabaseInfo:
         async with self.database(name) as db:
             return DatabaseInfo(name, db.version, 0, True)
+
+    def holds(self, name: str) -> bool:
+        return True
+
+    async def read_one(self, name: str, sql: str, params: Params) -> Result:
+        async with self.database(name) as db:
+            return db.query(sql, params).results[0]
+
+    async def read_files(
+        self,
+        names: list[str],
+        sql: str,
+        params: Params,
+        each: Callable[[str, Result | Error], None],
+    ) -> None:
+        raise OperationalError("this fake holds every database open")
 
     async def database_names(self) -> list[str]:
         return ["app"]

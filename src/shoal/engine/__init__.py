@@ -1,6 +1,6 @@
 """The engine: one SQLite database whose every write is captured, logged and replayable."""
 
-from shoal.engine.database import Database, Options, Outcome, Role
+from shoal.engine.database import Database, Options, Outcome, Role, read_file
 from shoal.engine.execute import Limits, Result
 from shoal.engine.transaction import CommitHook, Transaction
 
@@ -13,4 +13,5 @@ __all__ = [
     "Result",
     "Role",
     "Transaction",
+    "read_file",
 ]

@@ -68,7 +68,7 @@ from shoal.errors import (
 )
 from shoal.record import Op, Record, Statement, decode, encode
 
-__all__ = ["Database", "Options", "Outcome", "Role"]
+__all__ = ["Database", "Options", "Outcome", "Role", "connect", "read_file"]
 
 Statements = Iterable[tuple[str, Params]]
 _PRAGMA = Kind.PRAGMA  # for reads, where every call counts: Kind.PRAGMA is a lookup
@@ -123,6 +123,47 @@ class Outcome:
     results: list[Result]
 
 
+def connect(
+    path: Path, options: Options, *, flags: int, policy: Policy, deadline: Deadline
+) -> apsw.Connection:
+    """A connection to the file at `path` opened with `flags`, with `policy` as its
+    authorizer and `deadline`'s progress handler; a writer's (READWRITE|CREATE) is
+    put in WAL mode at the node's `synchronous` setting."""
+    try:
+        conn = apsw.Connection(str(path), flags=flags)
+    except apsw.Error as exc:
+        raise OperationalError(f"cannot open {path}: {exc}") from None
+    conn.set_busy_timeout(options.busy_timeout_ms)
+    if flags & apsw.SQLITE_OPEN_CREATE:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {options.synchronous.upper()}")
+    conn.authorizer = policy
+    deadline.install(conn)
+    return conn
+
+
+_WRITER_FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+
+
+def read_file(path: Path, sql: str, params: Params, options: Options) -> list[Result]:
+    """Runs `sql` once on the shoal database file at `path` as a Database's reader
+    would (the same authorizer, which refuses writes, and the same limits), on a
+    connection opened and closed for it: a read of a database its caller does not
+    hold open. The connection may write, though the authorizer lets it not, so
+    that as the last one to close it removes the WAL files, as a Database does (a
+    read-only one would leave them behind). A read does not depend on the file's
+    foreign-key setting or on registered functions."""
+    policy, deadline = Policy(Settings(synchronous=options.synchronous), reader=True), Deadline()
+    flags = apsw.SQLITE_OPEN_READWRITE
+    conn = connect(path, options, flags=flags, policy=policy, deadline=deadline)
+    try:
+        with policy.trusted():
+            conn.execute("PRAGMA query_only = 1")  # what makes it a reader
+        return run(conn, policy, deadline, sql, params, options.limits)
+    finally:
+        conn.close()
+
+
 class Database:
     """A SQLite database with capture, an embedded log, apply, snapshot and checksum."""
 
@@ -172,20 +213,8 @@ class Database:
     # -- connections ---------------------------------------------------------
 
     def _connect(self, *, readonly: bool, policy: Policy, deadline: Deadline) -> apsw.Connection:
-        flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE
-        if not readonly:
-            flags |= apsw.SQLITE_OPEN_CREATE
-        try:
-            conn = apsw.Connection(str(self.path), flags=flags)
-        except apsw.Error as exc:
-            raise OperationalError(f"cannot open {self.path}: {exc}") from None
-        conn.set_busy_timeout(self.options.busy_timeout_ms)
-        if not readonly:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {self.options.synchronous.upper()}")
-        conn.authorizer = policy
-        deadline.install(conn)
-        return conn
+        flags = apsw.SQLITE_OPEN_READONLY if readonly else _WRITER_FLAGS
+        return connect(self.path, self.options, flags=flags, policy=policy, deadline=deadline)
 
     def _configure_writer(self) -> None:
         leader = self.role is Role.LEADER

@@ -37,13 +37,14 @@ from shoal.cluster.routing import Leader, Need, route
 from shoal.cluster.status import cluster_summary
 from shoal.cluster.view import View
 from shoal.controlplane import open_control_plane
-from shoal.engine import Database, Limits, Options, Role
+from shoal.engine import Database, Limits, Options, Result, Role, read_file
 from shoal.engine import log as engine_log
-from shoal.engine.execute import CutShort
+from shoal.engine.execute import CutShort, Params
 from shoal.errors import (
     Busy,
     DatabaseExists,
     DatabaseNotFound,
+    Error,
     InvalidRequest,
     Unavailable,
     VersionNotReached,
@@ -252,6 +253,47 @@ class Node:
             pool = self.write if write else self.read
             return await pool(fn, db, *args, **kwargs)
 
+    def holds(self, name: str) -> bool:
+        """Whether this node holds database `name` open (in a cluster: every copy)."""
+        return self.cluster is not None or name in self._open or name in self._opening
+
+    async def read_one(self, name: str, sql: str, params: Params) -> Result:
+        """The first result of the read `sql` on database `name`, through its
+        Database (opened if need be)."""
+        return await self.run_on(name, _first_result, sql, params, write=False, brief=True)
+
+    async def read_files(
+        self,
+        names: list[str],
+        sql: str,
+        params: Params,
+        each: Callable[[str, Result | Error], None],
+    ) -> None:
+        """Reads `sql` on each database of `names`, for a caller that reads many
+        databases once each (query-many), without opening them: on connections
+        opened and closed for it (engine.read_file), one after another on one
+        thread, so that reading thousands neither opens them all nor closes others
+        to make room. `each(name, its first result or its error)` is called on
+        that thread as each is read."""
+        for name in names:
+            check_name(name)
+        self._check_serving()
+        await self.read(self._read_files, names, sql, params, each)
+
+    def _read_files(
+        self,
+        names: list[str],
+        sql: str,
+        params: Params,
+        each: Callable[[str, Result | Error], None],
+    ) -> None:
+        for name in names:
+            path = self.path(name)
+            try:
+                each(name, read_file(path, sql, params, self.options)[0])
+            except Error as exc:
+                each(name, exc if path.exists() else DatabaseNotFound(name))
+
     async def write_together(
         self,
         name: str,
@@ -328,11 +370,12 @@ class Node:
                 answers[index] = answer
         return answers
 
-    def background(self, work: Coroutine[Any, Any, Any]) -> None:
+    def background(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Runs `work` as a task that close() waits for (queued writes, say)."""
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -787,6 +830,10 @@ def _briefly(
             return fn(db, items)
     except CutShort:
         return None
+
+
+def _first_result(db: Database, sql: str, params: Params) -> Result:
+    return db.query(sql, params).results[0]
 
 
 def _node_id(data_dir: Path) -> str:

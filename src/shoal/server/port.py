@@ -4,13 +4,16 @@ tests of handlers may serve a small fake of their own instead."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
 
 from shoal.cluster.routing import Leader, Need
 from shoal.cluster.view import View
-from shoal.engine import Database
+from shoal.engine import Database, Result
+from shoal.engine.execute import Params
+from shoal.errors import Error
 from shoal.node.archiving import ArchiveStatus
 from shoal.node.auth import Authenticator
 from shoal.node.config import Settings
@@ -76,7 +79,7 @@ class ServedNode(Protocol):
         read (`fn` may run twice) runs on the event loop while it stays brief."""
         ...
 
-    def background(self, work: Coroutine[Any, Any, Any]) -> None:
+    def background(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Runs `work` as a task that close() waits for."""
         ...
 
@@ -85,6 +88,25 @@ class ServedNode(Protocol):
     async def drop(self, name: str, wait: float = 30.0) -> None: ...
 
     async def info(self, name: str) -> DatabaseInfo: ...
+
+    def holds(self, name: str) -> bool:
+        """Whether the node holds database `name` open."""
+        ...
+
+    async def read_one(self, name: str, sql: str, params: Params) -> Result:
+        """The first result of a read of `name`, through its Database."""
+        ...
+
+    async def read_files(
+        self,
+        names: list[str],
+        sql: str,
+        params: Params,
+        each: Callable[[str, Result | Error], None],
+    ) -> None:
+        """A read of each of `names` without opening them, `each` called on a
+        thread with each one's first result or error (see Node.read_files)."""
+        ...
 
     async def database_names(self) -> list[str]:
         """Every database's name, sorted."""
