@@ -51,9 +51,11 @@ def node(start_node: StartNode) -> Node:
     return start_node()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Debian's Chromium under Playwright, for the whole session."""
+    """Debian's Chromium under Playwright, for one test module: Playwright's sync API
+    keeps an event loop running in the main thread while it lives, and other
+    modules' tests call asyncio.run()."""
     with chromium() as running:
         yield running
 
