@@ -59,6 +59,7 @@ def test_engine_names() -> None:
         "Result",
         "Role",
         "Transaction",
+        "read_file",
     ]
 
 

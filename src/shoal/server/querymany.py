@@ -1,12 +1,13 @@
 """`POST /v1/query-many`: one read-only statement on many databases at once.
 
 The databases are named (`"databases": [...]`) or matched by a glob
-(`"pattern": "tenant-*"`) among those the caller's token may read. Each runs
-the statement where a query to it would run (here, or at its leader), at most
-`PARALLEL` at a time, within the call's `timeout`. The rows come back tagged with
-the database's name, or, with `"aggregate"`, the result of that statement over
-a table `results` of them (engine.aggregate). A database that fails is reported
-in `errors` with its error; the call itself fails only for a bad request.
+(`"pattern": "tenant-*"`) among those the caller's token may read. Each runs the
+statement where a query to it would run: at its leader (at most `PARALLEL` at a
+time), or here (`_ReadsHere`), within the call's `timeout`. The rows come back
+tagged with the database's name, or, with `"aggregate"`, the result of that
+statement over a table `results` of them (engine.aggregate). A database that
+fails is reported in `errors` with its error; the call itself fails only for a
+bad request.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import fnmatch
 import itertools
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -81,7 +83,8 @@ async def query_many(request: Request) -> Response:
         )
     result = Result(description=tuple((name, None) for name in columns), rows=rows)
     if call.aggregate is not None and columns:
-        result = aggregate(
+        result = await node.read(  # on a thread: it may run up to the statement time limit
+            aggregate,
             columns[1:],
             rows,
             call.aggregate,
@@ -97,22 +100,17 @@ async def query_many(request: Request) -> Response:
     return json_response(answer)
 
 
+@dataclass(frozen=True)
 class _Call:
     """A query-many request, checked."""
 
-    def __init__(
-        self,
-        statement: Statement,
-        params: Any,
-        names: list[str] | None,
-        pattern: str | None,
-        aggregate: str | None,
-        level: str,
-        timeout: float,
-    ) -> None:
-        self.statement, self.params = statement, params  # params: as sent, to forward
-        self.names, self.pattern = names, pattern
-        self.aggregate, self.level, self.timeout = aggregate, level, timeout
+    statement: Statement
+    params: Any  # as sent, to forward to a leader
+    names: list[str] | None
+    pattern: str | None
+    aggregate: str | None
+    level: str
+    timeout: float
 
     @classmethod
     def parse(cls, body: Any) -> _Call:
