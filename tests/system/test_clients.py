@@ -158,6 +158,9 @@ def test_db_and_token_commands(node: Node, tmp_path: Path) -> None:
     found = shoal.query_many(node.url, "SELECT count(*) FROM t", pattern="*")
     assert found.rows == [] and found.databases == 2
     assert {type(e) for e in found.errors.values()} == {SQLError}
+    nothing = shoal_command("query-many", "nobody-*", "SELECT 1", *url)
+    assert nothing.returncode == 0 and nothing.stdout == ""
+    assert "0 databases read, 0 failed" in nothing.stderr
     many = shoal_command("query-many", "tenant-*", "SELECT 1 AS one", *url)
     assert many.returncode == 0 and many.stdout.split() == [
         "db",

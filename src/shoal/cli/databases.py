@@ -46,7 +46,8 @@ def _query_many(args: argparse.Namespace) -> int:
         level=args.level,
         timeout=args.timeout,
     )
-    print_table(found.columns, found.rows)
+    if found.columns:  # none when no database answered
+        print_table(found.columns, found.rows)
     failed = [(name, type(exc).__name__, str(exc)) for name, exc in found.errors.items()]
     if failed:
         print(file=sys.stderr)
