@@ -21,12 +21,15 @@ from typing import Any
 __all__ = [
     "WRK_COUNTING",
     "BenchError",
+    "CpuMeter",
     "Step",
+    "children",
     "environment",
     "failed",
     "postgres_facts",
     "progress_line",
     "ratio",
+    "stat_fields",
     "table",
     "threaded_rate",
     "wrk_rate",
@@ -190,3 +193,56 @@ def postgres_facts(dsn: str) -> dict[str, str]:
         query = "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)"
         rows = conn.execute(query, [list(names)]).fetchall()
         return {str(name): str(setting) for name, setting in rows}
+
+
+# -- CPU, from /proc ---------------------------------------------------------------
+
+
+def stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name ([] once the process is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = stat_fields(int(entry.name))
+            if fields and int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+class CpuMeter:
+    """CPU seconds (user + system, and those of exited children a process has waited for,
+    as PostgreSQL's postmaster does its backends) of named groups of processes."""
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
+        self.groups = groups
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def read(self) -> dict[str, dict[int, float]]:
+        found: dict[str, dict[int, float]] = {}
+        for name, pids in self.groups.items():
+            found[name] = {}
+            for pid in pids():
+                fields = stat_fields(pid)
+                if fields:  # utime, stime, cutime, cstime
+                    found[name][pid] = sum(int(f) for f in fields[11:15]) / self.tick
+        return found
+
+    def percent(self, before: dict[str, dict[int, float]], seconds: float) -> dict[str, float]:
+        """% of one core per group since `before`, over processes alive at both reads."""
+        after = self.read()
+        return {
+            name: 100 * sum(t - before[name].get(pid, t) for pid, t in now.items()) / seconds
+            for name, now in after.items()
+        }
+
+    def idle(self, seconds: float) -> dict[str, float]:
+        before = self.read()
+        time.sleep(seconds)
+        return self.percent(before, seconds)

@@ -13,10 +13,15 @@ At each size, on one node that grows from one size to the next:
   APSW in this process (open each file read-only, run the statement, close it),
   one after the other in the same run.
 
+And a cluster of three nodes on one PostgreSQL (the control plane), idle, at
+`--cluster-sizes` databases: each node's CPU, PostgreSQL's, and the control
+plane's transactions per second (`pg_stat_database`; every control-plane
+statement is a transaction of its own, so this counts statements).
+
 Run from the repository root::
 
     python bench/tenants.py                      # 100, 1,000 and 10,000 databases
-    python bench/tenants.py --sizes 100,1000     # quicker
+    python bench/tenants.py --sizes 100,1000 --cluster-sizes 10   # quicker
     python bench/tenants.py --json               # machine-readable results only
 """
 
@@ -36,13 +41,24 @@ from typing import Any
 
 import apsw
 import httpx
+import psycopg
 
 import checkout  # first: this checkout's shoal, bench and tests on sys.path
 
 # isort: split
 
-from bench.common import BenchError, environment, failed, progress_line, ratio, table
-from tests.harness import shoal_node
+from bench.common import (
+    BenchError,
+    CpuMeter,
+    children,
+    environment,
+    failed,
+    progress_line,
+    ratio,
+    stat_fields,
+    table,
+)
+from tests.harness import postgres_server, shoal_cluster, shoal_node
 
 STATEMENT = "SELECT count(*) AS orders, sum(amount) AS revenue FROM orders"
 ROWS_EACH = 10
@@ -63,6 +79,16 @@ class Size:
     query_many_seconds: float
     query_many_errors: int
     raw_apsw_seconds: float
+
+
+@dataclass
+class ClusterSize:
+    """A three-node cluster's idle cost at one number of databases."""
+
+    databases: int
+    node_cpu_percent: dict[str, float]
+    postgres_cpu_percent: float
+    control_plane_per_second: float
 
 
 def name_of(index: int) -> str:
@@ -96,7 +122,7 @@ def process_facts(pid: int) -> tuple[float, int, float]:
     status = Path(f"/proc/{pid}/status").read_text()
     rss_kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS"))
     files = len(os.listdir(f"/proc/{pid}/fd"))
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = stat_fields(pid)
     cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return rss_kib / 1024, files, cpu
 
@@ -171,6 +197,56 @@ def measure(args: argparse.Namespace, folder: Path, say: Any) -> list[Size]:
     return sizes
 
 
+def transactions(dsn: str) -> int:
+    """PostgreSQL's committed and rolled-back transactions so far, in the control
+    plane's database."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database "
+            "WHERE datname = current_database()"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def measure_cluster(args: argparse.Namespace, folder: Path, say: Any) -> list[ClusterSize]:
+    sizes: list[ClusterSize] = []
+    with postgres_server(folder) as postgres:
+        postmaster = postgres.postmaster_pid()
+        env = checkout.subprocess_env()
+        with shoal_cluster(folder / "cluster", postgres.dsn, 3, env=env) as cluster:
+            client = httpx.Client(base_url=cluster["n1"].url, timeout=120)
+            groups = {
+                node_id: (lambda node=node: [node.process.pid])
+                for node_id, node in cluster.nodes.items()
+            }
+            groups["PostgreSQL"] = lambda: [postmaster, *children(postmaster)]
+            meter = CpuMeter(groups)
+            made = 0
+            for size in args.cluster_sizes:
+                for index in range(made, size):
+                    if index % 10 == 0:
+                        say(f"cluster: creating databases, {index:,} of {size:,}")
+                    expect(client.post("/v1/databases", json={"name": name_of(index)}), 201)
+                made = size
+                say(f"cluster, {size:,} databases: idle for {args.idle_seconds:g} s")
+                time.sleep(3.0)  # copies opened, leases taken
+                before = transactions(postgres.dsn)
+                cpu = meter.idle(args.idle_seconds)
+                # Less the two transactions of our own reads of the counter.
+                per_second = (transactions(postgres.dsn) - before - 2) / args.idle_seconds
+                sizes.append(
+                    ClusterSize(
+                        databases=size,
+                        node_cpu_percent={k: v for k, v in cpu.items() if k != "PostgreSQL"},
+                        postgres_cpu_percent=cpu["PostgreSQL"],
+                        control_plane_per_second=per_second,
+                    )
+                )
+            client.close()
+    return sizes
+
+
 def report(sizes: list[Size], env: dict[str, Any]) -> str:
     lines = [
         "shoal tenants benchmark: one shoal serve node, a database per tenant "
@@ -218,6 +294,26 @@ def report(sizes: list[Size], env: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cluster_report(sizes: list[ClusterSize]) -> str:
+    head = ["databases", "n1 CPU %", "n2 CPU %", "n3 CPU %", "PostgreSQL CPU %", "CP txn/s"]
+    rows = [
+        [
+            f"{s.databases:,}",
+            *(f"{s.node_cpu_percent[n]:.1f}" for n in ("n1", "n2", "n3")),
+            f"{s.postgres_cpu_percent:.1f}",
+            f"{s.control_plane_per_second:,.0f}",
+        ]
+        for s in sizes
+    ]
+    lines = [
+        "",
+        "A three-node cluster, idle (CPU in % of one core; CP txn/s: the control plane's",
+        "transactions per second, each control-plane statement one of them):",
+        *table(head, rows),
+    ]
+    return "\n".join(lines)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -225,6 +321,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="100,1000,10000",
         type=lambda text: sorted({int(n) for n in text.split(",")}),
         help="numbers of databases, ascending (100,1000,10000)",
+    )
+    parser.add_argument(
+        "--cluster-sizes",
+        default="10,100",
+        type=lambda text: sorted({int(n) for n in text.split(",") if n}),
+        help="databases in the three-node cluster, ascending (10,100; '' for none)",
     )
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="idle CPU window (5)")
     parser.add_argument("--dir", type=Path, default=None, help="where the data directory goes")
@@ -242,13 +344,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="shoal-bench-tenants-", dir=args.dir) as tmp:
         try:
             sizes = measure(args, Path(tmp), say)
+            clustered = measure_cluster(args, Path(tmp), say) if args.cluster_sizes else []
         except BenchError as error:
             return failed(error, say)
     say("")
     if args.json:
-        print(json.dumps({"environment": env, "results": [asdict(s) for s in sizes]}, indent=2))
+        results = {
+            "environment": env,
+            "results": [asdict(s) for s in sizes],
+            "cluster": [asdict(s) for s in clustered],
+        }
+        print(json.dumps(results, indent=2))
     else:
         print(report(sizes, env))
+        if clustered:
+            print(cluster_report(clustered))
     return 0
 
 
