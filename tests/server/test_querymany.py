@@ -11,6 +11,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from shoal.node.auth import TokenStore
+from tests.server.test_native import answered_meanwhile
 
 MANY = "/v1/query-many"
 SLOW_VIEW = (
@@ -75,6 +76,16 @@ def test_an_aggregate_runs_over_the_gathered_rows(api: TestClient) -> None:
     assert found["rows"] == [["t-3", 13], ["t-2", 12]] and found["errors"] == []
     refused = many(api, 400, pattern="t-*", sql="SELECT 1", aggregate="DELETE FROM results")
     assert refused["error"]["type"] == "SQLError"
+
+
+def test_a_slow_aggregate_does_not_hold_back_other_requests(make_api: Any) -> None:
+    api = make_api(statement_seconds=1.5)
+    api.post("/v1/databases", json={"name": "app"})
+    endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c"
+    body = {"pattern": "app", "sql": "SELECT 1", "aggregate": endless}
+    answer = answered_meanwhile(api, lambda: api.post(MANY, json=body))
+    assert answer.status_code == 400
+    assert answer.json()["error"]["type"] == "StatementTimeout"
 
 
 def test_a_database_whose_columns_differ_is_an_error_of_its_own(api: TestClient) -> None:

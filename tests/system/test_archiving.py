@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -176,6 +177,28 @@ def test_status_shows_versions_and_archive_lag(start_node: StartNode, tmp_path: 
     header, _rule, row = done.stdout.splitlines()[1:4]
     assert header.split()[:2] == ["database", "version"]
     assert row.split()[:4] == ["default", "1", "0", "0"]
+
+
+def test_status_names_the_newest_snapshot_taken_in_a_quiet_round(
+    start_node: StartNode, tmp_path: Path
+) -> None:
+    """A database written once, then left alone: its snapshot comes due by age in a
+    later round, which a quiet database gets every archive_index_seconds."""
+    node = start_node(
+        *("--archive", str(tmp_path / "archive"), "--archive-seconds", "0.1"),
+        *("--snapshot-seconds", "0.5", "--archive-index-seconds", "1"),
+    )
+    httpx.post(f"{node.url}/v1/databases/default/execute", json={"sql": "CREATE TABLE t(a)"})
+
+    def snapshot() -> dict[str, Any] | None:
+        status = httpx.get(f"{node.url}/v1/status").json()
+        entry = next(d for d in status["databases"] if d["name"] == "default")
+        return entry if entry.get("snapshot_version") is not None else None
+
+    wait_until(lambda: snapshot() is not None, 20, "a snapshot by age")
+    entry = snapshot()
+    assert entry is not None and entry["snapshot_version"] == 1
+    assert abs(entry["snapshot_time"] - time.time()) < 60
 
 
 def test_a_dropped_database_stays_dropped_and_can_be_restored_on_purpose(

@@ -14,6 +14,7 @@ import pyrqlite.dbapi2 as rqlite
 import pytest
 
 import shoal
+from shoal.client.remote import NodeClient
 from shoal.errors import (
     DatabaseNotFound,
     IntegrityError,
@@ -21,6 +22,7 @@ from shoal.errors import (
     ProgrammingError,
     SQLError,
     Unauthorized,
+    Unavailable,
 )
 from tests.harness import Node
 from tests.system.conftest import StartNode
@@ -268,3 +270,21 @@ def test_remote_dbapi_when_the_node_vanishes_mid_request(node: Node) -> None:
         conn.execute(slow)
     killer.join()
     conn.close()
+
+
+def test_query_many_waits_as_long_as_its_own_timeout(start_node: StartNode) -> None:
+    """A call given more time than the client's HTTP timeout gets its answer, the
+    database too slow for it reported in it, not a cut connection."""
+    node = start_node("--statement-seconds", "4")
+    view = (
+        "CREATE VIEW w AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) "
+        "SELECT max(x) AS n FROM c"
+    )
+    httpx.post(f"{node.url}/v1/databases", json={"name": "slow"})
+    httpx.post(f"{node.url}/v1/databases/slow/execute", json={"sql": view})
+    client = NodeClient(node.url, timeout=1.0)
+    try:
+        found = client.query_many("SELECT n FROM w", databases=["slow"], timeout=2.0)
+    finally:
+        client.close()
+    assert found.rows == [] and isinstance(found.errors["slow"], Unavailable)

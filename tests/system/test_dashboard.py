@@ -118,3 +118,9 @@ def test_a_cluster_shows_its_nodes_leaders_and_copies(cluster: Cluster, page: Pa
     expect(row).to_contain_text(leader)
     expect(row).to_contain_text("sync")
     expect(row.locator("td").nth(3)).to_have_text(re.compile(r"n1 v\d+ \(0\), n2 .*, n3 "))
+    # What the page polls: the nodes alone, without a log-head read per database.
+    url = cluster["n2"].url
+    nodes_only = httpx.get(f"{url}/v1/cluster", params={"databases": "false"}).json()
+    assert nodes_only["databases"] == [] and len(nodes_only["nodes"]) == 3
+    everything = httpx.get(f"{url}/v1/cluster").json()
+    assert "orders" in [d["name"] for d in everything["databases"]]

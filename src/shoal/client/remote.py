@@ -110,9 +110,12 @@ class NodeClient:
         )
         self.last_version: int | None = None
 
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        """The JSON answer of one request."""
-        with self.stream(method, path, json=body) as response:
+    def call(
+        self, method: str, path: str, body: Any = None, *, timeout: float | None = None
+    ) -> Any:
+        """The JSON answer of one request (`timeout`: seconds to wait for it, when the
+        client's own is not enough)."""
+        with self.stream(method, path, json=body, timeout=timeout) as response:
             response.read()
             return response.json()
 
@@ -125,12 +128,14 @@ class NodeClient:
         json: Any = None,
         content: Iterator[bytes] | None = None,
         headers: dict[str, str] | None = None,
+        timeout: float | None = None,
     ) -> Iterator[httpx.Response]:
         """A response whose body is read as it arrives (backups), sending `content` as
         it is produced (loads); a failed answer is raised as the error it names."""
+        wait: Any = httpx.USE_CLIENT_DEFAULT if timeout is None else timeout
         try:
             with self._http.stream(
-                method, path, json=json, content=content, headers=headers
+                method, path, json=json, content=content, headers=headers, timeout=wait
             ) as response:
                 version = response.headers.get("shoal-version")
                 if version is not None:
@@ -167,7 +172,10 @@ class NodeClient:
             "timeout": timeout,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
-        return many_result(self.call("POST", "/v1/query-many", body))
+        # The node answers within the call's timeout (and an aggregate's time after
+        # it): the client waits longer than that, never less than it would anyway.
+        wait = None if timeout is None else max(timeout + 10.0, self._http.timeout.read or 0.0)
+        return many_result(self.call("POST", "/v1/query-many", body, timeout=wait))
 
     def close(self) -> None:
         self._http.close()

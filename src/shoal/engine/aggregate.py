@@ -9,13 +9,12 @@ runs within a time limit and a row limit, as a query on a database does.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import apsw
 
-from shoal.engine.execute import Limits, Result, description_and_rows
+from shoal.engine.execute import Deadline, Limits, Result, description_and_rows
 from shoal.engine.sqltext import quote_identifier, split_statements
 from shoal.errors import SQLError, StatementTimeout, from_apsw
 
@@ -25,7 +24,6 @@ TABLE = "results"
 _ALLOWED = frozenset(
     {apsw.SQLITE_SELECT, apsw.SQLITE_READ, apsw.SQLITE_FUNCTION, apsw.SQLITE_RECURSIVE}
 )
-_CHECK_EVERY = 1000  # virtual machine steps between checks of the time limit
 
 
 def column_names(columns: Sequence[str]) -> list[str]:
@@ -62,8 +60,9 @@ def aggregate(
         with conn:
             conn.executemany(f"INSERT INTO {TABLE} VALUES ({marks})", rows)
         conn.authorizer = _only_reads
-        deadline = time.monotonic() + seconds
-        conn.set_progress_handler(lambda: time.monotonic() > deadline, _CHECK_EVERY)
+        deadline = Deadline()
+        deadline.install(conn)
+        deadline.start(seconds)
         try:
             cursor = conn.execute(sql)
             description, found = description_and_rows(cursor, sql, None, Limits(max_rows=max_rows))

@@ -202,8 +202,8 @@ class _ReadsHere:
     through it at once; the others are taken from the tasks that ask for them in
     chunks of CHUNK, each chunk read on one thread without opening them, one chunk
     at a time (Node.read_files): threads reading many small files at once only
-    contend for the GIL and the directory (reading 10,000 files took twice as
-    long on 16 threads as on one). Each answer goes to its task as it is read."""
+    contend for the GIL and the directory (decision 48). Each answer goes to its
+    task as it is read."""
 
     def __init__(self, node: ServedNode, call: _Call) -> None:
         self.node, self.call = node, call
