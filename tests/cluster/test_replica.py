@@ -358,3 +358,57 @@ def test_a_take_cut_short_by_the_control_plane_is_tried_again(
     assert asyncio.run(leads_within(5.0))
     assert failures == [0] and host.leading[0] is True
     db.close()
+
+
+def test_an_idle_follower_asks_the_control_plane_nothing_until_told_its_log_grew(
+    tmp_path: Path, host: LocalHost, cp: SQLiteControlPlane
+) -> None:
+    """A node holds thousands of copies: one that follows and has nothing to apply
+    sleeps (it polled the log ten times a second), and wakes when told."""
+    source = Database(tmp_path / "source.db", name=NAME)
+    source.execute("CREATE TABLE t(x)")
+    cp.append(NAME, 1, source.log_range(1, 1))
+    revision = cp.put(lease_key(NAME), Lease(NAME, "n2", 1, 0).encode(), ttl=60)
+    host.view = View(
+        {"n1": Member("n1", "http://here"), "n2": Member("n2", "http://there")},
+        {NAME: Lease(NAME, "n2", 1, revision)},
+        {NAME: Spec(NAME, "sync")},
+    )
+    replica = Replica(host, follower(tmp_path), "sync", 3, Timing())
+    calls: list[str] = []
+    for method in ("read", "follow", "head", "heads", "get", "put", "scan"):
+        original = getattr(cp, method)
+
+        def counted(*args: Any, _name: str = method, _original: Any = original) -> Any:
+            calls.append(_name)
+            return _original(*args)
+
+        setattr(cp, method, counted)
+
+    async def scenario() -> tuple[list[str], int, int]:
+        replica.start()
+        await until(lambda: replica.db.version == 1)
+        calls.clear()
+        await asyncio.sleep(0.6)
+        idle = list(calls)
+        source.execute("INSERT INTO t VALUES (1)")
+        cp.append(NAME, 2, source.log_range(2, 2))
+        await asyncio.sleep(0.3)
+        untold = replica.db.version
+        replica.appended()
+        await until(lambda: replica.db.version == 2)
+        await replica.stop(hand_over=False)
+        return idle, untold, replica.db.version
+
+    idle, untold, told = asyncio.run(scenario())
+    assert idle == [] and untold == 1 and told == 2
+    assert replica.db.checksum() == source.checksum()
+    replica.db.close()
+    source.close()
+
+
+async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)

@@ -253,6 +253,51 @@ def test_follow_returns_nothing_when_the_timeout_passes(plane: ControlPlane, nam
     assert 0.3 <= time.monotonic() - started < 2
 
 
+def test_heads_reads_many_logs_at_once(plane: ControlPlane, name: str) -> None:
+    names = [f"{name}{i}" for i in range(1203)]  # more than one batch of names
+    plane.append(names[0], 1, [b"a", b"b"])
+    plane.append(names[1202], 1, [b"c"])
+    plane.truncate(names[0], 2)
+    heads = plane.heads(names)
+    assert heads[names[0]] == 2 and heads[names[1202]] == 1
+    assert set(heads) == set(names) and sum(heads.values()) == 3
+    assert plane.heads([]) == {}
+    with pytest.raises(InvalidRequest):
+        plane.heads(["bad\x00name"])
+
+
+def test_a_log_watch_names_the_logs_another_instance_appends_to(
+    backend: Backend, name: str
+) -> None:
+    """One watcher for every log: it wakes on another process's append and says
+    which log grew, or that it cannot tell (None), and never sleeps through one."""
+    watcher, leader = backend.open(), backend.open()
+    watch = watcher.watch_logs()
+    try:
+        deadline = time.monotonic() + 5
+        while watch.wait(0.1) is not None and time.monotonic() < deadline:
+            pass  # a backend that notifies says once it is listening that it missed nothing
+        started = time.monotonic()
+        grown = in_thread(lambda: watch.wait(20))
+        time.sleep(0.3)  # the watcher is waiting by now
+        leader.append(name + "a", 1, [b"one"])
+        seen = grown()
+        assert time.monotonic() - started < 5
+        assert seen is None or seen == {name + "a"}
+        if seen is not None:  # it tells which: nothing more until the next append
+            assert watch.wait(0.2) == set()
+            leader.append(name + "b", 1, [b"one"])
+            leader.append(name + "a", 2, [b"two"])
+            time.sleep(0.3)
+            assert watch.wait(5) == {name + "a", name + "b"}
+    finally:
+        watch.close()
+    watch.close()
+    started = time.monotonic()
+    assert watch.wait(5) in (None, set())  # closed: it returns at once
+    assert time.monotonic() - started < 1
+
+
 def test_truncate_drops_old_records_and_keeps_the_head(plane: ControlPlane, name: str) -> None:
     plane.append(name, 1, [b"1", b"2", b"3", b"4", b"5"])
     assert plane.truncate(name, 4) == 3
@@ -441,6 +486,7 @@ def test_the_exported_names_are_deliberate() -> None:
         "ControlPlaneUnavailable",
         "Entry",
         "KeyConflict",
+        "LogWatch",
         "open_control_plane",
     ]
     assert issubclass(ControlPlaneUnavailable, ControlPlaneError)

@@ -1,13 +1,17 @@
 """A node's part in a cluster: membership, placement, one Replica per database it holds.
 
-Three loops, each on the event loop, each doing its control-plane calls on the
+Four loops, each on the event loop, each doing its control-plane calls on the
 cluster's own threads (a blocking call never stalls a request):
 
 - heartbeat: writes `node/ID` with a TTL, with the version of every database
   held here, every HEARTBEAT_SECONDS;
-- view: reads members, leases and the catalog every VIEW_SECONDS, and starts
-  or stops a Replica for each database this node should (or should no longer)
-  hold, by rendezvous hashing over the live members;
+- view: reads members, leases and the catalog every VIEW_SECONDS, starts or
+  stops a Replica for each database this node should (or should no longer)
+  hold, by rendezvous hashing over the live members, and pokes the replicas
+  whose lease or spec changed (all of them when the members did);
+- logs: one watcher of every log (`ControlPlane.watch_logs`) tells each copy
+  here that its log grew, and every SWEEP_SECONDS one read of the heads of all
+  of them finds what a lost notification missed; a copy with no news sleeps;
 - the replicas' own tasks (replica.py).
 
 Stopping (SIGTERM) hands every lease this node holds to a live replica before
@@ -66,6 +70,7 @@ logger = logging.getLogger("shoal.cluster")
 HEARTBEAT_SECONDS = 0.5
 MEMBER_TTL_SECONDS = 3.0  # a node that stops heartbeating is gone after this long
 VIEW_SECONDS = 0.1
+SWEEP_SECONDS = 2.0  # how late a copy may hear of an append whose notification was lost
 SNAPSHOT_TIMEOUT = 300.0
 
 
@@ -245,6 +250,7 @@ class Cluster:
         self._tasks = [
             loop.create_task(self._heartbeats(), name="heartbeats"),
             loop.create_task(self._views(), name="views"),
+            loop.create_task(self._follow_logs(), name="logs"),
         ]
         await self._viewed.wait()
 
@@ -297,7 +303,8 @@ class Cluster:
     async def _views(self) -> None:
         while True:
             try:
-                self.view = await self.blocking(read_view, self.cp)
+                before, self.view = self.view, await self.blocking(read_view, self.cp)
+                self._poke_changed(before, self.view)
                 self._place()
                 self._viewed.set()
             except Unavailable as exc:
@@ -307,6 +314,55 @@ class Cluster:
                 logger.exception("reading the cluster's state failed")
                 await asyncio.sleep(0.5)
             await asyncio.sleep(VIEW_SECONDS)
+
+    def _poke_changed(self, before: View, after: View) -> None:
+        """Wakes the copies that have something to act on in `after`."""
+        if _membership(before) != _membership(after):
+            changed = list(self.replicas)
+        else:
+            changed = [
+                name
+                for name in self.replicas
+                if _holder(before, name) != _holder(after, name)
+                or before.catalog.get(name) != after.catalog.get(name)
+            ]
+        for name in changed:
+            self.replicas[name].poke()
+
+    async def _follow_logs(self) -> None:
+        """Tells each copy here when its log grew (see the module's docstring)."""
+        watch = await self.blocking(self.cp.watch_logs)
+        swept = 0.0
+        try:
+            while True:
+                try:
+                    grown = await self.blocking(watch.wait, SWEEP_SECONDS)
+                    if grown is None or time.monotonic() - swept >= SWEEP_SECONDS:
+                        swept = time.monotonic()
+                        grown = await self._behind_their_logs()
+                except Unavailable as exc:
+                    logger.warning("cannot watch the logs: %s", exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                except Exception:
+                    logger.exception("watching the logs failed")
+                    await asyncio.sleep(0.5)
+                    continue
+                for name in grown:
+                    replica = self.replicas.get(name)
+                    if replica is not None:
+                        replica.appended()
+        finally:
+            watch.close()
+
+    async def _behind_their_logs(self) -> set[str]:
+        """The copies here whose logs end past them, by one read of every head."""
+        heads = await self.blocking(self.cp.heads, list(self.replicas))
+        return {
+            name
+            for name, head in heads.items()
+            if (replica := self.replicas.get(name)) is not None and head > replica.db.version
+        }
 
     def _place(self) -> None:
         """Starts and stops replicas to match placement (never two changes of one
@@ -401,6 +457,16 @@ class Cluster:
 
 
 _INTERNAL = {"Shoal-Hops": "1"}
+
+
+def _membership(view: View) -> dict[str, tuple[str, bool]]:
+    """What of the members a copy acts on: who is live, where, and who is leaving."""
+    return {node: (member.url, member.leaving) for node, member in view.members.items()}
+
+
+def _holder(view: View, database: str) -> tuple[str, int] | None:
+    lease = view.leases.get(database)
+    return None if lease is None else (lease.holder, lease.epoch)
 
 
 def _last_record(path: Path) -> bytes:

@@ -1,4 +1,5 @@
-"""A copy's follower half: it applies its database's log as records are appended,
+"""A copy's follower half: it applies its database's log when told records were
+appended (the node's one watcher of every log tells it: coordinator.py),
 catches up to the head, checks itself against the log, and re-seeds (loudly, and
 more slowly each time it makes no progress) when the log cannot take it further."""
 
@@ -17,7 +18,7 @@ __all__ = ["Follower"]
 
 logger = logging.getLogger("shoal.cluster")
 
-FOLLOW_SECONDS = 0.1  # the longest a follower waits on the log before looking at its lease
+READ_LIMIT = 1000  # records a follower reads from the log at a time
 LOCAL_KEEP = 10_000  # records a follower keeps in its own log
 RESEED_BACKOFF_MAX = 30.0  # the longest wait between re-seeds of a copy making no progress
 
@@ -33,10 +34,14 @@ class Follower:
         self.problem: str | None = None  # why the last re-seed failed, until the copy is well
 
     async def follow(self) -> None:
+        """Applies what the log holds past this copy; if that was more than one
+        read's worth, the copy is told to read again."""
         records = await self._copy.host.blocking(
-            self._copy.cp.follow, self._copy.name, self._copy.db.version, FOLLOW_SECONDS
+            self._copy.cp.read, self._copy.name, self._copy.db.version + 1, None, READ_LIMIT
         )
         await self.apply(records)
+        if len(records) >= READ_LIMIT:
+            self._copy.appended()
 
     async def apply(self, records: list[tuple[int, bytes]]) -> None:
         if not records:  # at the log's head: whatever re-seeded this copy worked

@@ -69,12 +69,20 @@ class Leader:
         self._last_epoch = 0
         self._renew_at = 0.0  # monotonic
         self._trim_at = time.monotonic() + TRIM_SECONDS
+        self._trimmed_below = 0  # the log holds nothing below this version any more
+        self._turn_at: float | None = None  # monotonic: when an absent lease is ours to try
+
+    def look_in(self) -> float | None:
+        """How soon `maybe_lead` wants to look again even if nothing changes: when
+        this node's turn to claim an absent lease comes (None: only on news)."""
+        return None if self._turn_at is None else max(0.0, self._turn_at - time.monotonic())
 
     async def maybe_lead(self) -> None:
         view = self._copy.host.cluster_view()
         lease = view.leases.get(self._copy.name)
         me = self._copy.host.node_id
         now = time.monotonic()
+        self._turn_at = None
         if lease is not None:
             self._absent_since = None
             self._last_holder = lease.holder
@@ -89,7 +97,9 @@ class Leader:
         ]
         if me not in order:
             return
-        if now - self._absent_since < order.index(me) * STAGGER_SECONDS:
+        turn_at = self._absent_since + order.index(me) * STAGGER_SECONDS
+        if now < turn_at:
+            self._turn_at = turn_at
             return
         epoch = max(self._copy.db.epoch, self._newest_epoch(), self._last_epoch) + 1
         claim = Lease(self._copy.name, me, epoch, 0)
@@ -191,8 +201,9 @@ class Leader:
             if self._copy.name in m.versions
         ]
         below = min([self._copy.db.version, *versions]) - LOG_KEEP
-        if below > 1:
+        if below > max(1, self._trimmed_below):  # an idle database's log has nothing to drop
             await self._copy.host.blocking(self._copy.cp.truncate, self._copy.name, below)
+            self._trimmed_below = below
 
     async def rejoin_log(self) -> None:
         """An append found the log ahead of this leader (a deposed leader's last

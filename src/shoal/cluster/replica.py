@@ -1,8 +1,10 @@
 """One database on one node of a cluster: a copy that follows the database's log,
 or leads it.
 
-Its follower half (follower.py) applies the log's records as they are appended
-(`follow` wakes it within milliseconds); its leader half (leader.py) takes the
+Its follower half (follower.py) applies the log's records when the node tells it
+they were appended (`appended`, within milliseconds); while it follows, its task
+sleeps until then, or until the node's view of its lease or of the members
+changes (`poke`), so an idle copy costs nothing. Its leader half (leader.py) takes the
 lease when it expires and this node is next in the database's order of
 preference, and renews it; what it commits goes to the log as its durability says
 (shipping.py: `sync` before each commit, `async` in batches). Everything one copy
@@ -13,6 +15,7 @@ interleave.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -32,6 +35,8 @@ __all__ = ["Host", "Replica", "State", "Timing"]
 
 T = TypeVar("T")
 logger = logging.getLogger("shoal.cluster")
+
+IDLE_SECONDS = 10.0  # the longest a following copy sleeps without news before it looks again
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,27 @@ class Replica:
         )
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._news = asyncio.Event()
+        self._appended = False
+        self.appended()  # a new copy reads the log once, whatever it holds
+
+    def appended(self) -> None:
+        """The log may have grown: the follower reads it. On the event loop."""
+        self._appended = True
+        self._news.set()
+
+    def poke(self) -> None:
+        """This copy's lease, its spec or the members changed: look. On the event loop."""
+        self._news.set()
+
+    async def _news_came(self, timeout: float) -> bool:
+        """Waits up to `timeout` s for news; whether the log may have grown."""
+        if not self._news.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._news.wait(), timeout)
+        self._news.clear()
+        appended, self._appended = self._appended, False
+        return appended
 
     # -- as seen from outside ---------------------------------------------------
 
@@ -147,18 +173,24 @@ class Replica:
                     self.diverged = False
                 if self.state is State.LEADING:
                     await self.leader.lead()
+                    if self.leader.lease is None:  # stepped down: the log may have moved on
+                        self.appended()
                 elif self.state is State.TAKING and self.leader.lease is not None:
                     await self.leader.take(self.leader.lease)  # the last try was cut short
                 else:
-                    await self.follower.follow()
+                    look_in = self.leader.look_in()
+                    if await self._news_came(IDLE_SECONDS if look_in is None else look_in):
+                        await self.follower.follow()
                     await self.leader.maybe_lead()
             except asyncio.CancelledError:
                 raise
             except Unavailable as exc:  # the control plane is away: keep serving reads
                 logger.warning("%s: %s", self.name, exc)
+                self.appended()  # and read the log again once it is back
                 await asyncio.sleep(0.2)
             except Exception:
                 logger.exception("%s: replication step failed", self.name)
+                self.appended()
                 await asyncio.sleep(0.5)
 
     # -- asked by shipping, on the writer's thread with the writer held ----------

@@ -23,6 +23,7 @@ from shoal.controlplane.base import (
     ControlPlaneUnavailable,
     Entry,
     KeyConflict,
+    LogWatch,
 )
 from shoal.controlplane.sqlite import SQLiteControlPlane
 from shoal.errors import InvalidRequest
@@ -36,6 +37,7 @@ __all__ = [
     "ControlPlaneUnavailable",
     "Entry",
     "KeyConflict",
+    "LogWatch",
     "open_control_plane",
 ]
 

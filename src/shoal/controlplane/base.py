@@ -38,6 +38,7 @@ __all__ = [
     "ControlPlaneUnavailable",
     "Entry",
     "KeyConflict",
+    "LogWatch",
 ]
 
 ABSENT = 0
@@ -96,6 +97,23 @@ class CommitUnknown(ControlPlaneError, OutcomeUnknown):
     taken effect. Read the head or the key before trying it again."""
 
 
+class LogWatch(Protocol):
+    """Says which logs grew, so that one thread serves every log a node follows
+    instead of a poll per log."""
+
+    def wait(self, timeout: float) -> set[str] | None:
+        """Waits up to `timeout` seconds for an append by any process (returning at
+        once if one landed since the last call); returns the databases appended to
+        since the last call (empty: none), or None when it cannot tell which (it
+        lost its notifications, or has none): then any log may have grown, and the
+        caller compares `heads`."""
+        ...
+
+    def close(self) -> None:
+        """Stops watching; a `wait` under way returns. Idempotent."""
+        ...
+
+
 class ControlPlane(Protocol):
     """Logs and a key-value table, each operation atomic. Consistency assumed:
     linearizable per log and per key (a read sees every write acknowledged before
@@ -128,6 +146,15 @@ class ControlPlane(Protocol):
         """The records after version `after` (as `read(database, after + 1)`), waiting
         up to `timeout` seconds for the first to be appended; [] if none came.
         Returns within milliseconds of an append by any process."""
+        ...
+
+    def heads(self, databases: Sequence[str]) -> dict[str, int]:
+        """The head of each of `databases`' logs (as `head` gives it), in one read
+        however many there are."""
+        ...
+
+    def watch_logs(self) -> LogWatch:
+        """A watcher of appends to every log; close it when done."""
         ...
 
     def truncate(self, database: str, below: int) -> int:

@@ -44,6 +44,7 @@ from shoal.controlplane.base import (
     ControlPlaneError,
     ControlPlaneUnavailable,
     KeyConflict,
+    LogWatch,
 )
 from shoal.controlplane.sql import POSTGRES, Cursor, SQLControlPlane, Wait
 from shoal.errors import InterfaceError
@@ -56,6 +57,7 @@ CONNECT_TIMEOUT = 3  # seconds; a server that is up answers in milliseconds
 FALLBACK_POLL_SECONDS = 0.5  # how late a follower can be while the listener is away
 LISTEN_TICK_SECONDS = 0.25  # how often the listener looks up to see if it should stop
 RECONNECT_SECONDS = 0.5  # between the listener's attempts to connect
+TOPIC_BYTES = 1000  # a log's name up to this long is its own NOTIFY payload
 POOL_SIZE = 4  # connections for statements: appends of different logs run side by side
 SCHEMA_LOCK = 0x73686F616C  # pg_advisory_xact_lock key for creating the tables ('shoal')
 
@@ -76,6 +78,7 @@ APPEND_NEXT = f"""WITH moved AS (
     WHERE database_name = %(database)s AND head = %(expected)s RETURNING head
 ), added AS ({_INSERT_RECORDS})
 SELECT head FROM moved"""
+HEADS = "SELECT database_name, head FROM shoal_heads WHERE database_name = ANY(%s)"
 RECORD_AT = "SELECT record FROM shoal_log WHERE database_name = %s AND version = %s"
 # A key-value write in one statement. Taking the next revision locks the counter's
 # row until the commit, so writes commit in revision order, as in the SQL backend's
@@ -121,8 +124,43 @@ def _rows(conn: psycopg.Connection[tuple[Any, ...]], sql: str, params: Any) -> R
 
 
 def _topic(database: str) -> str:
-    """A log's NOTIFY payload: a digest, since payloads stop at 8,000 bytes and names do not."""
-    return hashlib.blake2b(database.encode(), digest_size=16).hexdigest()
+    """A log's NOTIFY payload: its name, or for a name too long for a payload (they
+    stop at 8,000 bytes) or one that could be mistaken for it, a digest after '#'."""
+    if len(database.encode()) <= TOPIC_BYTES and not database.startswith("#"):
+        return database
+    return "#" + hashlib.blake2b(database.encode(), digest_size=16).hexdigest()
+
+
+class _LogWatch:
+    """A LogWatch fed by the listener: the names it was notified of since the last
+    `wait`, or None after a digest or a lost connection (it cannot tell which)."""
+
+    def __init__(self, release: Callable[[_LogWatch], None]) -> None:
+        self._release = release
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._grown: set[str] = set()
+        self._lost = False
+
+    def notified(self, topic: str | None) -> None:
+        with self._lock:
+            if topic is None or topic.startswith("#"):
+                self._lost = True
+            else:
+                self._grown.add(topic)
+            self._ready.set()
+
+    def wait(self, timeout: float) -> set[str] | None:
+        self._ready.wait(timeout)
+        with self._lock:
+            grown, lost = self._grown, self._lost
+            self._grown, self._lost = set(), False
+            self._ready.clear()
+        return None if lost else grown
+
+    def close(self) -> None:
+        self._release(self)
+        self._ready.set()
 
 
 class _Cursor:
@@ -145,6 +183,7 @@ class _Listener:
         self._dsn = dsn
         self._lock = threading.Lock()
         self._waiting: dict[str, set[threading.Event]] = {}
+        self._watches: set[_LogWatch] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="shoal-listen", daemon=True)
         self._thread.start()
@@ -168,6 +207,16 @@ class _Listener:
                 if not events:
                     del self._waiting[topic]
 
+    def watch_all(self) -> _LogWatch:
+        watch = _LogWatch(self._unwatch)
+        with self._lock:
+            self._watches.add(watch)
+        return watch
+
+    def _unwatch(self, watch: _LogWatch) -> None:
+        with self._lock:
+            self._watches.discard(watch)
+
     def _wake(self, topic: str | None) -> None:
         """Wakes the followers of `topic`, or all of them (None)."""
         with self._lock:
@@ -175,6 +224,8 @@ class _Listener:
             for events in groups:
                 for event in events:
                     event.set()
+            for watch in self._watches:
+                watch.notified(topic)
 
     def _listen(self) -> None:
         while not self._stop.is_set():
@@ -423,16 +474,24 @@ class PostgresControlPlane(SQLControlPlane):
             notifier = self._notifier
         notifier.add(_topic(database))
 
-    @contextmanager
-    def _watch(self, database: str) -> Iterator[Wait]:
+    def _listening(self) -> _Listener:
         with self._lock:
             if self._closed:
                 raise InterfaceError("the control plane is closed")
             if self._listener is None:
                 self._listener = _Listener(self._dsn)
-            listener = self._listener
-        with listener.watch(_topic(database)) as wait:
+            return self._listener
+
+    @contextmanager
+    def _watch(self, database: str) -> Iterator[Wait]:
+        with self._listening().watch(_topic(database)) as wait:
             yield wait
+
+    def watch_logs(self) -> LogWatch:
+        return self._listening().watch_all()
+
+    def _logged_heads(self, cursor: Cursor, databases: Sequence[str]) -> list[tuple[str, int]]:
+        return [(str(name), int(head)) for name, head in cursor.rows(HEADS, (list(databases),))]
 
     def close(self) -> None:
         with self._lock:

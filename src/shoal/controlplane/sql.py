@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from shoal.controlplane.base import ABSENT, AppendConflict, Entry, KeyConflict
+from shoal.controlplane.base import ABSENT, AppendConflict, Entry, KeyConflict, LogWatch
 from shoal.errors import InvalidRequest
 
 __all__ = ["POSTGRES", "SQLITE", "Cursor", "Dialect", "SQLControlPlane", "Wait"]
@@ -33,6 +33,7 @@ Wait = Callable[[float], None]
 """Blocks until a watched log may have grown, or for at most that many seconds."""
 
 INSERT_BATCH = 500  # records per INSERT: 1,500 parameters, far below either engine's limit
+HEADS_BATCH = 500  # names per lookup of heads
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,13 @@ class Statements:
             f"WHERE substr(key, 1, ?) = ? AND {live} ORDER BY key"
         )
 
+    def heads(self, count: int) -> str:
+        """The heads of `count` named logs (those never appended to are missing)."""
+        names = ", ".join(["?"] * count)
+        return self._sql(
+            f"SELECT database_name, head FROM shoal_heads WHERE database_name IN ({names})"
+        )
+
     def insert_records(self, count: int) -> str:
         """An INSERT of `count` log records: (database, version, record) each."""
         rows = ", ".join(["(?, ?, ?)"] * count)
@@ -153,6 +161,10 @@ class SQLControlPlane(ABC):
     @abstractmethod
     def _watch(self, database: str) -> AbstractContextManager[Wait]:
         """While open, a Wait that returns early when `database`'s log may have grown."""
+
+    @abstractmethod
+    def watch_logs(self) -> LogWatch:
+        """A watcher of appends to every log."""
 
     @abstractmethod
     def _appended(self, database: str) -> None:
@@ -193,6 +205,26 @@ class SQLControlPlane(ABC):
     def head(self, database: str) -> int:
         _check_name("database", database)
         return self._read(lambda cursor: self._head(cursor, database))
+
+    def heads(self, databases: Sequence[str]) -> dict[str, int]:
+        for database in databases:
+            _check_name("database", database)
+
+        found = dict.fromkeys(databases, 0)
+        found.update(self._read(lambda cursor: self._logged_heads(cursor, databases)))
+        return found
+
+    def _logged_heads(self, cursor: Cursor, databases: Sequence[str]) -> list[tuple[str, int]]:
+        """(name, head) of each of `databases` ever appended to. In batches of
+        HEADS_BATCH names here; a backend may do it in one statement."""
+        found = []
+        for first in range(0, len(databases), HEADS_BATCH):
+            batch = databases[first : first + HEADS_BATCH]
+            found += [
+                (str(name), int(head))
+                for name, head in cursor.rows(self._sql.heads(len(batch)), batch)
+            ]
+        return found
 
     def read(
         self, database: str, start: int, end: int | None = None, limit: int = 1000

@@ -8,7 +8,9 @@ so that an append is durable when it returns (a `sync` database's promise).
 Concurrency: each instance owns one connection, used under a lock by one
 thread at a time; instances and processes sharing the file take turns through
 SQLite's own locks, waiting up to BUSY_TIMEOUT_MS. `follow` polls: a query of
-an indexed range costs microseconds, and there is no one to notify it.
+an indexed range costs microseconds, and there is no one to notify it; for the
+same reason its `watch_logs` cannot tell which logs grew, and says so every
+WATCH_POLL_SECONDS.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, TypeVar
 
 import apsw
 
-from shoal.controlplane.base import ControlPlaneUnavailable
+from shoal.controlplane.base import ControlPlaneUnavailable, LogWatch
 from shoal.controlplane.sql import SQLITE, Cursor, SQLControlPlane, Wait
 from shoal.errors import Error, InterfaceError, from_apsw
 
@@ -31,6 +33,7 @@ __all__ = ["SQLiteControlPlane"]
 T = TypeVar("T")
 BUSY_TIMEOUT_MS = 5000  # another process's write transaction is milliseconds long
 POLL_SECONDS = 0.005  # a follower sees an append within this
+WATCH_POLL_SECONDS = 0.02  # a node following many logs compares their heads this often
 
 
 class _Cursor:
@@ -47,6 +50,20 @@ class _Cursor:
 
 def _poll(seconds: float) -> None:
     time.sleep(min(seconds, POLL_SECONDS))
+
+
+class _PollingWatch:
+    """A LogWatch for a store that notifies no one: every log may have grown."""
+
+    def __init__(self) -> None:
+        self._closed = threading.Event()
+
+    def wait(self, timeout: float) -> set[str] | None:
+        self._closed.wait(min(timeout, WATCH_POLL_SECONDS))
+        return None
+
+    def close(self) -> None:
+        self._closed.set()
 
 
 class SQLiteControlPlane(SQLControlPlane):
@@ -102,6 +119,10 @@ class SQLiteControlPlane(SQLControlPlane):
 
     def _watch(self, database: str) -> AbstractContextManager[Wait]:
         return nullcontext(_poll)
+
+    def watch_logs(self) -> LogWatch:
+        self._open()
+        return _PollingWatch()
 
     def _open(self) -> apsw.Connection:
         if self._conn is None:
