@@ -23,7 +23,7 @@ import pytest
 from shoal.cluster.replica import Replica, Timing
 from shoal.cluster.shipping import AsyncShipping
 from shoal.cluster.view import Lease, Member, Spec, View, lease_key
-from shoal.controlplane import ABSENT, ControlPlane
+from shoal.controlplane import ControlPlane
 from shoal.controlplane.sqlite import SQLiteControlPlane
 from shoal.engine import Database, Role
 from shoal.errors import NotLeader, Unavailable
@@ -41,6 +41,8 @@ class LocalHost:
         self.directory = directory
         self.cp = cp
         self.node_id = node_id
+        self.session = ""  # the members of `view` are in it too
+        self.valid_until = float("inf")  # the node's own lease: renewed, unless a test says not
         self.view = View({node_id: Member(node_id, "http://here")}, {}, {})
         self.source: Database | None = None
         self.leading: list[bool] = []
@@ -142,33 +144,65 @@ def test_a_write_the_log_refuses_is_not_committed_and_the_leader_catches_up(
     db.close()
 
 
-def test_a_leader_past_its_lease_writes_nothing(
+def test_a_leader_whose_node_is_past_its_lease_writes_nothing(
     tmp_path: Path, host: LocalHost, cp: SQLiteControlPlane
 ) -> None:
     db = follower(tmp_path)
-    replica = asyncio.run(lead(host, db, lease_seconds=0.2))
+    replica = asyncio.run(lead(host, db))
     db.execute("CREATE TABLE t(x)")
-    time.sleep(0.2 * 0.8 + 0.05)  # past the local deadline, never renewed (paused)
+    host.valid_until = time.monotonic()  # the node's lease not renewed in time (paused)
     assert not replica.leading
     with pytest.raises(NotLeader):
         db.execute("INSERT INTO t VALUES (1)")
     assert db.version == 1 == cp.head(NAME)
+    host.valid_until = float("inf")  # renewed again, in the same session: nothing was lost
+    assert replica.leading
+    assert db.execute("INSERT INTO t VALUES (1)").version == 2 == cp.head(NAME)
     db.close()
 
 
-def test_a_lease_taken_by_another_node_stops_the_leader(
-    tmp_path: Path, host: LocalHost, cp: SQLiteControlPlane
+@pytest.mark.parametrize("how", ["its node's session lapsed", "the view shows a newer claim"])
+def test_a_void_lease_stops_the_leader(
+    tmp_path: Path, host: LocalHost, cp: SQLiteControlPlane, how: str
 ) -> None:
     db = follower(tmp_path)
-    replica = asyncio.run(lead(host, db, lease_seconds=0.3))
-    time.sleep(0.35)  # expired on the control plane's clock too
-    cp.put(lease_key(NAME), Lease(NAME, "n2", 9, 0).encode(), expect=ABSENT, ttl=5)
-    asyncio.run(replica.leader.renew())
+    replica = asyncio.run(lead(host, db))
+    if how == "its node's session lapsed":
+        host.session = "a new one"
+    else:
+        lease = replica.leader.lease
+        assert lease is not None
+        claim = Lease(NAME, "n2", lease.epoch + 1, 0, "")
+        revision = cp.put(lease_key(NAME), claim.encode(), expect=lease.revision)
+        members = {**host.view.members, "n2": Member("n2", "http://there")}
+        host.view = View(members, {NAME: Lease(NAME, "n2", claim.epoch, revision)}, {})
+    replica.poke()
+    asyncio.run(replica.leader.lead())
     assert replica.leader.lease is None and db.role is Role.FOLLOWER
     assert host.leading == [True, False]
     with pytest.raises(NotLeader):  # a request that was routed here meanwhile
         replica.shipping.before_commit(1, b"")
     db.close()
+
+
+def test_a_lease_is_claimed_only_once_its_holders_session_has_lapsed(
+    tmp_path: Path, host: LocalHost, cp: SQLiteControlPlane
+) -> None:
+    """The view may lag: a holder it shows gone may have renewed meanwhile. The
+    claim reads the holder's key first, and a session never comes back."""
+    revision = cp.put(lease_key(NAME), Lease(NAME, "n2", 4, 0, "s2").encode())
+    host.view = View(host.view.members, {NAME: Lease(NAME, "n2", 4, revision, "s2")}, {})
+    cp.put("node/n2", Member("n2", "http://there", session="s2").encode(), ttl=60)
+    replica = Replica(host, follower(tmp_path), "sync", 3, Timing())
+    asyncio.run(replica.leader.maybe_lead())
+    assert not replica.leading and Lease.decode(NAME, cp.get(lease_key(NAME))).holder == "n2"  # type: ignore[arg-type]
+
+    cp.put("node/n2", Member("n2", "http://there", session="s3").encode(), ttl=60)  # rejoined
+    asyncio.run(replica.leader.maybe_lead())
+    assert replica.leading
+    taken = Lease.decode(NAME, cp.get(lease_key(NAME)))  # type: ignore[arg-type]
+    assert (taken.holder, taken.epoch, taken.session) == ("n1", 5, host.session)
+    replica.db.close()
 
 
 def test_an_async_write_commits_first_and_ships_in_batches(
@@ -194,7 +228,6 @@ def test_an_async_leader_refuses_writes_once_it_cannot_ship_for_too_long(
     db = follower(tmp_path)
     replica = asyncio.run(lead(host, db, "async", async_window=0.01, lease_seconds=10))
     db.execute("CREATE TABLE t(x)")
-    replica.leader.valid_until = time.monotonic() + 60  # leading is not what this is about
     shipping = replica.shipping
     assert isinstance(shipping, AsyncShipping)
     limit = shipping.window_limit
@@ -258,21 +291,20 @@ def test_an_async_leader_deposed_with_unshipped_writes_takes_the_logs_instead(
     tmp_path: Path, host: LocalHost, cp: SQLiteControlPlane
 ) -> None:
     db = follower(tmp_path)
-    replica = asyncio.run(lead(host, db, "async", lease_seconds=0.3))
+    replica = asyncio.run(lead(host, db, "async"))
     db.execute("CREATE TABLE t(x)")
     replica.shipping.ship()
     db.execute("INSERT INTO t VALUES ('lost with the lease')")
-    time.sleep(0.35)  # paused past the lease; another node leads and writes version 2
+    host.session = "a later one"  # paused past its lease; another node leads and writes v2
     source = Database(tmp_path / "source.db", name=NAME)
     source.execute("CREATE TABLE t(x)")
     source.execute("INSERT INTO t VALUES ('the new leader''s')")
-    cp.put(lease_key(NAME), Lease(NAME, "n2", 9, 0).encode(), expect=ABSENT, ttl=5)
+    cp.put(lease_key(NAME), Lease(NAME, "n2", 9, 0).encode())
     cp.append(NAME, 2, source.log_range(2, 2))
     host.source = source
 
-    asyncio.run(replica.leader.renew())  # finds the lease gone: steps down
-    assert replica.diverged and not replica.shipping.pending()
-    asyncio.run(replica.follower.check_against_log())
+    asyncio.run(replica.leader.lead())  # ships, finds the log ahead, and rejoins it
+    assert replica.leader.lease is None and not replica.shipping.pending()
     assert replica.db.version == 2 and replica.db.checksum() == source.checksum()
     replica.db.close()
     db.close()
@@ -368,7 +400,7 @@ def test_an_idle_follower_asks_the_control_plane_nothing_until_told_its_log_grew
     source = Database(tmp_path / "source.db", name=NAME)
     source.execute("CREATE TABLE t(x)")
     cp.append(NAME, 1, source.log_range(1, 1))
-    revision = cp.put(lease_key(NAME), Lease(NAME, "n2", 1, 0).encode(), ttl=60)
+    revision = cp.put(lease_key(NAME), Lease(NAME, "n2", 1, 0).encode())
     host.view = View(
         {"n1": Member("n1", "http://here"), "n2": Member("n2", "http://there")},
         {NAME: Lease(NAME, "n2", 1, revision)},

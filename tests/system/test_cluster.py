@@ -639,6 +639,19 @@ def test_postgresql_restarted_under_load_loses_no_acknowledged_write(tmp_path: P
 # -- reads across databases ---------------------------------------------------------
 
 
+def test_a_node_holds_more_copies_than_it_keeps_open(tmp_path: Path, control_plane: str) -> None:
+    """A node holds every copy placed on it, whatever `max_open_databases` says.
+    Past it, the copy just opened was the only one not in use, and it was closed
+    before its holder had it, again and again: creates stalled at the 256th."""
+    env = {"SHOAL_MAX_OPEN_DATABASES": "3"}
+    with shoal_cluster(tmp_path, control_plane, 3, env=env) as nodes:
+        names = [f"tenant-{i}" for i in range(6)]
+        for name in names:
+            create(nodes, name)
+        for name in names:
+            assert ok(query(nodes["n2"].url, name, "SELECT count(*) FROM t", level="none"))
+
+
 def test_query_many_reads_every_database_wherever_it_is_led(cluster: Cluster) -> None:
     """query-many through any node reaches each database's leader (a weak read sees
     every acknowledged write at once), and outlives a killed leader."""

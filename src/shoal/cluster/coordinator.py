@@ -3,8 +3,10 @@
 Four loops, each on the event loop, each doing its control-plane calls on the
 cluster's own threads (a blocking call never stalls a request):
 
-- heartbeat: writes `node/ID` with a TTL, with the version of every database
-  held here, every HEARTBEAT_SECONDS;
+- heartbeat: renews `node/ID`, this node's one lease, every quarter of
+  `lease_seconds` (every database lease it holds stands on it: view.py), and
+  writes `copies/ID`, the version of each copy here, when they changed, at
+  most every COPIES_SECONDS;
 - view: reads members, leases and the catalog every VIEW_SECONDS, starts or
   stops a Replica for each database this node should (or should no longer)
   hold, by rendezvous hashing over the live members, and pokes the replicas
@@ -17,6 +19,10 @@ cluster's own threads (a blocking call never stalls a request):
 Stopping (SIGTERM) hands every lease this node holds to a live replica before
 the databases close (a planned stop is no failover), then leaves the membership at once,
 so the others re-place its databases without waiting for the TTL.
+
+A node whose `node/ID` lapsed (paused, or cut off from the control plane for
+longer than the lease) has lost its session, and with it every lease it held:
+its leaders step down, and it joins again in a new session.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import contextlib
 import functools
 import logging
 import os
+import secrets
 import tempfile
 import time
 from collections.abc import Callable
@@ -46,6 +53,8 @@ from shoal.cluster.view import (
     Spec,
     View,
     catalog_key,
+    copies_key,
+    lease_key,
     member_key,
     read_view,
 )
@@ -59,6 +68,7 @@ from shoal.errors import (
     InvalidRequest,
     NotArchived,
     NotLeader,
+    OutcomeUnknown,
     Unavailable,
 )
 
@@ -67,8 +77,8 @@ __all__ = ["Cluster", "Databases"]
 T = TypeVar("T")
 logger = logging.getLogger("shoal.cluster")
 
-HEARTBEAT_SECONDS = 0.5
-MEMBER_TTL_SECONDS = 3.0  # a node that stops heartbeating is gone after this long
+COPIES_SECONDS = 0.5  # how often, at most, a node publishes its copies' versions
+SAFETY = 0.8  # a node stops writing after this fraction of its lease's TTL
 VIEW_SECONDS = 0.1
 SWEEP_SECONDS = 2.0  # how late a copy may hear of an append whose notification was lost
 SNAPSHOT_TIMEOUT = 300.0
@@ -128,6 +138,10 @@ class Cluster:
         self._changing: dict[str, asyncio.Task[None]] = {}
         self._leaving = False
         self._viewed = asyncio.Event()
+        self.session = secrets.token_hex(8)  # the leases this node holds stand on it
+        self.valid_until = 0.0  # monotonic: no write here after it, unless renewed
+        self._member_revision = ABSENT
+        self._copies_written: bytes | None = None
 
     # -- Host, for the replicas -------------------------------------------------------
 
@@ -238,9 +252,9 @@ class Cluster:
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Joins: heartbeats, reads the view, makes sure `default` is in the catalog,
-        and starts holding this node's databases."""
-        await self._heartbeat()
+        """Joins: takes this node's lease, reads the view, makes sure `default` is
+        in the catalog, and starts holding this node's databases."""
+        await self._join()
         with contextlib.suppress(KeyConflict):
             spec = Spec("default", "sync")
             await self.blocking(
@@ -264,7 +278,7 @@ class Cluster:
         for task in list(self._changing.values()):
             await asyncio.gather(task, return_exceptions=True)
         with contextlib.suppress(Exception):  # tell the others first: they stop sending here
-            await self._heartbeat()
+            await self._renew()
         await asyncio.gather(*(r.stop(hand_over=True) for r in self.replicas.values()))
         for name in list(self.replicas):
             await self.databases.release(name, remove=False)
@@ -278,27 +292,88 @@ class Cluster:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self.blocking(self.cp.delete, member_key(self.node_id))
+            await self.blocking(self.cp.delete, copies_key(self.node_id))
         await self.http.aclose()
         await self.blocking(self.cp.close)
         self._threads.shutdown(wait=False)
 
     # -- loops ------------------------------------------------------------------------
 
-    async def _heartbeat(self) -> None:
+    async def _join(self) -> None:
+        """Takes `node/ID` in a new session. A key still live is a previous run of
+        this node that stopped without leaving (or another node with this ID):
+        its leases stand until it lapses, so this waits that long, then says so."""
+        deadline = time.monotonic() + self.timing.lease_seconds * 2 + 1
+        while True:
+            try:
+                await self._renew()
+                return
+            except KeyConflict as exc:
+                if time.monotonic() > deadline:
+                    raise Unavailable(
+                        f"node ID {self.node_id!r} is in use by a live node; "
+                        "give each node an ID of its own"
+                    ) from exc
+                await asyncio.sleep(self.timing.renew_every)
+
+    async def _renew(self) -> None:
+        """Renews this node's lease (or takes it, in a new session); KeyConflict
+        if it is not ours to renew."""
+        member = Member(self.node_id, self.url, leaving=self._leaving, session=self.session)
+        started = time.monotonic()
+        try:
+            self._member_revision = await self.blocking(
+                lambda: self.cp.put(
+                    member_key(self.node_id),
+                    member.encode(),
+                    expect=self._member_revision,
+                    ttl=self.timing.lease_seconds,
+                )
+            )
+        except (KeyConflict, OutcomeUnknown):
+            entry = await self.blocking(self.cp.get, member_key(self.node_id))
+            if entry is None or Member.decode(self.node_id, entry).session != self.session:
+                raise
+            # Ours, by a renewal whose answer was lost: when it landed is unknown,
+            # so the deadline stays where the last one we heard of put it.
+            self._member_revision = entry.revision
+            return
+        self.valid_until = started + self.timing.lease_seconds * SAFETY
+
+    def _lost_session(self) -> None:
+        """This node's lease lapsed: every lease it held is void (another node may
+        hold it now). Its leaders step down when poked; it joins in a new session."""
+        logger.warning(
+            "this node's lease lapsed: its leaders step down, and it joins again in a new session"
+        )
+        self.session, self._member_revision, self.valid_until = secrets.token_hex(8), ABSENT, 0.0
+        for replica in self.replicas.values():
+            replica.poke()
+
+    async def _publish_copies(self) -> None:
+        """Writes the version of each copy here (and any copy's problem), if changed."""
         versions = {name: r.db.version for name, r in self.replicas.items()}
         problems = {n: r.follower.problem for n, r in self.replicas.items() if r.follower.problem}
-        member = Member(self.node_id, self.url, versions, self._leaving, problems)
-        await self.blocking(
-            lambda: self.cp.put(member_key(self.node_id), member.encode(), ttl=MEMBER_TTL_SECONDS)
-        )
+        value = Member(self.node_id, self.url, versions, problems=problems).encode_copies()
+        if value != self._copies_written:
+            await self.blocking(self.cp.put, copies_key(self.node_id), value)
+            self._copies_written = value
 
     async def _heartbeats(self) -> None:
+        published = 0.0
         while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await asyncio.sleep(self.timing.renew_every)
             try:
-                await self._heartbeat()
-            except Unavailable as exc:
-                logger.warning("heartbeat failed: %s", exc)
+                await self._renew()
+                if time.monotonic() - published >= COPIES_SECONDS:
+                    published = time.monotonic()
+                    await self._publish_copies()
+            except KeyConflict:
+                self._lost_session()
+            except (Unavailable, OutcomeUnknown) as exc:
+                logger.warning("cannot renew this node's lease or publish its copies: %s", exc)
+            except Exception:
+                logger.exception("renewing this node's lease failed")
 
     async def _views(self) -> None:
         while True:
@@ -430,6 +505,7 @@ class Cluster:
         deadline = time.monotonic() + 5.0
         while name in self.view.leases and time.monotonic() < deadline:
             await asyncio.sleep(VIEW_SECONDS)
+        await self.blocking(self.cp.delete, lease_key(name))  # a void one stays otherwise
         await self.blocking(self.cp.drop, name)
 
     def spec(self, name: str) -> Spec:
@@ -459,9 +535,12 @@ class Cluster:
 _INTERNAL = {"Shoal-Hops": "1"}
 
 
-def _membership(view: View) -> dict[str, tuple[str, bool]]:
-    """What of the members a copy acts on: who is live, where, and who is leaving."""
-    return {node: (member.url, member.leaving) for node, member in view.members.items()}
+def _membership(view: View) -> dict[str, tuple[str, bool, str]]:
+    """What of the members a copy acts on: who is live, where, who is leaving, and
+    in which session."""
+    return {
+        node: (member.url, member.leaving, member.session) for node, member in view.members.items()
+    }
 
 
 def _holder(view: View, database: str) -> tuple[str, int] | None:

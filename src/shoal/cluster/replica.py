@@ -55,6 +55,8 @@ class Host(Protocol):
     """What a replica needs of the node that hosts it (node.Node)."""
 
     node_id: str
+    session: str  # the session this node holds its leases in (view.py)
+    valid_until: float  # monotonic: this node takes no writes after it, unless renewed
 
     def cluster_view(self) -> View: ...
 
@@ -108,12 +110,13 @@ class Replica:
                 window=max(timing.async_window * 10, timing.lease_seconds),
             )
             if durability == "async"
-            else SyncShipping(self, self.cp, every=timing.renew_every)
+            else SyncShipping(self, self.cp)
         )
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._news = asyncio.Event()
         self._appended = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.appended()  # a new copy reads the log once, whatever it holds
 
     def appended(self) -> None:
@@ -125,7 +128,18 @@ class Replica:
         """This copy's lease, its spec or the members changed: look. On the event loop."""
         self._news.set()
 
-    async def _news_came(self, timeout: float) -> bool:
+    def wake_soon(self) -> None:
+        """`poke`, from any thread: records wait to be shipped, or the log was found
+        ahead of this leader."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._news.set)
+
+    def fell_behind(self) -> None:
+        """An append found the log ahead of this leader (shipping.Leadership)."""
+        self.behind = True
+        self.wake_soon()
+
+    async def news_came(self, timeout: float) -> bool:
         """Waits up to `timeout` s for news; whether the log may have grown."""
         if not self._news.is_set():
             with contextlib.suppress(TimeoutError):
@@ -142,11 +156,13 @@ class Replica:
         return (
             self.state is State.LEADING
             and self.leader.lease is not None
+            and self.leader.lease.session == self.host.session
             and self.db.role is Role.LEADER
-            and time.monotonic() < self.leader.valid_until
+            and time.monotonic() < self.host.valid_until
         )
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"replica {self.name}"
         )
@@ -179,7 +195,7 @@ class Replica:
                     await self.leader.take(self.leader.lease)  # the last try was cut short
                 else:
                     look_in = self.leader.look_in()
-                    if await self._news_came(IDLE_SECONDS if look_in is None else look_in):
+                    if await self.news_came(IDLE_SECONDS if look_in is None else look_in):
                         await self.follower.follow()
                     await self.leader.maybe_lead()
             except asyncio.CancelledError:

@@ -31,33 +31,39 @@ class Leadership(Protocol):
     """What shipping asks of the replica whose records it ships (cluster.Replica)."""
 
     name: str
-    behind: bool  # set here when an append finds the log ahead of this leader
 
     def check_leading(self) -> None:
         """NotLeader unless this copy may take writes now."""
+        ...
+
+    def fell_behind(self) -> None:
+        """An append found the log ahead of this leader: it rejoins the log."""
+        ...
+
+    def wake_soon(self) -> None:
+        """Records wait to be shipped: the leader's task ships them within `every`."""
         ...
 
 
 class SyncShipping:
     """`sync`: each record is appended before its transaction commits."""
 
-    def __init__(self, leader: Leadership, cp: ControlPlane, every: float) -> None:
+    def __init__(self, leader: Leadership, cp: ControlPlane) -> None:
         self._leader = leader
         self._cp = cp
-        self.every = every  # how often the leader's loop looks at its lease
 
     def before_commit(self, version: int, record: bytes) -> None:
         self._leader.check_leading()
         try:
             self._cp.append(self._leader.name, version, [record])
         except AppendConflict as exc:
-            self._leader.behind = True
+            self._leader.fell_behind()
             raise NotLeader(
                 f"{self._leader.name!r}: the log is at version {exc.head}, "
                 "ahead of this leader; retry"
             ) from None
         except OutcomeUnknown:
-            self._leader.behind = True  # the record may be in the log: take it from there
+            self._leader.fell_behind()  # the record may be in the log: take it from there
             raise
 
     def after_commit(self, version: int, record: bytes) -> None:
@@ -65,6 +71,10 @@ class SyncShipping:
 
     def pending(self) -> bool:
         return False
+
+    def ship_in(self) -> float | None:
+        """Nothing waits to be shipped."""
+        return None
 
     def ship(self) -> None:
         """Nothing waits to be shipped."""
@@ -95,10 +105,17 @@ class AsyncShipping:
             )
 
     def after_commit(self, version: int, record: bytes) -> None:
+        first = not self.unshipped
         self.unshipped.append((version, record, time.monotonic()))
+        if first:
+            self._leader.wake_soon()
 
     def pending(self) -> bool:
         return bool(self.unshipped)
+
+    def ship_in(self) -> float | None:
+        """How soon the leader's task should ship; None while nothing waits."""
+        return self.every if self.unshipped else None
 
     def ship(self) -> None:
         """Appends the queued records, in one compare-and-set."""
@@ -121,7 +138,7 @@ class AsyncShipping:
                     batch[-1][0],
                 )
                 self.unshipped.clear()
-                self._leader.behind = True
+                self._leader.fell_behind()
                 return
             for _ in batch:
                 self.unshipped.popleft()

@@ -1,23 +1,27 @@
 """What a cluster agrees on, as it lies in the control plane's key-value table.
 
-Three kinds of keys, each a small JSON value:
+Four kinds of keys, each a small JSON value:
 
-    node/ID        a member: its URL and, per database it holds, its version.
-                   Written every heartbeat with a TTL: a node that stops
-                   heartbeating drops out of membership by expiry alone.
-    lease/NAME     who leads database NAME, and in which epoch. Written with a TTL
-                   by its holder, renewed well within it; absent means no leader.
+    node/ID        a member, and its lease: its URL and the session it holds
+                   leases in. Written with a TTL of `lease_seconds`, renewed by
+                   compare-and-set well within it: a node that stops renewing
+                   drops out by expiry alone, and its session never comes back.
+    copies/ID      the version of each database node ID holds, written when they
+                   change (no TTL: read only for live members).
+    lease/NAME     who leads database NAME, in which epoch, under which session
+                   of its node. No TTL: it is in force while that session lives,
+                   so one renewal per node keeps every lease it holds.
     db/NAME        the catalog: database NAME exists, with its durability.
 
-A node reads all three with one scan each into a `View`, a consistent enough
-picture for placement and routing. The view only says who should act; what was
+A node reads them with one scan each into a `View`, a consistent enough picture
+for placement and routing. The view only says who should act; what was
 committed is decided by the log's compare-and-set.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shoal.cluster.placement import replicas
@@ -30,6 +34,7 @@ __all__ = [
     "Spec",
     "View",
     "catalog_key",
+    "copies_key",
     "lease_key",
     "member_key",
     "read_view",
@@ -37,11 +42,15 @@ __all__ = [
 
 DURABILITIES = ("sync", "async")
 
-MEMBERS, LEASES, CATALOG = "node/", "lease/", "db/"
+MEMBERS, COPIES, LEASES, CATALOG = "node/", "copies/", "lease/", "db/"
 
 
 def member_key(node_id: str) -> str:
     return MEMBERS + node_id
+
+
+def copies_key(node_id: str) -> str:
+    return COPIES + node_id
 
 
 def lease_key(database: str) -> str:
@@ -65,18 +74,22 @@ def dump(value: dict[str, Any]) -> bytes:
 
 @dataclass(frozen=True)
 class Member:
-    """A live node: where to reach it, the version of each database it holds, and
-    what is wrong with any copy that cannot keep up (for status)."""
+    """A live node: where to reach it, the session its leases are held in, and
+    (from its `copies/` key) the version of each database it holds and what is
+    wrong with any copy that cannot keep up (for status)."""
 
     id: str
     url: str
     versions: dict[str, int] = field(default_factory=dict)
     leaving: bool = False
     problems: dict[str, str] = field(default_factory=dict)
+    session: str = ""
 
     def encode(self) -> bytes:
-        value: dict[str, Any] = {"url": self.url, "versions": self.versions}
-        value["leaving"] = self.leaving
+        return dump({"url": self.url, "leaving": self.leaving, "session": self.session})
+
+    def encode_copies(self) -> bytes:
+        value: dict[str, Any] = {"versions": self.versions}
         if self.problems:
             value["problems"] = self.problems
         return dump(value)
@@ -84,29 +97,42 @@ class Member:
     @classmethod
     def decode(cls, node_id: str, entry: Entry) -> Member:
         value = _load(entry)
-        versions = {str(k): int(v) for k, v in dict(value.get("versions", {})).items()}
-        problems = {str(k): str(v) for k, v in dict(value.get("problems", {})).items()}
         leaving = bool(value.get("leaving", False))
-        return cls(node_id, str(value["url"]), versions, leaving, problems)
+        return cls(node_id, str(value["url"]), leaving=leaving, session=str(value["session"]))
+
+    def with_copies(self, entry: Entry | None) -> Member:
+        """This member with the versions and problems its `copies/` entry lists."""
+        if entry is None:
+            return self
+        try:
+            value = _load(entry)
+            versions = {str(k): int(v) for k, v in dict(value.get("versions", {})).items()}
+            problems = {str(k): str(v) for k, v in dict(value.get("problems", {})).items()}
+        except (ValueError, KeyError, TypeError):
+            return self  # a value this version cannot read: as if absent
+        return replace(self, versions=versions, problems=problems)
 
 
 @dataclass(frozen=True)
 class Lease:
-    """Database `database` is led by node `holder` in `epoch`; `revision` is the
-    entry's, the `expect` of the holder's next renewal."""
+    """Database `database` is led by node `holder` in `epoch`, for as long as the
+    holder's `session` lives; `revision` is the entry's, the `expect` of the
+    next write of it (a hand-over, a release, or a claim once it is void)."""
 
     database: str
     holder: str
     epoch: int
     revision: int
+    session: str = ""
 
     def encode(self) -> bytes:
-        return dump({"holder": self.holder, "epoch": self.epoch})
+        return dump({"holder": self.holder, "epoch": self.epoch, "session": self.session})
 
     @classmethod
     def decode(cls, database: str, entry: Entry) -> Lease:
         value = _load(entry)
-        return cls(database, str(value["holder"]), int(value["epoch"]), entry.revision)
+        holder, epoch, session = str(value["holder"]), int(value["epoch"]), str(value["session"])
+        return cls(database, holder, epoch, entry.revision, session)
 
 
 @dataclass(frozen=True)
@@ -127,11 +153,23 @@ class Spec:
 
 @dataclass(frozen=True)
 class View:
-    """Members, leases and the catalog, as one node last read them."""
+    """Members, leases and the catalog, as one node last read them. `claims` are
+    the lease entries as stored; `leases` those in force, whose holder is live
+    in the session it claimed them in."""
 
     members: dict[str, Member]
-    leases: dict[str, Lease]
+    claims: dict[str, Lease]
     catalog: dict[str, Spec]
+    leases: dict[str, Lease] = field(init=False)
+
+    def __post_init__(self) -> None:
+        leases = {
+            name: lease
+            for name, lease in self.claims.items()
+            if (holder := self.members.get(lease.holder)) is not None
+            and holder.session == lease.session
+        }
+        object.__setattr__(self, "leases", leases)
 
     def live(self) -> list[str]:
         """The members that take databases: every live node not on its way out."""
@@ -158,9 +196,14 @@ def _scan(cp: ControlPlane, prefix: str, decode: Any) -> dict[str, Any]:
 
 
 def read_view(cp: ControlPlane) -> View:
-    """The cluster as the control plane holds it now (three scans)."""
+    """The cluster as the control plane holds it now (four scans)."""
+    copies = dict(cp.scan(COPIES))
+    members = {
+        node: member.with_copies(copies.get(copies_key(node)))
+        for node, member in _scan(cp, MEMBERS, Member.decode).items()
+    }
     return View(
-        members=_scan(cp, MEMBERS, Member.decode),
-        leases=_scan(cp, LEASES, Lease.decode),
+        members=members,
+        claims=_scan(cp, LEASES, Lease.decode),
         catalog=_scan(cp, CATALOG, Spec.decode),
     )

@@ -87,7 +87,9 @@ class Settings:
     )
     advertise: str = _setting("", "the URL other nodes reach this one at (default http://ADDRESS)")
     replication_factor: int = _setting(3, "copies of each database in a cluster (fewer nodes: all)")
-    lease_seconds: float = _setting(1.0, "a leader's lease; a dead leader is replaced after it")
+    lease_seconds: float = _setting(
+        1.0, "a node's lease; a dead node's leaders are replaced after it"
+    )
     async_window_seconds: float = _setting(
         0.1, "an async database ships its records to the control plane this often"
     )

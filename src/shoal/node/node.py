@@ -517,6 +517,7 @@ class Node:
         if entry.dropping:
             raise DatabaseNotFound(name)
         entry.users += 1
+        self.limit_open()  # not before: the entry just opened would be the one closed
         return entry
 
     async def _open_file(self, name: str) -> None:
@@ -526,11 +527,9 @@ class Node:
             del self._opening[name]
 
     def _opened(self, name: str, db: Database) -> None:
-        """Keeps `db` open under `name`; past `max_open_databases`, the least
-        recently used ones close, soon after."""
+        """Keeps `db` open under `name` (its opener then limits what is open)."""
         self._open[name] = _Entry(db)
         self._track(db)
-        self.limit_open()
 
     def limit_open(self) -> None:
         """Past `max_open_databases`, closes the least recently used unused ones, soon."""
@@ -616,6 +615,7 @@ class Node:
             if name in self._open or await self.write(path.exists):
                 raise DatabaseExists(name)
             self._opened(name, await self.write(self._database, path, name))
+        self.limit_open()
         return await self.info(name)
 
     async def drop(self, name: str, wait: float = 30.0) -> None:
