@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ from tests.harness import postgres_server, shoal_cluster, shoal_node
 STATEMENT = "SELECT count(*) AS orders, sum(amount) AS revenue FROM orders"
 ROWS_EACH = 10
 COLD_SAMPLES = 20
+CREATORS = 8  # creates in flight at once in the cluster: each waits for its leader
 
 
 @dataclass
@@ -89,6 +91,8 @@ class ClusterSize:
     node_cpu_percent: dict[str, float]
     postgres_cpu_percent: float
     control_plane_per_second: float
+    node_rss_mib: dict[str, float]
+    node_open_files: dict[str, int]
 
 
 def name_of(index: int) -> str:
@@ -224,10 +228,14 @@ def measure_cluster(args: argparse.Namespace, folder: Path, say: Any) -> list[Cl
             meter = CpuMeter(groups)
             made = 0
             for size in args.cluster_sizes:
-                for index in range(made, size):
-                    if index % 10 == 0:
-                        say(f"cluster: creating databases, {index:,} of {size:,}")
-                    expect(client.post("/v1/databases", json={"name": name_of(index)}), 201)
+                say(f"cluster: creating databases {made:,} to {size:,}, {CREATORS} at a time")
+                with ThreadPoolExecutor(CREATORS) as pool:
+                    created = pool.map(
+                        lambda index: client.post("/v1/databases", json={"name": name_of(index)}),
+                        range(made, size),
+                    )
+                    for response in created:
+                        expect(response, 201)
                 made = size
                 say(f"cluster, {size:,} databases: idle for {args.idle_seconds:g} s")
                 time.sleep(3.0)  # copies opened, leases taken
@@ -235,12 +243,15 @@ def measure_cluster(args: argparse.Namespace, folder: Path, say: Any) -> list[Cl
                 cpu = meter.idle(args.idle_seconds)
                 # Less the two transactions of our own reads of the counter.
                 per_second = (transactions(postgres.dsn) - before - 2) / args.idle_seconds
+                facts = {n: process_facts(node.process.pid) for n, node in cluster.nodes.items()}
                 sizes.append(
                     ClusterSize(
                         databases=size,
                         node_cpu_percent={k: v for k, v in cpu.items() if k != "PostgreSQL"},
                         postgres_cpu_percent=cpu["PostgreSQL"],
                         control_plane_per_second=per_second,
+                        node_rss_mib={n: rss for n, (rss, _, _) in facts.items()},
+                        node_open_files={n: files for n, (_, files, _) in facts.items()},
                     )
                 )
             client.close()
@@ -295,20 +306,31 @@ def report(sizes: list[Size], env: dict[str, Any]) -> str:
 
 
 def cluster_report(sizes: list[ClusterSize]) -> str:
-    head = ["databases", "n1 CPU %", "n2 CPU %", "n3 CPU %", "PostgreSQL CPU %", "CP txn/s"]
+    nodes = ("n1", "n2", "n3")
+    head = [
+        "databases",
+        *(f"{n} CPU %" for n in nodes),
+        "PostgreSQL CPU %",
+        "CP txn/s",
+        "RSS MiB (max)",
+        "open fds (max)",
+    ]
     rows = [
         [
             f"{s.databases:,}",
-            *(f"{s.node_cpu_percent[n]:.1f}" for n in ("n1", "n2", "n3")),
+            *(f"{s.node_cpu_percent[n]:.1f}" for n in nodes),
             f"{s.postgres_cpu_percent:.1f}",
             f"{s.control_plane_per_second:,.0f}",
+            f"{max(s.node_rss_mib.values()):,.0f}",
+            f"{max(s.node_open_files.values()):,}",
         ]
         for s in sizes
     ]
     lines = [
         "",
         "A three-node cluster, idle (CPU in % of one core; CP txn/s: the control plane's",
-        "transactions per second, each control-plane statement one of them):",
+        "transactions per second, each control-plane statement one of them; RSS and open",
+        "file descriptors: the largest node's):",
         *table(head, rows),
     ]
     return "\n".join(lines)

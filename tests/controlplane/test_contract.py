@@ -419,6 +419,63 @@ def test_delete_with_and_without_expect(plane: ControlPlane, name: str) -> None:
     assert plane.delete(name) is False
 
 
+def test_changes_since_a_revision_show_writes_and_deletions_once(
+    plane: ControlPlane, name: str
+) -> None:
+    plane.put(name + "before", b"0")
+    start = plane.changes(0)
+    assert start.complete and start.revision > 0
+    a = plane.put(name + "a", b"1")
+    plane.put(name + "b", b"1", ttl=60)
+    plane.put(name + "a", b"2")
+    plane.delete(name + "b")
+    plane.put(name + "c", b"1")
+    plane.delete(name + "c")
+    changes = plane.changes(start.revision)
+    mine = [
+        (key, entry.value if entry else None)
+        for key, entry in changes.entries
+        if key.startswith(name)
+    ]
+    assert mine == [(name + "a", b"2"), (name + "b", None), (name + "c", None)]
+    assert not changes.complete and changes.revision > a
+    assert abs(changes.now - plane.now()) < 5
+    nothing = plane.changes(changes.revision)
+    assert [key for key, _ in nothing.entries if key.startswith(name)] == []
+    assert nothing.revision == changes.revision
+    whole = plane.changes(0)
+    assert whole.complete and (name + "a", plane.get(name + "a")) in whole.entries
+
+
+def test_changes_show_an_entry_that_expired_with_its_expiry(backend: Backend, name: str) -> None:
+    plane = backend.open()
+    start = plane.changes(0).revision
+    plane.put(name, b"lease", ttl=0.5)
+    backend.pass_time(1.0)
+    changes = plane.changes(start)
+    (entry,) = [entry for key, entry in changes.entries if key == name]
+    assert entry is not None and entry.expires_at is not None and entry.expires_at <= changes.now
+
+
+def test_a_reader_older_than_the_deletions_kept_reads_every_key(tmp_path: Path) -> None:
+    """Deletions are kept an hour (on the control plane's clock, faked here): a
+    reader from before that gets the whole table, marked complete."""
+    clock = FakeClock()
+    plane = SQLiteControlPlane(tmp_path / "control.db", clock=clock)
+    plane.put("kept", b"1")
+    plane.put("gone", b"1")
+    old = plane.changes(0).revision
+    plane.delete("gone")
+    assert [key for key, entry in plane.changes(old).entries] == ["gone"]
+    clock.advance(2 * 3600)
+    plane.put("another", b"1")
+    plane.delete("another")  # deleting forgets the deletions older than an hour
+    changes = plane.changes(old)
+    assert changes.complete
+    assert sorted(key for key, entry in changes.entries if entry is not None) == ["kept"]
+    plane.close()
+
+
 def test_scan_takes_a_literal_prefix_and_sorts_by_code_point(
     plane: ControlPlane, name: str
 ) -> None:
@@ -480,6 +537,7 @@ def test_the_exported_names_are_deliberate() -> None:
     assert sorted(shoal.controlplane.__all__) == [
         "ABSENT",
         "AppendConflict",
+        "Changes",
         "CommitUnknown",
         "ControlPlane",
         "ControlPlaneError",

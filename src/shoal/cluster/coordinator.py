@@ -7,10 +7,12 @@ cluster's own threads (a blocking call never stalls a request):
   `lease_seconds` (every database lease it holds stands on it: view.py), and
   writes `copies/ID`, the version of each copy here, when they changed, at
   most every COPIES_SECONDS;
-- view: reads members, leases and the catalog every VIEW_SECONDS, starts or
-  stops a Replica for each database this node should (or should no longer)
-  hold, by rendezvous hashing over the live members, and pokes the replicas
-  whose lease or spec changed (all of them when the members did);
+- view: reads what changed among members, leases and the catalog every
+  VIEW_SECONDS (view.ViewReader), starts or stops a Replica for each changed
+  database this node should (or should no longer) hold, by rendezvous hashing
+  over the live members, and pokes the replicas whose lease or spec changed;
+  when the members change, all of them, and every PLACE_SECONDS it places every
+  database again, in case a change was missed;
 - logs: one watcher of every log (`ControlPlane.watch_logs`) tells each copy
   here that its log grew, and every SWEEP_SECONDS one read of the heads of all
   of them finds what a lost notification missed; a copy with no news sleeps;
@@ -52,11 +54,11 @@ from shoal.cluster.view import (
     Member,
     Spec,
     View,
+    ViewReader,
     catalog_key,
     copies_key,
     lease_key,
     member_key,
-    read_view,
 )
 from shoal.controlplane import ABSENT, ControlPlane, KeyConflict
 from shoal.engine import Database
@@ -80,6 +82,7 @@ logger = logging.getLogger("shoal.cluster")
 COPIES_SECONDS = 0.5  # how often, at most, a node publishes its copies' versions
 SAFETY = 0.8  # a node stops writing after this fraction of its lease's TTL
 VIEW_SECONDS = 0.1
+PLACE_SECONDS = 5.0  # how often a node places every database, not only those that changed
 SWEEP_SECONDS = 2.0  # how late a copy may hear of an append whose notification was lost
 SNAPSHOT_TIMEOUT = 300.0
 
@@ -131,6 +134,8 @@ class Cluster:
         self.scratch = scratch
         self.archive = archive
         self.view = View({}, {}, {})
+        self._reader = ViewReader()
+        self._reading = asyncio.Lock()
         self.replicas: dict[str, Replica] = {}
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=2.0))
         self._threads = ThreadPoolExecutor(64, thread_name_prefix="shoal-cluster")
@@ -376,11 +381,15 @@ class Cluster:
                 logger.exception("renewing this node's lease failed")
 
     async def _views(self) -> None:
+        placed = 0.0
         while True:
             try:
-                before, self.view = self.view, await self.blocking(read_view, self.cp)
-                self._poke_changed(before, self.view)
-                self._place()
+                changed = await self._refresh()
+                if changed is None or time.monotonic() - placed >= PLACE_SECONDS:
+                    placed = time.monotonic()
+                    self._place(None)
+                elif changed:
+                    self._place(changed)
                 self._viewed.set()
             except Unavailable as exc:
                 logger.warning("cannot read the cluster's state: %s", exc)
@@ -390,19 +399,17 @@ class Cluster:
                 await asyncio.sleep(0.5)
             await asyncio.sleep(VIEW_SECONDS)
 
-    def _poke_changed(self, before: View, after: View) -> None:
-        """Wakes the copies that have something to act on in `after`."""
-        if _membership(before) != _membership(after):
-            changed = list(self.replicas)
-        else:
-            changed = [
-                name
-                for name in self.replicas
-                if _holder(before, name) != _holder(after, name)
-                or before.catalog.get(name) != after.catalog.get(name)
-            ]
-        for name in changed:
-            self.replicas[name].poke()
+    async def _refresh(self) -> set[str] | None:
+        """Reads what changed into `view`, and pokes the copies it concerns; returns
+        the databases whose lease or spec changed (None: the members changed)."""
+        async with self._reading:
+            changed = await self.blocking(self._reader.read, self.cp)
+            self.view = self._reader.view
+        for name in self.replicas if changed is None else changed:
+            replica = self.replicas.get(name)
+            if replica is not None:
+                replica.poke()
+        return changed
 
     async def _follow_logs(self) -> None:
         """Tells each copy here when its log grew (see the module's docstring)."""
@@ -439,38 +446,44 @@ class Cluster:
             if (replica := self.replicas.get(name)) is not None and head > replica.db.version
         }
 
-    def _place(self) -> None:
-        """Starts and stops replicas to match placement (never two changes of one
-        database at once)."""
-        if self._leaving:
-            return
-        wanted = {
-            name: spec
-            for name, spec in self.view.catalog.items()
-            if self.node_id in self.view.replicas(name, self.factor)
-        }
-        if self.node_id not in self.view.members:
-            return  # our heartbeat lapsed: hold what we hold until it is back
-        for name, spec in wanted.items():
-            if name not in self.replicas and name not in self._changing:
-                self._change(name, self._hold(spec))
-        for name, replica in list(self.replicas.items()):
-            if name in wanted or name in self._changing:
+    def _place(self, names: set[str] | None) -> None:
+        """Starts and stops replicas of `names` (None: of every database) to match
+        placement, never two changes of one database at once."""
+        if self._leaving or self.node_id not in self.view.members:
+            return  # our lease lapsed: hold what we hold until it is back
+        catalog = self.view.catalog
+        for name in set(catalog) | set(self.replicas) if names is None else names:
+            if name in self._changing:
                 continue
-            if replica.leader.lease is not None and name in self.view.catalog:
-                continue  # it hands its lease over itself, then goes
-            self._change(name, self._let_go(name, dropped=name not in self.view.catalog))
+            spec = catalog.get(name)
+            wanted = spec is not None and self.node_id in self.view.replicas(name, self.factor)
+            replica = self.replicas.get(name)
+            if wanted and replica is None:
+                assert spec is not None
+                self._change(name, self._hold(spec))
+            elif not wanted and replica is not None:
+                if replica.leader.lease is not None and spec is not None:
+                    continue  # it hands its lease over itself, then goes
+                self._change(name, self._let_go(name, dropped=spec is None))
 
     def _change(self, name: str, work: Any) -> None:
+        """Runs `work`, a change of `name`'s copy; then places `name` again, in
+        case the view moved on meanwhile."""
         task = asyncio.get_running_loop().create_task(work)
         self._changing[name] = task
-        task.add_done_callback(lambda _: self._changing.pop(name, None))
+
+        def done(_: object) -> None:
+            self._changing.pop(name, None)
+            self._place({name})
+
+        task.add_done_callback(done)
 
     async def _hold(self, spec: Spec) -> None:
         try:
             db = await self.databases.hold(spec.name)
         except Exception:
             logger.exception("%s: cannot open this node's copy", spec.name)
+            await asyncio.sleep(1.0)  # before it is placed again
             return
         replica = Replica(self, db, spec.durability, self.factor, self.timing)
         self.replicas[spec.name] = replica
@@ -521,7 +534,7 @@ class Cluster:
         while True:
             if name not in self.view.catalog and name not in self.replicas:
                 # The catalog may be newer than our view: look once before saying no.
-                self.view = await self.blocking(read_view, self.cp)
+                await self._refresh()
                 if name not in self.view.catalog:
                     raise DatabaseNotFound(name)
             lease, leader = self.view.leases.get(name), self.view.leader(name)
@@ -533,19 +546,6 @@ class Cluster:
 
 
 _INTERNAL = {"Shoal-Hops": "1"}
-
-
-def _membership(view: View) -> dict[str, tuple[str, bool, str]]:
-    """What of the members a copy acts on: who is live, where, who is leaving, and
-    in which session."""
-    return {
-        node: (member.url, member.leaving, member.session) for node, member in view.members.items()
-    }
-
-
-def _holder(view: View, database: str) -> tuple[str, int] | None:
-    lease = view.leases.get(database)
-    return None if lease is None else (lease.holder, lease.epoch)
 
 
 def _last_record(path: Path) -> bytes:

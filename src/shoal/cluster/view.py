@@ -13,9 +13,11 @@ Four kinds of keys, each a small JSON value:
                    so one renewal per node keeps every lease it holds.
     db/NAME        the catalog: database NAME exists, with its durability.
 
-A node reads them with one scan each into a `View`, a consistent enough picture
-for placement and routing. The view only says who should act; what was
-committed is decided by the log's compare-and-set.
+A node keeps a `View` of them, a consistent enough picture for placement and
+routing, by reading what changed since its last read (`ViewReader`): an idle
+cluster's reads return its members' renewals and nothing else. The view only
+says who should act; what was committed is decided by the log's
+compare-and-set.
 """
 
 from __future__ import annotations
@@ -33,11 +35,11 @@ __all__ = [
     "Member",
     "Spec",
     "View",
+    "ViewReader",
     "catalog_key",
     "copies_key",
     "lease_key",
     "member_key",
-    "read_view",
 ]
 
 DURABILITIES = ("sync", "async")
@@ -99,18 +101,6 @@ class Member:
         value = _load(entry)
         leaving = bool(value.get("leaving", False))
         return cls(node_id, str(value["url"]), leaving=leaving, session=str(value["session"]))
-
-    def with_copies(self, entry: Entry | None) -> Member:
-        """This member with the versions and problems its `copies/` entry lists."""
-        if entry is None:
-            return self
-        try:
-            value = _load(entry)
-            versions = {str(k): int(v) for k, v in dict(value.get("versions", {})).items()}
-            problems = {str(k): str(v) for k, v in dict(value.get("problems", {})).items()}
-        except (ValueError, KeyError, TypeError):
-            return self  # a value this version cannot read: as if absent
-        return replace(self, versions=versions, problems=problems)
 
 
 @dataclass(frozen=True)
@@ -184,26 +174,98 @@ class View:
         return None if lease is None else self.members.get(lease.holder)
 
 
-def _scan(cp: ControlPlane, prefix: str, decode: Any) -> dict[str, Any]:
-    found = {}
-    for key, entry in cp.scan(prefix):
-        name = key[len(prefix) :]
-        try:
-            found[name] = decode(name, entry)
-        except (ValueError, KeyError, TypeError):
-            continue  # a value this version cannot read: as if absent
-    return found
+_KINDS: dict[str, Any] = {MEMBERS: Member.decode, LEASES: Lease.decode, CATALOG: Spec.decode}
 
 
-def read_view(cp: ControlPlane) -> View:
-    """The cluster as the control plane holds it now (four scans)."""
-    copies = dict(cp.scan(COPIES))
-    members = {
-        node: member.with_copies(copies.get(copies_key(node)))
-        for node, member in _scan(cp, MEMBERS, Member.decode).items()
+class ViewReader:
+    """Keeps a View up to date from the control plane's `changes`: each read costs
+    what changed since the last. One read at a time."""
+
+    def __init__(self) -> None:
+        self.view = View({}, {}, {})
+        self._after = 0
+        self._members: dict[str, tuple[Member, float | None]] = {}  # and when each expires
+        self._copies: dict[str, tuple[dict[str, int], dict[str, str]]] = {}
+        self._claims: dict[str, Lease] = {}
+        self._catalog: dict[str, Spec] = {}
+
+    def read(self, cp: ControlPlane) -> set[str] | None:
+        """Brings `view` up to date; returns the databases whose lease or spec
+        changed, or None when the members did (everything may have)."""
+        changes = cp.changes(self._after)
+        if changes.complete:
+            self._members, self._copies, self._claims, self._catalog = {}, {}, {}, {}
+        changed: set[str] = set()
+        before = self.view
+        claims, catalog = self._claims, self._catalog
+        for key, entry in changes.entries:
+            if key.startswith(COPIES):
+                self._put(self._copies, key[len(COPIES) :], _copies(entry))
+                continue
+            prefix = next((p for p in _KINDS if key.startswith(p)), None)
+            if prefix is None:
+                continue
+            name = key[len(prefix) :]
+            value = _decoded(prefix, name, entry)
+            if prefix == MEMBERS:
+                kept = None if value is None or entry is None else (value, entry.expires_at)
+                self._put(self._members, name, kept)
+                continue
+            if prefix == LEASES and claims is self._claims:
+                claims = dict(claims)  # a View handed out is never changed
+            elif prefix == CATALOG and catalog is self._catalog:
+                catalog = dict(catalog)
+            self._put(claims if prefix == LEASES else catalog, name, value)
+            changed.add(name)
+        self._after = changes.revision
+        self._claims, self._catalog = claims, catalog
+        members = {
+            node: replace(member, versions=copies[0], problems=copies[1])
+            if (copies := self._copies.get(node))
+            else member
+            for node, (member, expires_at) in self._members.items()
+            if expires_at is None or expires_at > changes.now
+        }
+        if members != before.members or changed:
+            self.view = View(members, claims, catalog)
+        if changes.complete or _membership(before) != _membership(self.view):
+            return None
+        return changed
+
+    @staticmethod
+    def _put(found: dict[str, Any], name: str, value: Any) -> None:
+        if value is None:
+            found.pop(name, None)
+        else:
+            found[name] = value
+
+
+def _copies(entry: Entry | None) -> tuple[dict[str, int], dict[str, str]] | None:
+    """The versions and problems a `copies/` entry lists; None if deleted or unreadable."""
+    if entry is None:
+        return None
+    try:
+        value = _load(entry)
+        versions = {str(k): int(v) for k, v in dict(value.get("versions", {})).items()}
+        problems = {str(k): str(v) for k, v in dict(value.get("problems", {})).items()}
+    except (ValueError, KeyError, TypeError):
+        return None  # a value this version cannot read: as if absent
+    return versions, problems
+
+
+def _decoded(prefix: str, name: str, entry: Entry | None) -> Any:
+    """The entry's value as its kind's class; None if deleted or unreadable."""
+    if entry is None:
+        return None
+    try:
+        return _KINDS[prefix](name, entry)
+    except (ValueError, KeyError, TypeError):
+        return None  # a value this version cannot read: as if absent
+
+
+def _membership(view: View) -> dict[str, tuple[str, bool, str]]:
+    """What of the members a copy acts on: who is live, where, who is leaving, and
+    in which session."""
+    return {
+        node: (member.url, member.leaving, member.session) for node, member in view.members.items()
     }
-    return View(
-        members=members,
-        claims=_scan(cp, LEASES, Lease.decode),
-        catalog=_scan(cp, CATALOG, Spec.decode),
-    )

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 from shoal.controlplane.base import (
     ABSENT,
     AppendConflict,
+    Changes,
     CommitUnknown,
     ControlPlane,
     ControlPlaneError,
@@ -31,6 +32,7 @@ from shoal.errors import InvalidRequest
 __all__ = [
     "ABSENT",
     "AppendConflict",
+    "Changes",
     "CommitUnknown",
     "ControlPlane",
     "ControlPlaneError",

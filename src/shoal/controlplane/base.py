@@ -32,6 +32,7 @@ from shoal.errors import DatabaseError, OutcomeUnknown, Unavailable
 __all__ = [
     "ABSENT",
     "AppendConflict",
+    "Changes",
     "CommitUnknown",
     "ControlPlane",
     "ControlPlaneError",
@@ -52,6 +53,16 @@ class Entry:
     value: bytes
     revision: int
     expires_at: float | None
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What `changes` found: the keys written or deleted after a revision."""
+
+    revision: int  # the table's revision as read: the `after` of the next call
+    now: float  # the control plane's clock as read: an entry expired if expires_at <= now
+    entries: list[tuple[str, Entry | None]]  # in revision order; None: deleted
+    complete: bool  # every key is in `entries`: forget what came before
 
 
 class ControlPlaneError(DatabaseError):
@@ -194,6 +205,15 @@ class ControlPlane(Protocol):
     def delete(self, key: str, *, expect: int | None = None) -> bool:
         """Removes the key; True if it had a live entry. With `expect`, only if the
         live entry has that revision (as in `put`), else KeyConflict."""
+        ...
+
+    def changes(self, after: int) -> Changes:
+        """The keys written or deleted since revision `after`, with their entries
+        as they are now (a key written twice shows once), so a reader keeps a
+        copy of the table for the cost of what changed. An entry may have
+        expired since: compare its `expires_at` with `now`. Deletions are kept
+        for an hour; with `after` 0 or older than that, the answer is
+        `complete`: every key there is, live or expired."""
         ...
 
     def scan(self, prefix: str) -> list[tuple[str, Entry]]:

@@ -315,7 +315,7 @@ class PostgresControlPlane(SQLControlPlane):
         cursor.rows("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         # Made before: leave them be. Even "IF NOT EXISTS" DDL takes table locks, and
         # deadlocks with the key-value writes of nodes already running.
-        if cursor.rows("SELECT to_regclass('shoal_kv_revision') IS NOT NULL")[0][0]:
+        if cursor.rows("SELECT to_regclass('shoal_kv_forgotten') IS NOT NULL")[0][0]:
             return
         cursor.count(CREATE_CLOCK)
         for statement in self._sql.create:

@@ -23,7 +23,14 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from shoal.controlplane.base import ABSENT, AppendConflict, Entry, KeyConflict, LogWatch
+from shoal.controlplane.base import (
+    ABSENT,
+    AppendConflict,
+    Changes,
+    Entry,
+    KeyConflict,
+    LogWatch,
+)
 from shoal.errors import InvalidRequest
 
 __all__ = ["POSTGRES", "SQLITE", "Cursor", "Dialect", "SQLControlPlane", "Wait"]
@@ -34,6 +41,7 @@ Wait = Callable[[float], None]
 
 INSERT_BATCH = 500  # records per INSERT: 1,500 parameters, far below either engine's limit
 HEADS_BATCH = 500  # names per lookup of heads
+TOMBSTONE_SECONDS = 3600.0  # how long a deleted key stays visible to `changes`
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,20 @@ class Statements:
                 revision BIGINT NOT NULL)""",
             "INSERT INTO shoal_kv_revision (id, revision) VALUES (1, 0) "
             "ON CONFLICT (id) DO NOTHING",
+            "CREATE INDEX IF NOT EXISTS shoal_kv_by_revision ON shoal_kv (revision)",
+            f"""CREATE TABLE IF NOT EXISTS shoal_kv_deleted (
+                key {dialect.text} PRIMARY KEY,
+                revision BIGINT NOT NULL,
+                deleted_at DOUBLE PRECISION NOT NULL)""",
+            "CREATE INDEX IF NOT EXISTS shoal_kv_deleted_by_revision "
+            "ON shoal_kv_deleted (revision)",
+            # The newest deletion `changes` no longer shows: a reader from before
+            # it reads the whole table. Made last: its presence says all are there.
+            """CREATE TABLE IF NOT EXISTS shoal_kv_forgotten (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                revision BIGINT NOT NULL)""",
+            "INSERT INTO shoal_kv_forgotten (id, revision) VALUES (1, 0) "
+            "ON CONFLICT (id) DO NOTHING",
         ]
         self.head = self._sql("SELECT head FROM shoal_heads WHERE database_name = ?")
         self.start_head = self._sql(
@@ -118,6 +140,28 @@ class Statements:
             "expires_at = excluded.expires_at"
         )
         self.delete = self._sql("DELETE FROM shoal_kv WHERE key = ?")
+        self.tombstone = self._sql(
+            "INSERT INTO shoal_kv_deleted (key, revision, deleted_at) "
+            "VALUES (?, ?, shoal_now()) ON CONFLICT (key) DO UPDATE SET "
+            "revision = excluded.revision, deleted_at = excluded.deleted_at"
+        )
+        self.oldest_kept = self._sql(
+            "SELECT max(revision) FROM shoal_kv_deleted WHERE deleted_at < shoal_now() - ?"
+        )
+        self.forget = self._sql("DELETE FROM shoal_kv_deleted WHERE revision <= ?")
+        self.forgotten = self._sql(
+            "UPDATE shoal_kv_forgotten SET revision = ? WHERE id = 1 AND revision < ?"
+        )
+        # One statement, so one snapshot on PostgreSQL: the changed entries, the
+        # deleted keys (value NULL), and two rows with no key: the counter with the
+        # clock, and the newest deletion forgotten (its expires_at NULL).
+        self.changes = self._sql(
+            "SELECT key, value, revision, expires_at FROM shoal_kv WHERE revision > ? "
+            "UNION ALL SELECT key, NULL, revision, NULL FROM shoal_kv_deleted "
+            "WHERE revision > ? "
+            "UNION ALL SELECT NULL, NULL, revision, shoal_now() FROM shoal_kv_revision "
+            "UNION ALL SELECT NULL, NULL, revision, NULL FROM shoal_kv_forgotten"
+        )
         # substr, not LIKE: '%' and '_' in a prefix are data, and SQLite's LIKE ignores case.
         self.scan = self._sql(
             "SELECT key, value, revision, expires_at FROM shoal_kv "
@@ -301,10 +345,39 @@ class SQLControlPlane(ABC):
         _check_name("key", key)
 
         def delete(cursor: Cursor) -> bool:
-            self._compare(cursor, key, expect)
-            return cursor.count(self._sql.delete, (key,)) > 0
+            revision = self._compare(cursor, key, expect)
+            if not cursor.count(self._sql.delete, (key,)):
+                return False
+            cursor.count(self._sql.tombstone, (key, revision))
+            old = cursor.rows(self._sql.oldest_kept, (TOMBSTONE_SECONDS,))[0][0]
+            if old is not None:
+                cursor.count(self._sql.forgotten, (old, old))
+                cursor.count(self._sql.forget, (old,))
+            return True
 
         return self._write(delete)
+
+    def changes(self, after: int) -> Changes:
+        changes = self._read(lambda cursor: self._changes(cursor, after))
+        if changes.complete and after > 0:  # forgotten since: read every key
+            return self._read(lambda cursor: self._changes(cursor, 0))
+        return changes
+
+    def _changes(self, cursor: Cursor, after: int) -> Changes:
+        revision, now, forgotten = 0, 0.0, 0
+        found: list[tuple[int, str, Entry | None]] = []
+        for key, value, at, expires_at in cursor.rows(self._sql.changes, (after, after)):
+            if key is None and expires_at is not None:
+                revision, now = int(at), float(expires_at)
+            elif key is None:
+                forgotten = int(at)
+            elif value is None:
+                found.append((int(at), key, None))
+            else:
+                found.append((int(at), key, _entry((value, at, expires_at))))
+        found.sort(key=lambda change: change[0])
+        entries = [(key, entry) for _, key, entry in found]
+        return Changes(revision, now, entries, complete=after == 0 or after < forgotten)
 
     def scan(self, prefix: str) -> list[tuple[str, Entry]]:
         _check_name("prefix", prefix)
