@@ -57,6 +57,25 @@ def test_a_reader_follows_the_cluster_by_what_changed(tmp_path: Path) -> None:
     cp.close()
 
 
+def test_a_reader_away_longer_than_deletions_are_kept_starts_over(tmp_path: Path) -> None:
+    """Its next read is the whole table: what it held and is no longer there goes,
+    even when nothing else changed."""
+    clock = FakeClock()
+    cp = SQLiteControlPlane(tmp_path / "control.db", clock=clock)
+    cp.put(member_key("n1"), Member("n1", "http://n1", session="s1").encode())
+    cp.put(catalog_key("app"), Spec("app", "sync").encode())
+    reader = ViewReader()
+    reader.read(cp)
+    assert "app" in reader.view.catalog
+    cp.delete(catalog_key("app"))
+    clock.advance(2 * 3600)  # past the hour deletions are kept
+    cp.put("other", b"")
+    cp.delete("other")
+    assert reader.read(cp) is None
+    assert reader.view.catalog == {} and sorted(reader.view.members) == ["n1"]
+    cp.close()
+
+
 def test_a_lease_is_in_force_only_in_its_holders_live_session() -> None:
     from shoal.cluster.view import View
 

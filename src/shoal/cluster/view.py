@@ -226,7 +226,7 @@ class ViewReader:
             for node, (member, expires_at) in self._members.items()
             if expires_at is None or expires_at > changes.now
         }
-        if members != before.members or changed:
+        if changes.complete or members != before.members or changed:
             self.view = View(members, claims, catalog)
         if changes.complete or _membership(before) != _membership(self.view):
             return None
