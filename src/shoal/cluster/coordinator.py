@@ -82,6 +82,7 @@ logger = logging.getLogger("shoal.cluster")
 COPIES_SECONDS = 0.5  # how often, at most, a node publishes its copies' versions
 SAFETY = 0.8  # a node stops writing after this fraction of its lease's TTL
 VIEW_SECONDS = 0.1
+HOLD_BACKOFF_MAX = 60.0  # the longest wait before a copy that would not open is tried again
 PLACE_SECONDS = 5.0  # how often a node places every database, not only those that changed
 SWEEP_SECONDS = 2.0  # how late a copy may hear of an append whose notification was lost
 SNAPSHOT_TIMEOUT = 300.0
@@ -136,6 +137,7 @@ class Cluster:
         self.view = View({}, {}, {})
         self._reader = ViewReader()
         self._reading = asyncio.Lock()
+        self._hold_failures: dict[str, int] = {}  # failed tries to open a copy, in a row
         self.replicas: dict[str, Replica] = {}
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=2.0))
         self._threads = ThreadPoolExecutor(64, thread_name_prefix="shoal-cluster")
@@ -479,12 +481,23 @@ class Cluster:
         task.add_done_callback(done)
 
     async def _hold(self, spec: Spec) -> None:
+        """Opens this node's copy and starts its replica. A copy that cannot be
+        opened (no file descriptors or disk left) is tried again, each time twice
+        as late, up to HOLD_BACKOFF_MAX, and its traceback is logged once."""
         try:
             db = await self.databases.hold(spec.name)
-        except Exception:
-            logger.exception("%s: cannot open this node's copy", spec.name)
-            await asyncio.sleep(1.0)  # before it is placed again
-            return
+        except Exception as exc:
+            failures = self._hold_failures.get(spec.name, 0) + 1
+            self._hold_failures[spec.name] = failures
+            if failures == 1:
+                logger.exception("%s: cannot open this node's copy", spec.name)
+            else:
+                logger.warning(
+                    "%s: cannot open this node's copy (try %d): %s", spec.name, failures, exc
+                )
+            await asyncio.sleep(min(HOLD_BACKOFF_MAX, 2.0 ** (failures - 1)))
+            return  # and it is placed again
+        self._hold_failures.pop(spec.name, None)
         replica = Replica(self, db, spec.durability, self.factor, self.timing)
         self.replicas[spec.name] = replica
         replica.start()

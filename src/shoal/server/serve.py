@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -106,9 +107,21 @@ def _holder(port: int) -> str:
     return ""
 
 
+def open_files_limit() -> int:
+    """Raises this process's limit on open files to the most it may have (the hard
+    limit, which only the administrator raises), and returns it: in a cluster a
+    node keeps every copy it holds open, about four files each."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def serve(settings: Settings) -> int:
     """Serves until SIGTERM or SIGINT; returns the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    open_files_limit()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per forwarded request
     scheme = "https" if settings.tls_cert else "http"
 
