@@ -132,7 +132,8 @@ class Replica:
         """`poke`, from any thread: records wait to be shipped, or the log was found
         ahead of this leader."""
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._news.set)
+            with contextlib.suppress(RuntimeError):  # the loop closed: the node has stopped
+                self._loop.call_soon_threadsafe(self._news.set)
 
     def fell_behind(self) -> None:
         """An append found the log ahead of this leader (shipping.Leadership)."""
