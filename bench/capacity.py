@@ -158,10 +158,11 @@ def report(args: argparse.Namespace) -> str:
         "random databases, scaled:",
         *table(["", "model", "simulated (95% interval)"], churn),
         "",
-        "Each moved copy is seeded once: from the archive when it has one (its index and",
-        "newest snapshot, two GETs for a quiet database, plus one GET per segment since),",
-        "else from the leader over HTTP. Each lease that fails over is one claim: a read",
-        "of the old holder's key and a compare-and-set, two statements.",
+        "Each moved copy catches up once: by replaying its log from the control plane if",
+        "that still holds it all, else from a snapshot: the archive's (its index and newest",
+        "snapshot, two GETs for a quiet database, plus one GET per segment since) or the",
+        "leader's. Each lease that fails over is one claim: a read of the old holder's key",
+        "and a compare-and-set, two statements.",
     ]
     return "\n".join(lines)
 
