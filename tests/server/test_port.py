@@ -207,3 +207,16 @@ def test_status_and_readiness_come_from_the_node(fake: tuple[TestClient, FakeNod
     assert client.get("/livez").headers["shoal-node"] == "fake"
     node.ready = False
     assert client.get("/readyz").status_code == 503
+
+
+def test_a_stopping_node_closes_each_connection_after_its_answer(
+    fake: tuple[TestClient, FakeNode],
+) -> None:
+    """Else a client's kept-alive connection is idle when the server closes them all,
+    and a request sent on it at that moment is lost without a word."""
+    client, node = fake
+    assert "connection" not in client.get("/livez").headers
+    node.draining = True
+    assert client.get("/livez").headers["connection"] == "close"
+    answer = client.post("/v1/databases/app/query", json={"sql": "SELECT 1"})
+    assert answer.headers["connection"] == "close" and answer.headers["shoal-node"] == "fake"

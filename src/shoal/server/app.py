@@ -95,7 +95,9 @@ async def openapi(request: Request) -> Response:
 
 class Front:
     """The one layer every request passes: it names the node that served the answer
-    (`Shoal-Node`, unless a forwarded answer already does), turns an exception into
+    (`Shoal-Node`, unless a forwarded answer already does), closes the connection
+    after each answer once the node is stopping (so that no kept-alive connection
+    is idle when it closes them all), turns an exception into
     the dialect's error response, and counts the request by route, status and time.
 
     It stands in for Starlette's four layers (server errors, the middleware above,
@@ -127,7 +129,10 @@ class Front:
                 status = message["status"]
                 headers = message.get("headers", [])
                 if name is not None and not any(k == b"shoal-node" for k, _ in headers):
-                    message = {**message, "headers": [*headers, name]}
+                    headers = [*headers, name]
+                if node is not None and node.draining:  # no idle connection left to cut
+                    headers = [*headers, (b"connection", b"close")]
+                message = {**message, "headers": headers}
             await send(message)
 
         try:

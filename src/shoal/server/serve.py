@@ -1,11 +1,13 @@
 """Running a node: uvicorn on the configured address, with a clean stop on SIGTERM.
 
-uvicorn owns the signals: on SIGTERM or SIGINT it stops accepting connections,
-lets in-flight requests finish (up to `GRACE_SECONDS`), then runs the app's
-lifespan end, which finishes queued writes, rolls back interactive transactions
-and closes every database file. A node in a cluster first hands its leases over
-and leaves the cluster while it still serves, so that requests that reach it
-meanwhile are forwarded to the new leaders rather than refused.
+uvicorn owns the signals: on SIGTERM or SIGINT it stops accepting connections
+(without resetting one already queued, see shoal.server.listener), lets in-flight
+requests and those on just-accepted connections finish (up to `GRACE_SECONDS`),
+then runs the app's lifespan end, which finishes queued writes, rolls back
+interactive transactions and closes every database file. A node in a cluster
+first hands its leases over and leaves the cluster while it still serves, so that
+requests that reach it meanwhile are forwarded to the new leaders rather than
+refused.
 """
 
 from __future__ import annotations
@@ -13,12 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import resource
 import signal
 import socket
 import sys
-from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -27,13 +27,14 @@ import shoal
 from shoal.errors import Error
 from shoal.node.auth import LOCAL_ADMIN_FILE, is_loopback
 from shoal.node.config import Settings
-from shoal.server import wire
+from shoal.server import listener, wire
 from shoal.server.app import create_app
 from shoal.server.port import ServedNode
 
 __all__ = ["serve"]
 
 GRACE_SECONDS = 30
+ACCEPT_SECONDS = 1.0  # at most, to accept what is queued when the node stops
 
 OPEN_WARNING = """\
 **********************************************************************
@@ -71,40 +72,14 @@ class _Server(uvicorn.Server):
 
         loop.call_soon_threadsafe(start_leaving)
 
-
-def _listen(host: str, port: int) -> socket.socket:
-    """The node's listening socket, bound before anything is announced (OSError if
-    the address is taken or not this machine's)."""
-    family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    listening = socket.socket(family, kind)
-    try:
-        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listening.bind(address)
-    except OSError:
-        listening.close()
-        raise
-    return listening
-
-
-def _holder(port: int) -> str:
-    """' (held by process PID: COMMAND)' for the local process listening on `port`,
-    where /proc tells; else ''."""
-    try:
-        inodes = set()
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-            for line in Path(table).read_text().splitlines()[1:]:
-                fields = line.split()
-                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
-                    inodes.add(f"socket:[{fields[9]}]")
-        for fd in Path("/proc").glob("[0-9]*/fd/*"):
-            with contextlib.suppress(OSError):
-                if os.readlink(fd) in inodes:
-                    pid = fd.parent.parent.name
-                    command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-                    return f" (held by process {pid}: {command.decode(errors='replace').strip()})"
-    except (OSError, ValueError, IndexError):
-        pass
-    return ""
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Stops listening without resetting a queued connection: new ones are
+        dropped (their clients are refused on their next try), the queued ones
+        accepted and answered, and only then is the socket closed."""
+        listening = [sock for server in self.servers for sock in server.sockets]
+        if all(listener.drop_new_connections(sock) for sock in listening):
+            await listener.until_accepted(listening, ACCEPT_SECONDS)
+        await super().shutdown(sockets)
 
 
 def open_files_limit() -> int:
@@ -153,11 +128,11 @@ def serve(settings: Settings) -> int:
     # A node that cannot start says why in one line (below), not in uvicorn's traceback.
     logging.getLogger("uvicorn.error").addFilter(lambda _: not failures)
     try:
-        listening = _listen(settings.host, settings.port)
+        listening = listener.listen(settings.host, settings.port)
     except OSError as exc:
         print(
             f"error: shoal cannot listen on {settings.address}: {exc.strerror or exc}"
-            f"{_holder(settings.port)}; choose another with --address HOST:PORT",
+            f"{listener.holder(settings.port)}; choose another with --address HOST:PORT",
             file=sys.stderr,
         )
         return 1

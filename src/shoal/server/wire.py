@@ -1,4 +1,5 @@
-"""One write to the socket per response, not two.
+"""uvicorn's HTTP protocol with one write to the socket per response, not two, and
+no reset connection when the node stops.
 
 uvicorn writes a response's status line and headers as soon as the app starts the
 response, and its body as a second write: two system calls and two TCP segments,
@@ -17,9 +18,10 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["FLUSH_BYTES", "Coalescing", "Protocol"]
+__all__ = ["FIRST_REQUEST_SECONDS", "FLUSH_BYTES", "Coalescing", "Protocol"]
 
 FLUSH_BYTES = 64 * 1024  # held no further: a large body goes out, and back-pressure works
+FIRST_REQUEST_SECONDS = 2.0  # for a connection accepted as the node stops to send its request
 
 
 class Coalescing:
@@ -77,7 +79,33 @@ class Coalescing:
 
 
 class Protocol(HttpToolsProtocol):
-    """uvicorn's HTTP/1.1 protocol (httptools), writing through `Coalescing`."""
+    """uvicorn's HTTP/1.1 protocol (httptools), writing through `Coalescing`, that
+    answers the first request of a connection accepted as the server stops.
+
+    uvicorn closes a connection with no request in progress when it stops. One just
+    accepted has not been read yet, but its client has likely sent a request
+    already, and closing a socket with unread data resets it: the client cannot
+    tell whether its request was carried out. So such a connection is given
+    `FIRST_REQUEST_SECONDS` for its request, which is answered and then closed.
+    """
+
+    _stopping = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(Coalescing(transport, self.loop))  # type: ignore[arg-type]
+
+    def shutdown(self) -> None:
+        if self.cycle is not None:  # a request was read: uvicorn knows what to do
+            super().shutdown()
+            return
+        self._stopping = True
+        self.loop.call_later(FIRST_REQUEST_SECONDS, self._close_if_unasked)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        if self._stopping and self.cycle is not None:
+            self.cycle.keep_alive = False  # answer this one request, then close
+
+    def _close_if_unasked(self) -> None:
+        if self.cycle is None and not self.transport.is_closing():
+            self.transport.close()
