@@ -26,7 +26,7 @@ from shoal.cluster.view import Lease, Member, Spec, View, lease_key
 from shoal.controlplane import ControlPlane
 from shoal.controlplane.sqlite import SQLiteControlPlane
 from shoal.engine import Database, Role
-from shoal.errors import NotLeader, Unavailable
+from shoal.errors import NotLeader, ReadOnly, Unavailable
 from shoal.record import decode
 
 T = TypeVar("T")
@@ -46,6 +46,34 @@ class LocalHost:
         self.view = View({node_id: Member(node_id, "http://here")}, {}, {})
         self.source: Database | None = None
         self.leading: list[bool] = []
+        self.copies: dict[str, Database] = {}  # the node's open copies, by database
+        self.closes = False  # let go of, a copy is closed at once (a node past its limit)
+        self.closed: set[str] = set()
+        self.held = 0  # times a replica held its copy again after letting go
+
+    def replica(
+        self, db: Database, durability: str = "sync", timing: Timing | None = None
+    ) -> Replica:
+        """A replica of `db` here: the host keeps `db` open for it, as a node does."""
+        self.copies[db.name] = db
+        return Replica(self, db, durability, 3, timing or Timing())
+
+    def open_copy(self, database: str) -> Database:
+        """Opens a closed copy again, as a node does for a request (which hands it to
+        the replica: Cluster.adopt)."""
+        self.closed.discard(database)
+        db = Database(self.copies[database].path, name=database, role=Role.FOLLOWER)
+        self.copies[database] = db
+        return db
+
+    async def hold_copy(self, database: str) -> Database:
+        self.held += 1
+        return self.open_copy(database) if database in self.closed else self.copies[database]
+
+    def let_go_copy(self, database: str) -> None:
+        if self.closes:
+            self.copies[database].close()
+            self.closed.add(database)
 
     def cluster_view(self) -> View:
         return self.view
@@ -68,7 +96,8 @@ class LocalHost:
     async def replace_copy(self, database: str, snapshot: Path) -> Database:
         target = self.directory / f"copy-{time.monotonic_ns()}.db"
         snapshot.rename(target)
-        return Database(target, name=database, role=Role.FOLLOWER)
+        self.copies[database] = Database(target, name=database, role=Role.FOLLOWER)
+        return self.copies[database]
 
     def led(self, db: Database, leading: bool) -> None:
         self.leading.append(leading)
@@ -90,9 +119,23 @@ def follower(tmp_path: Path, file: str = "copy.db") -> Database:
     return Database(tmp_path / file, name=NAME, role=Role.FOLLOWER)
 
 
+def led_elsewhere(tmp_path: Path, host: LocalHost, cp: SQLiteControlPlane) -> Database:
+    """The leader's copy, on node n2, with one record in the log; the lease is n2's."""
+    source = Database(tmp_path / "source.db", name=NAME)
+    source.execute("CREATE TABLE t(x)")
+    cp.append(NAME, 1, source.log_range(1, 1))
+    revision = cp.put(lease_key(NAME), Lease(NAME, "n2", 1, 0).encode())
+    host.view = View(
+        {"n1": Member("n1", "http://here"), "n2": Member("n2", "http://there")},
+        {NAME: Lease(NAME, "n2", 1, revision)},
+        {NAME: Spec(NAME, "sync")},
+    )
+    return source
+
+
 async def lead(host: LocalHost, db: Database, durability: str = "sync", **timing: float) -> Replica:
     """A replica of `db` that takes the (absent) lease and leads."""
-    replica = Replica(host, db, durability, 3, Timing(**timing))
+    replica = host.replica(db, durability, Timing(**timing))
     await replica.leader.maybe_lead()
     assert replica.leading
     return replica
@@ -193,7 +236,7 @@ def test_a_lease_is_claimed_only_once_its_holders_session_has_lapsed(
     revision = cp.put(lease_key(NAME), Lease(NAME, "n2", 4, 0, "s2").encode())
     host.view = View(host.view.members, {NAME: Lease(NAME, "n2", 4, revision, "s2")}, {})
     cp.put("node/n2", Member("n2", "http://there", session="s2").encode(), ttl=60)
-    replica = Replica(host, follower(tmp_path), "sync", 3, Timing())
+    replica = host.replica(follower(tmp_path))
     asyncio.run(replica.leader.maybe_lead())
     assert not replica.leading and Lease.decode(NAME, cp.get(lease_key(NAME))).holder == "n2"  # type: ignore[arg-type]
 
@@ -255,7 +298,7 @@ def test_a_copy_with_writes_the_log_lacks_is_reseeded_loudly(
     deposed.execute("CREATE TABLE t(x)")
     deposed.execute("INSERT INTO t VALUES ('never logged')")
     deposed.demote()
-    replica = Replica(host, deposed, "async", 3, Timing())
+    replica = host.replica(deposed, "async")
     with caplog.at_level(logging.ERROR, logger="shoal.cluster"):
         asyncio.run(replica.follower.check_against_log())
     assert "DISCARDING" in caplog.text and "never logged" in caplog.text
@@ -274,7 +317,7 @@ def test_a_follower_applies_the_log_and_takes_an_expired_lease(
     source.execute("INSERT INTO t VALUES (1)")
     cp.append(NAME, 1, source.log_range(1))
     db = follower(tmp_path)
-    replica = Replica(host, db, "sync", 3, Timing())
+    replica = host.replica(db)
 
     asyncio.run(replica.follower.follow())
     assert db.version == 2 and db.checksum() == source.checksum()
@@ -334,7 +377,7 @@ def test_a_copy_that_cannot_get_past_a_barrier_backs_off_and_says_why(
         waits.append(seconds)
 
     monkeypatch.setattr(asyncio, "sleep", sleep)
-    replica = Replica(host, follower(tmp_path), "sync", 3, Timing())
+    replica = host.replica(follower(tmp_path))
 
     async def follow(times: int) -> None:
         for _ in range(times):
@@ -367,7 +410,7 @@ def test_a_take_cut_short_by_the_control_plane_is_tried_again(
     moment) must not leave the lease with a copy that never promotes: the database
     would take no writes for as long as this node kept renewing it."""
     db = follower(tmp_path)
-    replica = Replica(host, db, "sync", 3, Timing(lease_seconds=1.0))
+    replica = host.replica(db, timing=Timing(lease_seconds=1.0))
     original, failures = cp.head, [1]
 
     def head(database: str) -> int:
@@ -397,16 +440,8 @@ def test_an_idle_follower_asks_the_control_plane_nothing_until_told_its_log_grew
 ) -> None:
     """A node holds thousands of copies: one that follows and has nothing to apply
     sleeps (it polled the log ten times a second), and wakes when told."""
-    source = Database(tmp_path / "source.db", name=NAME)
-    source.execute("CREATE TABLE t(x)")
-    cp.append(NAME, 1, source.log_range(1, 1))
-    revision = cp.put(lease_key(NAME), Lease(NAME, "n2", 1, 0).encode())
-    host.view = View(
-        {"n1": Member("n1", "http://here"), "n2": Member("n2", "http://there")},
-        {NAME: Lease(NAME, "n2", 1, revision)},
-        {NAME: Spec(NAME, "sync")},
-    )
-    replica = Replica(host, follower(tmp_path), "sync", 3, Timing())
+    source = led_elsewhere(tmp_path, host, cp)
+    replica = host.replica(follower(tmp_path))
     calls: list[str] = []
     for method in ("read", "follow", "head", "heads", "get", "put", "scan"):
         original = getattr(cp, method)
@@ -444,3 +479,58 @@ async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.01)
+
+
+def test_an_idle_copy_is_let_go_and_held_again_when_its_log_grows(
+    tmp_path: Path, host: LocalHost, cp: SQLiteControlPlane
+) -> None:
+    """A node holds more copies than it may keep open: one with nothing to do lets
+    go of its files, and opens them again when there is something to apply."""
+    source = led_elsewhere(tmp_path, host, cp)
+    host.closes = True
+    replica = host.replica(follower(tmp_path))
+
+    async def scenario() -> None:
+        replica.start()
+        await until(lambda: replica.db.version == 1 and NAME in host.closed)
+        source.execute("INSERT INTO t VALUES (1)")
+        cp.append(NAME, 2, source.log_range(2, 2))
+        replica.appended()
+        await until(lambda: replica.db.version == 2 and NAME in host.closed)
+        await replica.stop(hand_over=False)
+
+    asyncio.run(scenario())
+    assert host.held >= 1
+    reopened = host.open_copy(NAME)
+    assert reopened.checksum() == source.checksum()
+    reopened.close()
+    source.close()
+
+
+def test_a_leaders_copy_opened_again_is_promoted_before_it_takes_a_write(
+    tmp_path: Path, host: LocalHost, cp: SQLiteControlPlane
+) -> None:
+    """The node closed an idle leader's files; a request opens them again, and the
+    node hands the new Database to the replica (Cluster.adopt) before the write."""
+    host.closes = True
+    replica = asyncio.run(lead(host, follower(tmp_path)))
+    lease = replica.leader.lease
+    assert lease is not None
+    replica.let_go()
+    assert NAME in host.closed
+
+    unadopted = host.open_copy(NAME)
+    with pytest.raises(ReadOnly):  # opened as every copy is: a follower
+        unadopted.execute("CREATE TABLE t(x)")
+    unadopted.close()
+
+    db = host.open_copy(NAME)
+    replica.adopt(db)
+    assert replica.leading and replica.db is db
+    assert db.execute("CREATE TABLE t(x)").version == 1
+    assert cp.head(NAME) == 1 and decode(cp.read(NAME, 1)[0][1]).epoch == lease.epoch
+
+    replica.let_go()
+    asyncio.run(replica.stop(hand_over=False))  # holds its copy again to step down
+    assert cp.get(lease_key(NAME)) is None and host.copies[NAME].role is Role.FOLLOWER
+    host.copies[NAME].close()

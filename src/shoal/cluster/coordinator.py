@@ -97,9 +97,13 @@ class Databases(Protocol):
         """Opens (creating an empty follower copy if missing) and keeps `name` open."""
         ...
 
-    async def release(self, name: str, *, remove: bool, dropped: bool = False) -> None:
-        """Lets go of what `hold` kept open; with `remove`, deletes the local copy
-        (and with `dropped`, the database is gone: its archive gets a tombstone)."""
+    def release(self, name: str) -> None:
+        """Lets go of what `hold` kept open: the node may close it from now on."""
+        ...
+
+    async def remove_copy(self, name: str, *, dropped: bool) -> None:
+        """Deletes the local copy (with `dropped`, the database is gone: its
+        archive gets a tombstone)."""
         ...
 
     async def replace_file(self, name: str, snapshot: Path) -> Database:
@@ -250,6 +254,19 @@ class Cluster:
     def led(self, db: Database, leading: bool) -> None:
         self.databases.led(db, leading)
 
+    async def hold_copy(self, database: str) -> Database:
+        return await self.databases.hold(database)
+
+    def let_go_copy(self, database: str) -> None:
+        self.databases.release(database)
+
+    def adopt(self, db: Database) -> None:
+        """The node opened `db`, a copy it had closed: its replica, if any, takes it
+        (a leader's is promoted). On the thread that opened it."""
+        replica = self.replicas.get(db.name)
+        if replica is not None:
+            replica.adopt(db)
+
     async def replace_copy(self, database: str, snapshot: Path) -> Database:
         try:
             return await self.databases.replace_file(database, snapshot)
@@ -287,8 +304,6 @@ class Cluster:
         with contextlib.suppress(Exception):  # tell the others first: they stop sending here
             await self._renew()
         await asyncio.gather(*(r.stop(hand_over=True) for r in self.replicas.values()))
-        for name in list(self.replicas):
-            await self.databases.release(name, remove=False)
         self.replicas.clear()
 
     async def close(self) -> None:
@@ -506,7 +521,7 @@ class Cluster:
     async def _let_go(self, name: str, *, dropped: bool) -> None:
         replica = self.replicas.pop(name)
         await replica.stop(hand_over=not dropped)
-        await self.databases.release(name, remove=True, dropped=dropped)
+        await self.databases.remove_copy(name, dropped=dropped)
         logger.info("%s: %s", name, "dropped" if dropped else "moved to other nodes")
 
     # -- the catalog -------------------------------------------------------------------

@@ -36,6 +36,7 @@ class Follower:
     async def follow(self) -> None:
         """Applies what the log holds past this copy; if that was more than one
         read's worth, the copy is told to read again."""
+        await self._copy.hold()
         records = await self._copy.host.blocking(
             self._copy.cp.read, self._copy.name, self._copy.db.version + 1, None, READ_LIMIT
         )
@@ -68,6 +69,7 @@ class Follower:
 
     async def catch_up(self) -> None:
         """Applies the log up to its head (as it is when we look)."""
+        await self._copy.hold()
         head = await self._copy.host.blocking(self._copy.cp.head, self._copy.name)
         while self._copy.db.version < head:
             records = await self._copy.host.blocking(
@@ -89,6 +91,7 @@ class Follower:
     async def check_against_log(self) -> None:
         """Re-seeds a copy that holds writes the log does not (an async leader's
         unshipped records, or a deposed leader's): the log decides."""
+        await self._copy.hold()
         version = self._copy.db.version
         if version == 0:
             return

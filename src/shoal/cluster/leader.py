@@ -101,6 +101,7 @@ class Leader:
             self._turn_at = turn_at
             return
         void = view.claims.get(self._copy.name)
+        await self._copy.hold()
         epoch = max(
             self._copy.db.epoch,
             self._newest_epoch(),
@@ -141,7 +142,7 @@ class Leader:
         """Becomes the leader under `lease`: catch up to the log's head, then
         promote, if the lease is still ours (catching up may take a while)."""
         self.lease, self._copy.state = lease, State.TAKING
-        await self._copy.follower.catch_up()
+        await self._copy.follower.catch_up()  # which holds the copy
         if not await self._copy.host.blocking(self._still_ours, lease):
             logger.warning("%s: lost the lease before leading; following", self._copy.name)
             self.lease, self._copy.state = None, State.FOLLOWING
@@ -173,6 +174,12 @@ class Leader:
         self._copy.state = State.LEADING
         self._copy.host.led(self._copy.db, True)
 
+    def resume(self) -> None:
+        """Leads on, under the same lease, with `copy.db` opened anew (Replica.adopt)."""
+        lease = self.lease
+        if self._copy.state is State.LEADING and lease is not None:
+            self._promote(lease.epoch)
+
     async def lead(self) -> None:
         """One turn of leading: waits for news (or for records to ship, or the
         log to trim), then acts on it."""
@@ -187,6 +194,7 @@ class Leader:
             await self.rejoin_log()
         if self._lost():
             logger.warning("%s: lost the lease; following", self._copy.name)
+            await self._copy.hold()
             await self._copy.host.on_writer(self.step_down, None, False)
             return
         if time.monotonic() >= self._trim_at:
@@ -197,6 +205,7 @@ class Leader:
         ):
             target = self.successor()
             if target is not None:  # placement moved on (a node joined): hand over
+                await self._copy.hold()
                 await self._copy.host.on_writer(self.step_down, target)
 
     def _lost(self) -> bool:
@@ -230,6 +239,7 @@ class Leader:
         append landed, or an async batch lost its race): become the log again,
         then go on leading if the lease is still ours."""
         lease = self.lease
+        await self._copy.hold()
         await self._copy.host.on_writer(self._demote)
         await self._copy.follower.check_against_log()
         await self._copy.follower.catch_up()

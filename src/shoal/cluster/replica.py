@@ -4,12 +4,17 @@ or leads it.
 Its follower half (follower.py) applies the log's records when the node tells it
 they were appended (`appended`, within milliseconds); while it follows, its task
 sleeps until then, or until the node's view of its lease or of the members
-changes (`poke`), so an idle copy costs nothing. Its leader half (leader.py) takes the
-lease when it expires and this node is next in the database's order of
-preference, and renews it; what it commits goes to the log as its durability says
-(shipping.py: `sync` before each commit, `async` in batches). Everything one copy
-does runs in its one task, so applying, taking the lease and stepping down never
-interleave.
+changes (`poke`). Its leader half (leader.py) takes the lease when it is void and
+this node is next in the database's order of preference; what it commits goes to
+the log as its durability says (shipping.py: `sync` before each commit, `async`
+in batches). Everything one copy does runs in its one task, so applying, taking
+the lease and stepping down never interleave.
+
+While it waits, a replica lets go of its copy (`let_go`), and the node may close
+the copy's files like any idle database's; it holds the copy again (`hold`)
+before it touches it, and a leader's copy that a request opens again is promoted
+before the request can write (`adopt`). So an idle copy costs no file
+descriptors, and a node's open files are bounded however many copies it holds.
 """
 
 from __future__ import annotations
@@ -62,6 +67,15 @@ class Host(Protocol):
 
     def control_plane(self) -> ControlPlane: ...
 
+    async def hold_copy(self, database: str) -> Database:
+        """This node's copy of `database`, kept open until `let_go_copy` (opened
+        again if the node closed it meanwhile)."""
+        ...
+
+    def let_go_copy(self, database: str) -> None:
+        """The node may close the copy's files from now on (idle, or past its limit)."""
+        ...
+
     async def blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Runs a control-plane call on the cluster's own threads."""
         ...
@@ -112,6 +126,7 @@ class Replica:
             if durability == "async"
             else SyncShipping(self, self.cp)
         )
+        self._held = True  # the node keeps `db` open for this replica (it was handed over held)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._news = asyncio.Event()
@@ -141,13 +156,40 @@ class Replica:
         self.wake_soon()
 
     async def news_came(self, timeout: float) -> bool:
-        """Waits up to `timeout` s for news; whether the log may have grown."""
+        """Waits up to `timeout` s for news, the copy let go of meanwhile; whether
+        the log may have grown."""
         if not self._news.is_set():
+            self.let_go()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._news.wait(), timeout)
         self._news.clear()
         appended, self._appended = self._appended, False
         return appended
+
+    # -- the copy's files ----------------------------------------------------------
+
+    async def hold(self) -> Database:
+        """`db`, kept open until `let_go`. Everything this replica does to its copy
+        (apply, promote, demote, check, re-seed) it does holding it."""
+        if not self._held:
+            db = await self.host.hold_copy(self.name)
+            self._held = True
+            if db is not self.db:  # opened without us (we were stopping): take it now
+                self.adopt(db)
+        return self.db
+
+    def let_go(self) -> None:
+        """While this replica waits for news, the node may close its copy's files
+        (idle, or past `max_open_databases`): a node holds thousands of copies."""
+        if self._held:
+            self._held = False
+            self.host.let_go_copy(self.name)
+
+    def adopt(self, db: Database) -> None:
+        """`db` is this copy's file opened anew by the node (after it closed it, or
+        for a re-seed): a leader's goes on leading before anyone can write to it."""
+        self.db = db
+        self.leader.resume()
 
     # -- as seen from outside ---------------------------------------------------
 
@@ -176,8 +218,10 @@ class Replica:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self.leader.lease is not None:
+            await self.hold()
             target = self.leader.successor() if hand_over else None
             await self.host.on_writer(self.leader.step_down, target)
+        self.let_go()
 
     # -- the task ---------------------------------------------------------------
 

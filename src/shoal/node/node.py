@@ -154,12 +154,8 @@ class _Using:
         return self._entry.db
 
     async def __aexit__(self, *exc: object) -> None:
-        entry = self._entry
-        assert entry is not None
-        entry.users -= 1
-        entry.last_used = time.monotonic()
-        if entry.users == 0:
-            self._node.limit_open()
+        assert self._entry is not None
+        self._node._let_go(self._entry)
 
 
 class Node:
@@ -531,6 +527,13 @@ class Node:
         self._open[name] = _Entry(db)
         self._track(db)
 
+    def _let_go(self, entry: _Entry) -> None:
+        """One user fewer; a database no one uses may be closed (idle, or past the limit)."""
+        entry.users -= 1
+        entry.last_used = time.monotonic()
+        if entry.users == 0:
+            self.limit_open()
+
     def limit_open(self) -> None:
         """Past `max_open_databases`, closes the least recently used unused ones, soon."""
         over = len(self._open) > self.settings.max_open_databases
@@ -542,7 +545,10 @@ class Node:
         path = self.path(name)
         if not path.exists():
             raise DatabaseNotFound(name)
-        return self._database(path, name)
+        db = self._database(path, name)
+        if self.cluster is not None:
+            self.cluster.adopt(db)  # a copy led here is promoted before anyone writes
+        return db
 
     def _database(self, path: Path, name: str) -> Database:
         """Opens (or creates) the file as this node opens every database."""
@@ -554,7 +560,7 @@ class Node:
 
     async def hold(self, name: str) -> Database:
         """Opens `name`, creating an empty copy if there is none, and keeps it open
-        until `release`; it counts as a user, so idle closing leaves it."""
+        until `release`; it counts as a user, so no close takes it meanwhile."""
         if name not in self._open and not await self.write(self.path(name).exists):
             await self.write(self._create_copy, name)
         entry = await self._acquire(name)
@@ -563,13 +569,15 @@ class Node:
     def _create_copy(self, name: str) -> None:
         self._database(self.path(name), name).close()
 
-    async def release(self, name: str, *, remove: bool, dropped: bool = False) -> None:
-        entry = self._open.get(name)
-        if entry is None:
-            return
-        entry.users -= 1
-        if remove:
-            await self._remove(name, entry, wait=30.0, dropped=dropped)
+    def release(self, name: str) -> None:
+        """Lets go of what `hold` kept open: from now on it is closed when idle or
+        past `max_open_databases`, as any database is."""
+        self._let_go(self._open[name])
+
+    async def remove_copy(self, name: str, *, dropped: bool) -> None:
+        """Deletes this node's copy of `name` (its replica has stopped)."""
+        with contextlib.suppress(DatabaseNotFound):
+            await self._delete(name, wait=30.0, dropped=dropped)
 
     async def replace_file(self, name: str, snapshot: Path) -> Database:
         """Swaps a held copy's file for `snapshot`, once the requests using it are done."""
@@ -627,13 +635,14 @@ class Node:
             await self.cluster.drop(name)
             return
         async with self._admin:
-            entry = await self._acquire(name)
-            entry.users -= 1
-            await self._remove(name, entry, wait, dropped=True)
+            await self._delete(name, wait, dropped=True)
 
-    async def _remove(self, name: str, entry: _Entry, wait: float, *, dropped: bool) -> None:
-        """Closes and deletes a local copy; a `dropped` database also leaves a tombstone
-        in the archive first (so that nothing restores it on its own)."""
+    async def _delete(self, name: str, wait: float, *, dropped: bool) -> None:
+        """Closes and deletes a local copy, once the requests using it are done; a
+        `dropped` database also leaves a tombstone in the archive first (so that
+        nothing restores it on its own)."""
+        entry = await self._acquire(name)
+        entry.users -= 1
         entry.dropping = True
         deadline = time.monotonic() + wait
         while entry.users > 0:
