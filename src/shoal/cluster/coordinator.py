@@ -86,6 +86,7 @@ HOLD_BACKOFF_MAX = 60.0  # the longest wait before a copy that would not open is
 PLACE_SECONDS = 5.0  # how often a node places every database, not only those that changed
 SWEEP_SECONDS = 2.0  # how late a copy may hear of an append whose notification was lost
 SNAPSHOT_TIMEOUT = 300.0
+WORK_SLOTS = 64  # replicas that may hold their copies at once (Cluster.hold_copy)
 
 
 class Databases(Protocol):
@@ -145,6 +146,10 @@ class Cluster:
         self.replicas: dict[str, Replica] = {}
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=2.0))
         self._threads = ThreadPoolExecutor(64, thread_name_prefix="shoal-cluster")
+        # This node's lease and view never wait behind its replicas' calls: in a
+        # failover of thousands of databases those queue for seconds.
+        self._own_threads = ThreadPoolExecutor(2, thread_name_prefix="shoal-node")
+        self._working = asyncio.Semaphore(WORK_SLOTS)
         self._tasks: list[asyncio.Task[None]] = []
         self._changing: dict[str, asyncio.Task[None]] = {}
         self._leaving = False
@@ -168,6 +173,11 @@ class Cluster:
 
     async def on_writer(self, fn: Callable[..., T], *args: Any) -> T:
         return await self.databases.write(fn, *args)
+
+    async def _own(self, fn: Callable[..., T], *args: Any) -> T:
+        """`blocking`, on the threads of this node's own lease and view."""
+        call = functools.partial(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._own_threads, call)
 
     async def fetch_snapshot(self, database: str, at_least: int) -> Path:
         """A copy of `database` at version `at_least` or later that the log goes on
@@ -255,10 +265,19 @@ class Cluster:
         self.databases.led(db, leading)
 
     async def hold_copy(self, database: str) -> Database:
-        return await self.databases.hold(database)
+        """The copy, held, once fewer than WORK_SLOTS replicas hold theirs: a node
+        holds thousands of copies, and in a failover all of them want to work at
+        once; each holds its files open while it does."""
+        await self._working.acquire()
+        try:
+            return await self.databases.hold(database)
+        except BaseException:
+            self._working.release()
+            raise
 
     def let_go_copy(self, database: str) -> None:
         self.databases.release(database)
+        self._working.release()
 
     def adopt(self, db: Database) -> None:
         """The node opened `db`, a copy it had closed: its replica, if any, takes it
@@ -318,6 +337,7 @@ class Cluster:
         await self.http.aclose()
         await self.blocking(self.cp.close)
         self._threads.shutdown(wait=False)
+        self._own_threads.shutdown(wait=False)
 
     # -- loops ------------------------------------------------------------------------
 
@@ -344,7 +364,7 @@ class Cluster:
         member = Member(self.node_id, self.url, leaving=self._leaving, session=self.session)
         started = time.monotonic()
         try:
-            self._member_revision = await self.blocking(
+            self._member_revision = await self._own(
                 lambda: self.cp.put(
                     member_key(self.node_id),
                     member.encode(),
@@ -353,7 +373,7 @@ class Cluster:
                 )
             )
         except (KeyConflict, OutcomeUnknown):
-            entry = await self.blocking(self.cp.get, member_key(self.node_id))
+            entry = await self._own(self.cp.get, member_key(self.node_id))
             if entry is None or Member.decode(self.node_id, entry).session != self.session:
                 raise
             # Ours, by a renewal whose answer was lost: when it landed is unknown,
@@ -378,7 +398,7 @@ class Cluster:
         problems = {n: r.follower.problem for n, r in self.replicas.items() if r.follower.problem}
         value = Member(self.node_id, self.url, versions, problems=problems).encode_copies()
         if value != self._copies_written:
-            await self.blocking(self.cp.put, copies_key(self.node_id), value)
+            await self._own(self.cp.put, copies_key(self.node_id), value)
             self._copies_written = value
 
     async def _heartbeats(self) -> None:
@@ -420,7 +440,7 @@ class Cluster:
         """Reads what changed into `view`, and pokes the copies it concerns; returns
         the databases whose lease or spec changed (None: the members changed)."""
         async with self._reading:
-            changed = await self.blocking(self._reader.read, self.cp)
+            changed = await self._own(self._reader.read, self.cp)
             self.view = self._reader.view
         for name in self.replicas if changed is None else changed:
             replica = self.replicas.get(name)
@@ -500,7 +520,7 @@ class Cluster:
         opened (no file descriptors or disk left) is tried again, each time twice
         as late, up to HOLD_BACKOFF_MAX, and its traceback is logged once."""
         try:
-            db = await self.databases.hold(spec.name)
+            db = await self.hold_copy(spec.name)
         except Exception as exc:
             failures = self._hold_failures.get(spec.name, 0) + 1
             self._hold_failures[spec.name] = failures

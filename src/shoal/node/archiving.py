@@ -85,7 +85,8 @@ class ArchiveService:
         state = self.states.get(name)
         if state is not None:
             await self._round(name, state, force=True)
-            del self.states[name]
+            if self.states.get(name) is state:  # not let go of meanwhile (led elsewhere)
+                del self.states[name]
 
     async def mark_dropped(self, name: str, version: int) -> None:
         """Leaves a tombstone for `name`, dropped at `version`: its archive stays, for
