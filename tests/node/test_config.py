@@ -46,6 +46,9 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
         ("[[tokens]]\nname = 'x'\n", "needs 'name' and 'hash'"),
         ("[[tokens]]\nname = 'x'\nhash = 'h'\ncolour = 1\n", "unknown key(s) in [[tokens]]"),
         ("not toml [", "Expected"),
+        ("evict_seconds = -1\n", "evict_seconds must be 0 (never) or more"),
+        ("evict_seconds = 60\narchive = 'off'\n", "evict_seconds needs an archive"),
+        ("evict_seconds = 60\ncontrol_plane = 'sqlite:///cp.db'\n", "evict_seconds is for a node"),
     ],
 )
 def test_bad_settings_name_the_problem(tmp_path: Path, text: str, message: str) -> None:

@@ -6,10 +6,15 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
+
+from shoal.archive.catalog import read_tombstone
+from shoal.archive.local import FolderStore
+from tests.harness import wait_until
 
 DB = "/v1/databases/app"
 
@@ -373,3 +378,41 @@ def test_nothing_is_created_while_the_node_stops(api: TestClient, tmp_path: Any)
         api.app.state.node.closing = False  # type: ignore[attr-defined]
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
     assert not (tmp_path / "data" / "databases" / "late.db").exists()
+
+
+def test_an_idle_database_is_evicted_and_its_next_request_restores_it(
+    make_api: Any, tmp_path: Path
+) -> None:
+    api = make_api(idle_seconds=0.2, evict_seconds=0.3, archive_seconds=0.1)
+    names = ["tenant-a", "tenant-b", "tenant-c"]
+    for name in names:
+        assert api.post("/v1/databases", json={"name": name}).status_code == 201
+        body = {"statements": ["CREATE TABLE t(v)", f"INSERT INTO t VALUES ('{name}')"]}
+        assert api.post(f"/v1/databases/{name}/execute", json=body).status_code == 200
+    files = tmp_path / "data" / "databases"
+
+    def listed() -> dict[str, dict[str, Any]]:
+        return {d["name"]: d for d in api.get("/v1/databases").json()["databases"]}
+
+    def all_evicted() -> bool:
+        found = listed()
+        return all(found[name]["evicted"] for name in names)
+
+    wait_until(all_evicted, 20, "the tenants evicted")
+    assert not (files / "tenant-a.db").exists() and listed()["tenant-a"]["version"] == 1
+    assert api.post("/v1/databases", json={"name": "tenant-a"}).status_code == 409
+
+    restored = api.post("/v1/databases/tenant-a/query", json={"sql": "SELECT v FROM t"})
+    assert restored.json()["results"][0]["rows"] == [["tenant-a"]]
+    assert listed()["tenant-a"]["evicted"] is False
+    assert (files / "tenant-a.db").exists()
+    many = api.post("/v1/query-many", json={"databases": names, "sql": "SELECT v FROM t"}).json()
+    assert sorted(row[1] for row in many["rows"]) == names and many["errors"] == []
+
+    wait_until(all_evicted, 20, "the tenants evicted again")
+    assert api.delete("/v1/databases/tenant-c").status_code == 200
+    assert "tenant-c" not in listed()
+    assert not list(files.glob("tenant-c.db*"))
+    tombstone = read_tombstone(FolderStore(tmp_path / "data" / "archive"), "tenant-c")
+    assert tombstone is not None and tombstone.version == 1  # dropped without a restore
+    assert api.post("/v1/databases", json={"name": "tenant-c"}).status_code == 201

@@ -146,7 +146,7 @@ def test_db_and_token_commands(node: Node, tmp_path: Path) -> None:
     listing = shoal_command("db", "list", *url)
     assert listing.returncode == 0
     lines = listing.stdout.splitlines()
-    assert lines[0].split() == ["name", "version", "size", "open"]
+    assert lines[0].split() == ["name", "version", "size", "state"]
     assert any(line.startswith("tenant-a") for line in lines)
     first = shoal_command("db", "list", "--limit", "1", *url)
     assert [line.split()[0] for line in first.stdout.splitlines()[2:]] == ["default"]

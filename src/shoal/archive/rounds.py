@@ -31,19 +31,28 @@ class ArchiveRounds:
     round. A node's rounds then cost what its written databases cost, not what all
     its open ones do."""
 
-    def __init__(self, archiver: Archiver) -> None:
+    def __init__(self, archiver: Archiver, archived: int | None = None) -> None:
+        """`archived`: the version known to be in the archive already (a database
+        closed after a good round and opened again), if any."""
         self.archiver = archiver
         self.failures = 0
         self.next_try = 0.0
         self.last_error: str | None = None
-        self._archived_version: int | None = None  # as of the last good round
-        self._next_quiet_round = 0.0
+        self.archived_version = archived  # as of the last good round
+        self._next_quiet_round = 0.0 if archived is None else self._quiet_until()
+
+    def quiet(self) -> bool:
+        """Whether nothing was committed since the last good round."""
+        return self.archiver.db.version == self.archived_version
+
+    def _quiet_until(self) -> float:
+        return time.monotonic() + self.archiver.policy.index_seconds
 
     def due(self) -> bool:
         now = time.monotonic()
         if now < self.next_try:
             return False  # backing off after a failure
-        return self.archiver.db.version != self._archived_version or now >= self._next_quiet_round
+        return not self.quiet() or now >= self._next_quiet_round
 
     def run(self, *, final: bool = False) -> bool:
         """One round (blocking; `final`: the last, which writes the index whatever its
@@ -65,8 +74,8 @@ class ArchiveRounds:
         if self.failures:
             logger.info("archiving %s caught up after %d failed round(s)", name, self.failures)
         self.failures, self.next_try, self.last_error = 0, 0.0, None
-        self._archived_version = version
-        self._next_quiet_round = time.monotonic() + self.archiver.policy.index_seconds
+        self.archived_version = version
+        self._next_quiet_round = self._quiet_until()
         return True
 
 

@@ -30,11 +30,18 @@ def _db_list(args: argparse.Namespace) -> int:
         if page["next"] is None or not args.all:
             break
         query["after"] = page["next"]
-    rows = [(d["name"], d["version"], human_size(d["size_bytes"]), d["open"]) for d in databases]
-    print_table(["name", "version", "size", "open"], rows)
+    rows = [(d["name"], d["version"], human_size(d["size_bytes"]), _state(d)) for d in databases]
+    print_table(["name", "version", "size", "state"], rows)
     if page["next"] is not None:
         print(f"more: shoal db list --after {page['next']} (or --all)", file=sys.stderr)
     return 0
+
+
+def _state(database: dict[str, Any]) -> str:
+    """open, closed, or evicted (from this node's disk, restored on its next request)."""
+    if database.get("evicted"):
+        return "evicted"
+    return "open" if database["open"] else "closed"
 
 
 def _query_many(args: argparse.Namespace) -> int:

@@ -1,12 +1,14 @@
 """A node's part in a cluster: membership, placement, one Replica per database it holds.
 
-Four loops, each on the event loop, each doing its control-plane calls on the
-cluster's own threads (a blocking call never stalls a request):
+Five loops, each on the event loop, each doing its control-plane calls on
+threads (a blocking call never stalls a request); the first three, this node's
+own, on threads of their own, so that they never wait behind the replicas':
 
 - heartbeat: renews `node/ID`, this node's one lease, every quarter of
   `lease_seconds` (every database lease it holds stands on it: view.py), and
-  writes `copies/ID`, the version of each copy here, when they changed, at
-  most every COPIES_SECONDS;
+  does nothing else;
+- copies: writes `copies/ID`, the version of each copy here, when they
+  changed, at most every COPIES_SECONDS;
 - view: reads what changed among members, leases and the catalog every
   VIEW_SECONDS (view.ViewReader), starts or stops a Replica for each changed
   database this node should (or should no longer) hold, by rendezvous hashing
@@ -149,6 +151,7 @@ class Cluster:
         # This node's lease and view never wait behind its replicas' calls: in a
         # failover of thousands of databases those queue for seconds.
         self._own_threads = ThreadPoolExecutor(2, thread_name_prefix="shoal-node")
+        self._renewing = ThreadPoolExecutor(1, thread_name_prefix="shoal-renew")  # nothing else
         self._working = asyncio.Semaphore(WORK_SLOTS)
         self._tasks: list[asyncio.Task[None]] = []
         self._changing: dict[str, asyncio.Task[None]] = {}
@@ -157,7 +160,8 @@ class Cluster:
         self.session = secrets.token_hex(8)  # the leases this node holds stand on it
         self.valid_until = 0.0  # monotonic: no write here after it, unless renewed
         self._member_revision = ABSENT
-        self._copies_written: bytes | None = None
+        # The versions and problems last written to `copies/ID`.
+        self._copies_written: tuple[dict[str, int], dict[str, str]] | None = None
 
     # -- Host, for the replicas -------------------------------------------------------
 
@@ -174,10 +178,12 @@ class Cluster:
     async def on_writer(self, fn: Callable[..., T], *args: Any) -> T:
         return await self.databases.write(fn, *args)
 
-    async def _own(self, fn: Callable[..., T], *args: Any) -> T:
-        """`blocking`, on the threads of this node's own lease and view."""
+    async def _own(self, fn: Callable[..., T], *args: Any, renewal: bool = False) -> T:
+        """`blocking`, on the threads of this node's own view and copies (a renewal:
+        on a thread of its own, which nothing else waits on)."""
         call = functools.partial(fn, *args)
-        return await asyncio.get_running_loop().run_in_executor(self._own_threads, call)
+        threads = self._renewing if renewal else self._own_threads
+        return await asyncio.get_running_loop().run_in_executor(threads, call)
 
     async def fetch_snapshot(self, database: str, at_least: int) -> Path:
         """A copy of `database` at version `at_least` or later that the log goes on
@@ -306,6 +312,7 @@ class Cluster:
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._heartbeats(), name="heartbeats"),
+            loop.create_task(self._publishing(), name="copies"),
             loop.create_task(self._views(), name="views"),
             loop.create_task(self._follow_logs(), name="logs"),
         ]
@@ -338,6 +345,7 @@ class Cluster:
         await self.blocking(self.cp.close)
         self._threads.shutdown(wait=False)
         self._own_threads.shutdown(wait=False)
+        self._renewing.shutdown(wait=False)
 
     # -- loops ------------------------------------------------------------------------
 
@@ -370,10 +378,11 @@ class Cluster:
                     member.encode(),
                     expect=self._member_revision,
                     ttl=self.timing.lease_seconds,
-                )
+                ),
+                renewal=True,
             )
         except (KeyConflict, OutcomeUnknown):
-            entry = await self._own(self.cp.get, member_key(self.node_id))
+            entry = await self._own(self.cp.get, member_key(self.node_id), renewal=True)
             if entry is None or Member.decode(self.node_id, entry).session != self.session:
                 raise
             # Ours, by a renewal whose answer was lost: when it landed is unknown,
@@ -393,29 +402,40 @@ class Cluster:
             replica.poke()
 
     async def _publish_copies(self) -> None:
-        """Writes the version of each copy here (and any copy's problem), if changed."""
+        """Writes the version of each copy here (and any copy's problem), if changed:
+        encoded off the event loop, as it grows with the copies (10,000: 250 KB)."""
         versions = {name: r.db.version for name, r in self.replicas.items()}
         problems = {n: r.follower.problem for n, r in self.replicas.items() if r.follower.problem}
-        value = Member(self.node_id, self.url, versions, problems=problems).encode_copies()
-        if value != self._copies_written:
-            await self._own(self.cp.put, copies_key(self.node_id), value)
-            self._copies_written = value
+        if (versions, problems) == self._copies_written:
+            return
+        member = Member(self.node_id, self.url, versions, problems=problems)
+        value = await self._own(member.encode_copies)
+        await self._own(self.cp.put, copies_key(self.node_id), value)
+        self._copies_written = (versions, problems)
 
     async def _heartbeats(self) -> None:
-        published = 0.0
+        """Renews this node's lease, and nothing else: a renewal that waits for other
+        work (the copies' versions) lets the lease lapse, and every lease with it."""
         while True:
             await asyncio.sleep(self.timing.renew_every)
             try:
                 await self._renew()
-                if time.monotonic() - published >= COPIES_SECONDS:
-                    published = time.monotonic()
-                    await self._publish_copies()
             except KeyConflict:
                 self._lost_session()
             except (Unavailable, OutcomeUnknown) as exc:
-                logger.warning("cannot renew this node's lease or publish its copies: %s", exc)
+                logger.warning("cannot renew this node's lease: %s", exc)
             except Exception:
                 logger.exception("renewing this node's lease failed")
+
+    async def _publishing(self) -> None:
+        while True:
+            await asyncio.sleep(COPIES_SECONDS)
+            try:
+                await self._publish_copies()
+            except (Unavailable, OutcomeUnknown) as exc:
+                logger.warning("cannot publish this node's copies: %s", exc)
+            except Exception:
+                logger.exception("publishing this node's copies failed")
 
     async def _views(self) -> None:
         placed = 0.0

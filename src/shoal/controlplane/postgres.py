@@ -46,7 +46,7 @@ from shoal.controlplane.base import (
     KeyConflict,
     LogWatch,
 )
-from shoal.controlplane.sql import POSTGRES, Cursor, SQLControlPlane, Wait
+from shoal.controlplane.sql import EXPIRED, POSTGRES, Cursor, SQLControlPlane, Wait
 from shoal.errors import InterfaceError
 
 __all__ = ["PostgresControlPlane"]
@@ -85,9 +85,9 @@ RECORD_AT = "SELECT record FROM shoal_log WHERE database_name = %s AND version =
 # transaction; expired entries other than this key are purged on the way, and
 # synchronous_commit is set for this transaction alone ("off": an expendable write).
 # No rows back: the entry was not as expected.
-_KV = """WITH settings AS (SELECT set_config('synchronous_commit', %(commit)s, true)),
+_KV = f"""WITH settings AS (SELECT set_config('synchronous_commit', %(commit)s, true)),
 next AS (UPDATE shoal_kv_revision SET revision = revision + 1 WHERE id = 1 RETURNING revision),
-purged AS (DELETE FROM shoal_kv WHERE expires_at <= shoal_now() AND key <> %(key)s)
+purged AS (DELETE FROM shoal_kv WHERE {EXPIRED} AND key <> %(key)s)
 """
 _UPSERT = (
     _KV
@@ -305,6 +305,9 @@ class PostgresControlPlane(SQLControlPlane):
         self._dsn = dsn
         self._lock = threading.Lock()  # guards the idle list, the listener and closing
         self._slots = threading.BoundedSemaphore(connections)
+        # A write with a TTL (a node's lease) never waits behind other statements
+        # for a connection: a renewal late by a lease's length loses every lease.
+        self._expendable_slot = threading.BoundedSemaphore(1)
         self._idle: list[psycopg.Connection[tuple[Any, ...]]] = []
         self._listener: _Listener | None = None
         self._notifier: _Notifier | None = None
@@ -313,9 +316,10 @@ class PostgresControlPlane(SQLControlPlane):
 
     def _create(self, cursor: Cursor) -> None:
         cursor.rows("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-        # Made before: leave them be. Even "IF NOT EXISTS" DDL takes table locks, and
-        # deadlocks with the key-value writes of nodes already running.
-        if cursor.rows("SELECT to_regclass('shoal_kv_forgotten') IS NOT NULL")[0][0]:
+        # Made before (the newest object is there): leave them be. Even "IF NOT EXISTS"
+        # DDL takes table locks, and deadlocks with the key-value writes of nodes
+        # already running.
+        if cursor.rows("SELECT to_regclass('shoal_kv_expiring') IS NOT NULL")[0][0]:
             return
         cursor.count(CREATE_CLOCK)
         for statement in self._sql.create:
@@ -432,20 +436,26 @@ class PostgresControlPlane(SQLControlPlane):
             return [(entry.revision,)] if entry.value == value else []
 
         statement = PUT if expect is None else PUT_NEW if expect == ABSENT else PUT_OVER
-        rows = self._write_alone(statement, params, landed)
+        slots = self._slots if ttl is None else self._expendable_slot
+        rows = self._write_alone(statement, params, landed, slots)
         if not rows:
             raise KeyConflict(key, ABSENT if expect is None else expect, self.get(key))
         return int(rows[0][0])
 
     def _write_alone(
-        self, statement: str, params: dict[str, Any], landed: Callable[[], Rows | None]
+        self,
+        statement: str,
+        params: dict[str, Any],
+        landed: Callable[[], Rows | None],
+        slots: threading.BoundedSemaphore | None = None,
     ) -> Rows:
         """The rows of `statement`, a write run alone: one round trip, its own
-        transaction. When the connection breaks the write may or may not have
-        committed; `landed()`, reading on another connection, gives the rows it
-        returned if it did, None if it did not, and then it is sent once more."""
+        transaction, on a connection had by `slots` (default: the pool's). When the
+        connection breaks the write may or may not have committed; `landed()`,
+        reading on another connection, gives the rows it returned if it did, None
+        if it did not, and then it is sent once more."""
         for fresh in (False, True):
-            with self._slots:
+            with slots or self._slots:
                 conn, _ = self._take(fresh)
                 try:
                     return self._on(conn, partial(_rows, conn, statement, params))

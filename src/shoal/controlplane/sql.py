@@ -33,9 +33,13 @@ from shoal.controlplane.base import (
 )
 from shoal.errors import InvalidRequest
 
-__all__ = ["POSTGRES", "SQLITE", "Cursor", "Dialect", "SQLControlPlane", "Wait"]
+__all__ = ["EXPIRED", "POSTGRES", "SQLITE", "Cursor", "Dialect", "SQLControlPlane", "Wait"]
 
 T = TypeVar("T")
+# The keys past their TTL: `shoal_now()` once per statement (a subquery), so that
+# the partial index on expires_at serves it; else the clock, volatile, is called
+# for every row and every key is read, in every key-value write.
+EXPIRED = "expires_at IS NOT NULL AND expires_at <= (SELECT shoal_now())"
 Wait = Callable[[float], None]
 """Blocks until a watched log may have grown, or for at most that many seconds."""
 
@@ -86,7 +90,10 @@ class Statements:
                 value {dialect.blob} NOT NULL,
                 revision BIGINT NOT NULL,
                 expires_at DOUBLE PRECISION)""",
-            "CREATE INDEX IF NOT EXISTS shoal_kv_expiry ON shoal_kv (expires_at)",
+            # Partial: only keys with a TTL (members) are in it, so that purging the
+            # expired ones reads those, not every key (10,000 databases: 20,000 keys).
+            "CREATE INDEX IF NOT EXISTS shoal_kv_expiring ON shoal_kv (expires_at) "
+            "WHERE expires_at IS NOT NULL",
             """CREATE TABLE IF NOT EXISTS shoal_kv_revision (
                 id INTEGER PRIMARY KEY CHECK (id = 1),
                 revision BIGINT NOT NULL)""",
@@ -131,7 +138,7 @@ class Statements:
         self.next_revision = (
             "UPDATE shoal_kv_revision SET revision = revision + 1 WHERE id = 1 RETURNING revision"
         )
-        self.purge = "DELETE FROM shoal_kv WHERE expires_at <= shoal_now()"
+        self.purge = f"DELETE FROM shoal_kv WHERE {EXPIRED}"
         # shoal_now() + NULL is NULL: no ttl, no expiry.
         self.put = self._sql(
             "INSERT INTO shoal_kv (key, value, revision, expires_at) "

@@ -31,6 +31,7 @@ from shoal.archive.rounds import ArchiveRounds
 from shoal.archive.stores import open_store
 from shoal.engine import Database
 from shoal.node.config import Settings
+from shoal.node.eviction import marker_of
 
 __all__ = ["ArchiveService", "archive_service", "restore_missing"]
 
@@ -57,6 +58,9 @@ class ArchiveService:
         self.policy = policy
         self.url = url
         self.states: dict[str, ArchiveRounds] = {}
+        # The version archived when each database was last closed here: opened again
+        # and closed unchanged (a read), it costs the archive nothing.
+        self._archived_at_close: dict[str, int] = {}
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="shoal-archive")
         self._lock = asyncio.Lock()  # one round at a time, whoever asks
 
@@ -78,19 +82,27 @@ class ArchiveService:
     def track(self, db: Database) -> None:
         """Starts archiving `db` (a database this node leads, just opened)."""
         if db.name not in self.states:
-            self.states[db.name] = ArchiveRounds(Archiver(db, self.store, self.policy))
+            archiver = Archiver(db, self.store, self.policy)
+            archived = self._archived_at_close.get(db.name)
+            self.states[db.name] = ArchiveRounds(archiver, archived)
 
     async def forget(self, name: str) -> None:
-        """One last round for `name`, then stops archiving it (it is being closed)."""
+        """One last round for `name` if anything was committed since its last good
+        one, then stops archiving it (it is being closed)."""
         state = self.states.get(name)
-        if state is not None:
+        if state is None:
+            return
+        if not state.quiet():
             await self._round(name, state, force=True)
-            if self.states.get(name) is state:  # not let go of meanwhile (led elsewhere)
-                del self.states[name]
+        if state.archived_version is not None:
+            self._archived_at_close[name] = state.archived_version
+        if self.states.get(name) is state:  # not let go of meanwhile (led elsewhere)
+            del self.states[name]
 
     async def mark_dropped(self, name: str, version: int) -> None:
         """Leaves a tombstone for `name`, dropped at `version`: its archive stays, for
         a restore on purpose, but `--restore-missing` passes it over."""
+        self._archived_at_close.pop(name, None)  # a database of this name again is new
         tombstone = Tombstone(name, time.time_ns(), version)
         await asyncio.get_running_loop().run_in_executor(
             self._thread, put_tombstone, self.store, tombstone
@@ -141,11 +153,12 @@ def archive_service(settings: Settings) -> ArchiveService | None:
 
 def restore_missing(store: BlobStore, directory: Path) -> list[str]:
     """Restores every database the archive holds and `directory` lacks, except the
-    dropped ones; their names. (It lists the store: this runs once, at start.)"""
+    dropped ones and those evicted on purpose (restored on their first request);
+    their names. (It lists the store: this runs once, at start.)"""
     restored = []
     for name in archived_databases(store):
         target = directory / f"{name}.db"
-        if target.exists():
+        if target.exists() or marker_of(target) is not None:
             continue
         if (tombstone := read_tombstone(store, name)) is not None:
             logger.info(

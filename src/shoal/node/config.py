@@ -62,6 +62,11 @@ class Settings:
     max_open_databases: int = _setting(
         256, "most databases open at once; past it the least recently used close first"
     )
+    evict_seconds: float = _setting(
+        0.0,
+        "remove a database closed this long from disk once the archive holds all of it; "
+        "its next request restores it (0: never)",
+    )
     max_query_many: int = _setting(10_000, "most databases one query-many call may read")
     transaction_seconds: float = _setting(
         10.0, "roll back an interactive transaction idle this long"
@@ -155,6 +160,15 @@ class Settings:
             )
         if self.threads < 1:
             raise ConfigError("threads must be at least 1")
+        if self.evict_seconds < 0:
+            raise ConfigError("evict_seconds must be 0 (never) or more")
+        if self.evict_seconds and self.archive.lower() == "off":
+            raise ConfigError("evict_seconds needs an archive to restore from; archive is 'off'")
+        if self.evict_seconds and self.control_plane:
+            raise ConfigError(
+                "evict_seconds is for a node alone: in a cluster every copy a node holds "
+                "stays on its disk"
+            )
 
 
 def settable_fields() -> list[dataclasses.Field[Any]]:

@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import apsw
-
 from shoal.cluster.coordinator import Cluster
 from shoal.cluster.replica import Timing
 from shoal.cluster.routing import Leader, Need, route
@@ -38,7 +36,6 @@ from shoal.cluster.status import cluster_summary
 from shoal.cluster.view import View
 from shoal.controlplane import open_control_plane
 from shoal.engine import Database, Limits, Options, Result, Role, read_file
-from shoal.engine import log as engine_log
 from shoal.engine.execute import CutShort, Params
 from shoal.errors import (
     Busy,
@@ -49,6 +46,7 @@ from shoal.errors import (
     Unavailable,
     VersionNotReached,
 )
+from shoal.node import eviction
 from shoal.node.archiving import ArchiveStatus, archive_service, restore_missing
 from shoal.node.auth import Authenticator, TokenStore, write_local_admin
 from shoal.node.config import Settings
@@ -74,6 +72,10 @@ BRIEF_SECONDS = 0.002
 GATHER_TURNS = 4  # turns of the event loop a group of writes waits for more to join
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 PAGE_LIMIT = 1000  # databases a listing answers with, unless asked for fewer
+EVICT_BATCH = 100  # databases evicted at most per second
+# Databases in use may take the open ones this far past `max_open_databases`;
+# past that, an open waits for a close.
+IN_USE_BEYOND_LIMIT = 64
 
 
 def check_name(name: str) -> str:
@@ -98,6 +100,7 @@ class DatabaseInfo:
     durability: str | None = None
     leader: str | None = None
     foreign_keys: bool | None = None
+    evicted: bool = False  # its file is not on this node's disk; its next request restores it
     # In a cluster's listings: each node holding a copy, and that copy's version as
     # its node last reported it.
     copies: tuple[tuple[str, int], ...] | None = None
@@ -176,7 +179,15 @@ class Node:
         self._writes = ThreadPoolExecutor(settings.threads, thread_name_prefix="shoal-write")
         self._open: dict[str, _Entry] = {}
         self._opening: dict[str, asyncio.Task[None]] = {}
+        # Evictions and hydrations under way: a file coming or going (eviction.py).
+        self._moving: dict[str, asyncio.Task[Any]] = {}
+        self._closed_at: dict[str, float] = {}  # monotonic: closed (or read unopened) then
+        self._evictable_since: float | None = None  # when the files found at start count from
         self._closing_over_limit = False  # a task closes the databases past the limit
+        self._closer = ThreadPoolExecutor(1, thread_name_prefix="shoal-close")  # not behind opens
+        self._admitting = asyncio.Lock()  # opens wait here, in turn, for room (`_admit`)
+        self._opens_admitted = 0
+        self._room = asyncio.Event()  # set when a database closes
         self._admin = asyncio.Lock()  # create and drop, one at a time
         self._tasks: set[asyncio.Task[Any]] = set()
         self._housekeeper: asyncio.Task[None] | None = None
@@ -270,11 +281,29 @@ class Node:
         opened and closed for it (engine.read_file), one after another on one
         thread, so that reading thousands neither opens them all nor closes others
         to make room. `each(name, its first result or its error)` is called on
-        that thread as each is read."""
+        that thread as each is read. Evicted databases are restored first, one
+        after another; each read counts as a use that puts off eviction."""
         for name in names:
             check_name(name)
         self._check_serving()
-        await self.read(self._read_files, names, sql, params, each)
+        now = time.monotonic()
+        for name in names:
+            if name in self._closed_at:
+                self._closed_at[name] = now
+        readable = names
+        if self.archive is not None:
+            evicted = await self.read(self._evicted_among, names)
+            for name in evicted:
+                try:
+                    await self._on_disk(name)
+                except Error as exc:
+                    each(name, exc)
+                    readable = [n for n in readable if n != name]
+        await self.read(self._read_files, readable, sql, params, each)
+
+    def _evicted_among(self, names: list[str]) -> list[str]:
+        """Those of `names` evicted from this node's disk."""
+        return [name for name in names if not self.path(name).exists() and self._exists(name)]
 
     def _read_files(
         self,
@@ -384,7 +413,7 @@ class Node:
                 logger.info("restored %s from the archive", name)
         if self.settings.control_plane:
             await self._join()
-        elif not await self.write(self.path(DEFAULT_DATABASE).exists):
+        elif not await self.write(self._exists, DEFAULT_DATABASE):
             await self.create(DEFAULT_DATABASE)
         loop = asyncio.get_running_loop()
         self._housekeeper = loop.create_task(self._housekeeping())
@@ -428,8 +457,8 @@ class Node:
         for task in (self._housekeeper, self._archiving):
             if task is not None:
                 task.cancel()
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self._tasks or self._moving:
+            await asyncio.gather(*self._tasks, *self._moving.values(), return_exceptions=True)
         if self.archive is not None:
             await self.archive.close()  # a last round while the databases are open
         entries, self._open = list(self._open.values()), {}
@@ -438,6 +467,7 @@ class Node:
         await self.write(self.tokens.close)
         self._reads.shutdown()
         self._writes.shutdown()
+        self._closer.shutdown()
 
     async def _housekeeping(self) -> None:
         interval = min(1.0, self.settings.idle_seconds / 2)
@@ -445,6 +475,67 @@ class Node:
             await asyncio.sleep(interval)
             await self.auth.reload()
             await self.close_idle()
+            if self.settings.evict_seconds and self.archive is not None:
+                await self.evict_idle()
+
+    async def evict_idle(self) -> int:
+        """Evicts from disk up to EVICT_BATCH databases closed (and not read) for
+        `evict_seconds` whose archive holds all of them; returns how many. One whose
+        archive is behind is looked at again `evict_seconds` later."""
+        assert self.archive is not None
+        now = time.monotonic()
+        if self._evictable_since is None:  # the files found at start count from then
+            self._evictable_since = now
+            for name in await self.read(functools.partial(self._file_names, evicted=False)):
+                self._closed_at.setdefault(name, now)
+        before = now - self.settings.evict_seconds
+
+        def idle(name: str) -> bool:
+            closed = self._closed_at.get(name)
+            return (
+                closed is not None
+                and closed <= before
+                and name not in self._open
+                and name not in self._opening
+                and name not in self._moving
+            )
+
+        evicted = 0
+        for name in [name for name in self._closed_at if idle(name)][:EVICT_BATCH]:
+            if not idle(name):  # opened or read since: an open now waits for the eviction
+                continue
+            store = self.archive.store
+            found = await self._moving_file(name, eviction.evict, store, self.path(name), name)
+            if found is None:
+                self._closed_at[name] = time.monotonic()  # the archive is behind: later
+                continue
+            self._closed_at.pop(name, None)
+            evicted += 1
+            logger.info("%s: evicted from disk at version %d", name, found.version)
+        return evicted
+
+    async def _moving_file(self, name: str, fn: Callable[..., T], *args: Any) -> T:
+        """Runs `fn(*args)`, an eviction or a hydration of `name`, on the write pool;
+        opening `name` waits for it meanwhile (`_on_disk`)."""
+        task = asyncio.get_running_loop().create_task(self.write(fn, *args))
+        self._moving[name] = task
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if self._moving.get(name) is task:
+                del self._moving[name]
+
+    async def _on_disk(self, name: str) -> None:
+        """Waits for an eviction or hydration of `name` under way; then restores
+        `name` from the archive if it is evicted."""
+        while (task := self._moving.get(name)) is not None:
+            await asyncio.gather(asyncio.shield(task), return_exceptions=True)
+        path = self.path(name)
+        if self.archive is None or await self.write(path.exists):
+            return
+        if await self.write(eviction.marker_of, path) is not None:
+            await self._moving_file(name, eviction.hydrate, self.archive.store, path, name)
+            self._closed_at[name] = time.monotonic()  # evicted again once idle again
 
     async def close_idle(self) -> int:
         """Closes databases unused for `idle_seconds`; returns how many."""
@@ -464,12 +555,17 @@ class Node:
             if entry is None:
                 continue
             if self.archive is not None:
-                await self.archive.forget(name)  # its newest writes, before it closes
+                try:
+                    await self.archive.forget(name)  # its newest writes, before it closes
+                except Exception as exc:  # they wait in its log for its next round
+                    logger.warning("%s: its last archive round failed: %s", name, exc)
             if entry.users or entry.last_used >= before or self._open.get(name) is not entry:
                 self._track(entry.db)  # used again meanwhile: it stays open
                 continue
             del self._open[name]
-            await self.write(entry.db.close)
+            await asyncio.get_running_loop().run_in_executor(self._closer, entry.db.close)
+            self._closed_at[name] = time.monotonic()
+            self._room.set()
             closed += 1
         return closed
 
@@ -495,6 +591,11 @@ class Node:
         """The open Database named `name` for the length of an `async with` block."""
         return _Using(self, name)
 
+    def _exists(self, name: str) -> bool:
+        """Whether database `name` is here, on disk or evicted from it."""
+        path = self.path(name)
+        return path.exists() or Path(f"{path}{eviction.MARKER_SUFFIX}").exists()
+
     def _check_serving(self) -> None:
         if self.closing:
             raise Unavailable("the node is shutting down; retry on another node or later")
@@ -518,9 +619,29 @@ class Node:
 
     async def _open_file(self, name: str) -> None:
         try:
-            self._opened(name, await self.write(self._open_existing, name))
+            await self._admit()
+            try:
+                await self._on_disk(name)
+                self._opened(name, await self.write(self._open_existing, name))
+            finally:
+                self._opens_admitted -= 1
+                self._room.set()
         finally:
             del self._opening[name]
+
+    async def _admit(self) -> None:
+        """Waits, in turn, until fewer than `max_open_databases` and
+        IN_USE_BEYOND_LIMIT databases are open or being opened. A flood of opens
+        (a query-many over thousands, the replicas of a failover) otherwise outran
+        the closes: every file descriptor in use, and every open failing."""
+        most = self.settings.max_open_databases + IN_USE_BEYOND_LIMIT
+        async with self._admitting:
+            while len(self._open) + self._opens_admitted >= most:
+                self.limit_open()
+                self._room.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._room.wait(), 1.0)
+            self._opens_admitted += 1
 
     def _opened(self, name: str, db: Database) -> None:
         """Keeps `db` open under `name` (its opener then limits what is open)."""
@@ -588,7 +709,7 @@ class Node:
                 await asyncio.sleep(0.01)
             await self.write(entry.db.close)
             path = self.path(name)
-            await self.write(_remove_files, path)
+            await self.write(eviction.remove, path)
             await self.write(os.replace, snapshot, path)
             entry.db = await self.write(self._open_existing, name)
         finally:
@@ -620,14 +741,15 @@ class Node:
         if durability is not None and durability not in ("sync", "async"):
             raise InvalidRequest(f"durability must be 'sync' or 'async', not {durability!r}")
         async with self._admin:
-            if name in self._open or await self.write(path.exists):
+            if name in self._open or await self.write(self._exists, name):
                 raise DatabaseExists(name)
             self._opened(name, await self.write(self._database, path, name))
         self.limit_open()
         return await self.info(name)
 
     async def drop(self, name: str, wait: float = 30.0) -> None:
-        """Deletes a database and its files, once the requests using it are done."""
+        """Deletes a database and its files, once the requests using it are done (an
+        evicted one: its marker, without restoring it first)."""
         if name == DEFAULT_DATABASE:
             raise InvalidRequest("the default database always exists; it cannot be dropped")
         check_name(name)
@@ -635,7 +757,17 @@ class Node:
             await self.cluster.drop(name)
             return
         async with self._admin:
-            await self._delete(name, wait, dropped=True)
+            while (moving := self._moving.get(name)) is not None:
+                await asyncio.gather(asyncio.shield(moving), return_exceptions=True)
+            path = self.path(name)
+            evicted = None if name in self._open else await self.write(eviction.marker_of, path)
+            if evicted is None or await self.write(path.exists):
+                await self._delete(name, wait, dropped=True)
+                return
+            if self.archive is not None:  # no need to restore it to drop it
+                await self.archive.mark_dropped(name, evicted.version)
+            await self.write(eviction.forget, path)
+            self._closed_at.pop(name, None)
 
     async def _delete(self, name: str, wait: float, *, dropped: bool) -> None:
         """Closes and deletes a local copy, once the requests using it are done; a
@@ -657,10 +789,11 @@ class Node:
                 entry.dropping = False
                 raise
         del self._open[name]
+        self._room.set()
         if self.archive is not None:
             self.archive.states.pop(name, None)  # its archive stays, for restores
         await self.write(entry.db.close)
-        await self.write(_remove_files, self.path(name))
+        await self.write(eviction.remove, self.path(name))
 
     async def info(self, name: str) -> DatabaseInfo:
         async with self.database(name) as db:
@@ -729,10 +862,13 @@ class Node:
             copies=tuple((m.id, m.versions[name]) for m in members if name in m.versions),
         )
 
-    def _file_names(self) -> list[str]:
-        """The names of the databases in the data directory, sorted."""
+    def _file_names(self, *, evicted: bool = True) -> list[str]:
+        """The names of the databases in the data directory (and, with `evicted`,
+        of those evicted from it), sorted."""
+        suffixes = (".db", ".db" + eviction.MARKER_SUFFIX) if evicted else (".db",)
         with os.scandir(self.directory) as entries:
-            stems = [e.name[:-3] for e in entries if e.name.endswith(".db")]
+            files = [e.name for e in entries]
+        stems = {f[: -len(end)] for f in files for end in suffixes if f.endswith(end)}
         return sorted(name for name in stems if _NAME.fullmatch(name))
 
     def _file_infos(self, names: list[str], open_versions: dict[str, int]) -> list[DatabaseInfo]:
@@ -740,11 +876,14 @@ class Node:
         for name in names:
             path, version = self.path(name), open_versions.get(name)
             if not path.exists():
-                continue  # dropped since the names were read
+                gone = eviction.marker_of(path)
+                if gone is not None:
+                    infos.append(DatabaseInfo(name, gone.version, 0, open=False, evicted=True))
+                continue  # else dropped since the names were read
             infos.append(
                 DatabaseInfo(
                     name=name,
-                    version=_peek_version(path) if version is None else version,
+                    version=eviction.peek_version(path) if version is None else version,
                     size_bytes=_size(path),
                     open=version is not None,
                 )
@@ -864,19 +1003,3 @@ def _size(path: Path) -> int:
         with contextlib.suppress(FileNotFoundError):
             total += os.stat(f"{path}{suffix}").st_size
     return total
-
-
-def _peek_version(path: Path) -> int:
-    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
-    try:
-        conn.set_busy_timeout(1000)
-        return engine_log.head(conn)
-    except apsw.Error:
-        return 0
-    finally:
-        conn.close()
-
-
-def _remove_files(path: Path) -> None:
-    for suffix in ("-wal", "-shm", ""):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)

@@ -31,6 +31,7 @@ from shoal.errors import (
     RequestTooLarge,
     ResultTooLarge,
     StatementTimeout,
+    StoreUnavailable,
     TransactionNotFound,
     Unauthorized,
 )
@@ -70,6 +71,7 @@ _STATUS: list[tuple[type[BaseException], int]] = [
     (StatementTimeout, 400),  # the request is over a limit of the node: not worth a retry
     (ResultTooLarge, 400),
     (InternalError, 500),
+    (StoreUnavailable, 503),  # the archive, away for now (restoring an evicted database)
     (OutcomeUnknown, 502),  # the node that was committing it went away: check, then retry
     (OperationalError, 503),  # Busy, ReadOnly, VersionNotReached, Unavailable: retry
     (Error, 400),  # bad SQL, a refused statement, a bad value, a statement limit

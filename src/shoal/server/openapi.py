@@ -292,6 +292,11 @@ def result_schemas() -> Json:
                 "version": count("Committed write transactions so far."),
                 "size_bytes": count("Bytes on disk, write-ahead log included."),
                 "open": {"type": "boolean", "description": "Open on this node now."},
+                "evicted": {
+                    "type": "boolean",
+                    "description": "Removed from this node's disk after `evict_seconds` "
+                    "closed; its next request restores it from the archive.",
+                },
                 "epoch": {"type": "integer"},
                 "role": {"enum": [role.value for role in Role]},
                 "durability": ref("Durability"),
