@@ -13,6 +13,11 @@ At each size, on one node that grows from one size to the next:
   APSW in this process (open each file read-only, run the statement, close it),
   one after the other in the same run.
 
+Then the first query to a database, on a node archiving to S3 (SeaweedFS) with
+`evict_seconds` 5: to databases it had closed, and to databases it had evicted
+from its disk and restores from the archive first; beside raw APSW opening the
+file, querying it and closing it.
+
 And a cluster of three nodes on one PostgreSQL (the control plane), idle, at
 `--cluster-sizes` databases: each node's CPU, PostgreSQL's, and the control
 plane's transactions per second (`pg_stat_database`; every control-plane
@@ -59,11 +64,12 @@ from bench.common import (
     stat_fields,
     table,
 )
-from tests.harness import postgres_server, shoal_cluster, shoal_node
+from tests.harness import make_bucket, postgres_server, seaweedfs, shoal_cluster, shoal_node
 
 STATEMENT = "SELECT count(*) AS orders, sum(amount) AS revenue FROM orders"
 ROWS_EACH = 10
 COLD_SAMPLES = 20
+CLUSTER_STATEMENT = "SELECT count(*) FROM sqlite_schema"  # the cluster's databases are empty
 CREATORS = 8  # creates in flight at once in the cluster: each waits for its leader
 
 
@@ -84,6 +90,18 @@ class Size:
 
 
 @dataclass
+class FirstQuery:
+    """The first query to a database, medians in ms: as raw APSW opens, queries and
+    closes a file; on a node that closed it (on disk); on one that evicted it to the
+    archive on S3 (SeaweedFS), which restores it first."""
+
+    raw_apsw_ms: float
+    closed_ms: float
+    evicted_ms: float
+    evicted_bytes: int  # one database's archive, as the restore downloads it
+
+
+@dataclass
 class ClusterSize:
     """A three-node cluster's idle cost at one number of databases."""
 
@@ -93,6 +111,7 @@ class ClusterSize:
     control_plane_per_second: float
     node_rss_mib: dict[str, float]
     node_open_files: dict[str, int]
+    query_many_seconds: float  # over every database, through n1
 
 
 def name_of(index: int) -> str:
@@ -201,6 +220,50 @@ def measure(args: argparse.Namespace, folder: Path, say: Any) -> list[Size]:
     return sizes
 
 
+def measure_first_query(folder: Path, say: Any) -> FirstQuery:
+    """Half of 2 x COLD_SAMPLES databases queried once closed, the other half once
+    evicted (evict_seconds 5, so the first half is not evicted yet when it is read)."""
+    names = [name_of(i) for i in range(2 * COLD_SAMPLES)]
+    closed, evicted = names[:COLD_SAMPLES], names[COLD_SAMPLES:]
+    with seaweedfs(folder / "s3") as s3:
+        bucket = make_bucket(s3, "tenants")
+        env = {**checkout.subprocess_env(), **s3.env()}
+        flags = ["--evict-seconds", "5", "--idle-seconds", "0.5", "--archive-seconds", "0.2"]
+        data = folder / "evicting"
+        with shoal_node(data, "--archive", f"s3://{bucket}/tenants", *flags, env=env) as node:
+            client = httpx.Client(base_url=node.url, timeout=120)
+            say("first query: creating databases")
+            create(client, 0, len(names), say)
+            time.sleep(1.5)  # every one closed; none idle for 5 s yet
+            say("first query: closed databases")
+            closed_ms = [query_ms(client, name) for name in closed]
+            raw_ms = [1000 * raw_apsw([data / "databases" / f"{name}.db"]) for name in closed]
+
+            def all_evicted() -> bool:
+                listed = expect(client.get("/v1/databases", params={"limit": 1000}), 200)
+                found = {d["name"]: d.get("evicted") for d in listed["databases"]}
+                return all(found.get(name) for name in evicted)
+
+            say("first query: waiting for evictions")
+            deadline = time.monotonic() + 120
+            while not all_evicted():
+                if time.monotonic() > deadline:
+                    raise BenchError("the databases were not evicted within 120 s")
+                time.sleep(0.5)
+            say("first query: evicted databases")
+            evicted_ms = [query_ms(client, name) for name in evicted]
+            client.close()
+        prefix = f"tenants/databases/{evicted[0]}/"
+        listed = s3.client().list_objects_v2(Bucket=bucket, Prefix=prefix)
+        archived = sum(o["Size"] for o in listed.get("Contents", []))
+    return FirstQuery(
+        raw_apsw_ms=statistics.median(raw_ms),
+        closed_ms=statistics.median(closed_ms),
+        evicted_ms=statistics.median(evicted_ms),
+        evicted_bytes=archived,
+    )
+
+
 def transactions(dsn: str) -> int:
     """PostgreSQL's committed and rolled-back transactions so far, in the control
     plane's database."""
@@ -244,6 +307,13 @@ def measure_cluster(args: argparse.Namespace, folder: Path, say: Any) -> list[Cl
                 # Less the two transactions of our own reads of the counter.
                 per_second = (transactions(postgres.dsn) - before - 2) / args.idle_seconds
                 facts = {n: process_facts(node.process.pid) for n, node in cluster.nodes.items()}
+                say(f"cluster, {size:,} databases: query-many")
+                started = time.perf_counter()
+                body = {"pattern": "tenant-*", "sql": CLUSTER_STATEMENT, "timeout": 300}
+                many = expect(client.post("/v1/query-many", json=body), 200)
+                many_seconds = time.perf_counter() - started
+                if len(many["rows"]) != size or many["errors"]:
+                    raise BenchError(f"cluster query-many: {many['errors'][:3]}")
                 sizes.append(
                     ClusterSize(
                         databases=size,
@@ -252,6 +322,7 @@ def measure_cluster(args: argparse.Namespace, folder: Path, say: Any) -> list[Cl
                         control_plane_per_second=per_second,
                         node_rss_mib={n: rss for n, (rss, _, _) in facts.items()},
                         node_open_files={n: files for n, (_, files, _) in facts.items()},
+                        query_many_seconds=many_seconds,
                     )
                 )
             client.close()
@@ -305,6 +376,32 @@ def report(sizes: list[Size], env: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def first_query_report(first: FirstQuery) -> str:
+    head = ["the first query to a database", "ms (median)", "/ raw APSW"]
+    rows = [
+        ["raw APSW: open the file, query, close", f"{first.raw_apsw_ms:.2f}", "1.0"],
+        [
+            "shoal: closed, on disk",
+            f"{first.closed_ms:.2f}",
+            ratio(first.closed_ms, first.raw_apsw_ms),
+        ],
+        [
+            "shoal: evicted, restored from S3",
+            f"{first.evicted_ms:.2f}",
+            ratio(first.evicted_ms, first.raw_apsw_ms),
+        ],
+    ]
+    return "\n".join(
+        [
+            "",
+            f"The first query to a database ({ROWS_EACH} rows; its archive {first.evicted_bytes:,}"
+            " bytes on SeaweedFS's S3), over HTTP; medians of "
+            f"{COLD_SAMPLES}:",
+            *table(head, rows),
+        ]
+    )
+
+
 def cluster_report(sizes: list[ClusterSize]) -> str:
     nodes = ("n1", "n2", "n3")
     head = [
@@ -314,6 +411,7 @@ def cluster_report(sizes: list[ClusterSize]) -> str:
         "CP txn/s",
         "RSS MiB (max)",
         "open fds (max)",
+        "query-many s",
     ]
     rows = [
         [
@@ -323,6 +421,7 @@ def cluster_report(sizes: list[ClusterSize]) -> str:
             f"{s.control_plane_per_second:,.0f}",
             f"{max(s.node_rss_mib.values()):,.0f}",
             f"{max(s.node_open_files.values()):,}",
+            f"{s.query_many_seconds:.2f}",
         ]
         for s in sizes
     ]
@@ -330,7 +429,8 @@ def cluster_report(sizes: list[ClusterSize]) -> str:
         "",
         "A three-node cluster, idle (CPU in % of one core; CP txn/s: the control plane's",
         "transactions per second, each control-plane statement one of them; RSS and open",
-        "file descriptors: the largest node's):",
+        "file descriptors: the largest node's; query-many: one statement on every",
+        "database, through n1, after the idle window):",
         *table(head, rows),
     ]
     return "\n".join(lines)
@@ -366,6 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="shoal-bench-tenants-", dir=args.dir) as tmp:
         try:
             sizes = measure(args, Path(tmp), say)
+            first = measure_first_query(Path(tmp), say)
             clustered = measure_cluster(args, Path(tmp), say) if args.cluster_sizes else []
         except BenchError as error:
             return failed(error, say)
@@ -374,11 +475,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = {
             "environment": env,
             "results": [asdict(s) for s in sizes],
+            "first_query": asdict(first),
             "cluster": [asdict(s) for s in clustered],
         }
         print(json.dumps(results, indent=2))
     else:
         print(report(sizes, env))
+        print(first_query_report(first))
         if clustered:
             print(cluster_report(clustered))
     return 0
