@@ -70,3 +70,10 @@ def test_an_archive_short_of_the_evicted_version_restores_nothing(
     marker.write_text("{not json")
     with pytest.raises(ArchiveError, match="malformed"):
         eviction.marker_of(path)
+
+
+def test_a_file_that_cannot_be_read_is_not_evicted(tmp_path: Path, store: FolderStore) -> None:
+    path, _ = archived(tmp_path, store)
+    path.write_bytes(b"this is not a SQLite database" * 100)
+    assert eviction.evict(store, path, "app") is None
+    assert path.exists() and eviction.marker_of(path) is None

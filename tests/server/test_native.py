@@ -416,3 +416,19 @@ def test_an_idle_database_is_evicted_and_its_next_request_restores_it(
     tombstone = read_tombstone(FolderStore(tmp_path / "data" / "archive"), "tenant-c")
     assert tombstone is not None and tombstone.version == 1  # dropped without a restore
     assert api.post("/v1/databases", json={"name": "tenant-c"}).status_code == 201
+
+
+def test_a_marker_a_crash_left_beside_its_file_goes_with_the_drop(
+    make_api: Any, tmp_path: Path
+) -> None:
+    """Eviction writes the marker, then removes the file: a crash between leaves
+    both, and the file wins; dropping the database removes both."""
+    api = make_api(archive_seconds=0.1)
+    assert api.post("/v1/databases", json={"name": "crashed"}).status_code == 201
+    files = tmp_path / "data" / "databases"
+    (files / "crashed.db.evicted").write_text('{"version": 0, "size_bytes": 0, "evicted_ns": 0}')
+    listed = api.get("/v1/databases").json()["databases"]
+    assert [d["evicted"] for d in listed if d["name"] == "crashed"] == [False]
+    assert api.delete("/v1/databases/crashed").status_code == 200
+    assert not list(files.glob("crashed.db*"))
+    assert "crashed" not in [d["name"] for d in api.get("/v1/databases").json()["databases"]]

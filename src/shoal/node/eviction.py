@@ -66,13 +66,19 @@ def marker_of(path: Path) -> Evicted | None:
 
 
 def peek_version(path: Path) -> int:
-    """The version of the database file `path`, read without opening it as a node does."""
+    """The version of the database file `path`, read without opening it as a node
+    does (0 if it cannot be read: a listing shows what it can)."""
+    try:
+        return _version_of(path)
+    except apsw.Error:
+        return 0
+
+
+def _version_of(path: Path) -> int:
     conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
     try:
         conn.set_busy_timeout(1000)
         return engine_log.head(conn)
-    except apsw.Error:
-        return 0
     finally:
         conn.close()
 
@@ -90,13 +96,14 @@ def forget(path: Path) -> None:
 
 def evict(store: BlobStore, path: Path, name: str) -> Evicted | None:
     """Removes the closed database `name` at `path` from disk if the archive holds
-    every version of it, leaving its marker; None (and the file stays) if not."""
+    every version of it, leaving its marker; None (and the file stays) if not, or
+    if the file cannot be read (it is not this step's to judge it)."""
     if not path.exists():
         return None
-    version = peek_version(path)
     try:
+        version = _version_of(path)
         archived = read_index(store, name).head
-    except NotArchived:
+    except (apsw.Error, NotArchived):
         return None
     if archived < version:
         return None

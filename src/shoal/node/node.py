@@ -794,6 +794,7 @@ class Node:
             self.archive.states.pop(name, None)  # its archive stays, for restores
         await self.write(entry.db.close)
         await self.write(eviction.remove, self.path(name))
+        await self.write(eviction.forget, self.path(name))  # a marker a crash left behind
 
     async def info(self, name: str) -> DatabaseInfo:
         async with self.database(name) as db:
