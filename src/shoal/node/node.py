@@ -72,7 +72,7 @@ BRIEF_SECONDS = 0.002
 GATHER_TURNS = 4  # turns of the event loop a group of writes waits for more to join
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 PAGE_LIMIT = 1000  # databases a listing answers with, unless asked for fewer
-EVICT_BATCH = 100  # databases evicted at most per second
+EVICT_BATCH = 100  # databases evicted at most in one housekeeping round
 # Databases in use may take the open ones this far past `max_open_databases`;
 # past that, an open waits for a close.
 IN_USE_BEYOND_LIMIT = 64
