@@ -90,10 +90,6 @@ class Statements:
                 value {dialect.blob} NOT NULL,
                 revision BIGINT NOT NULL,
                 expires_at DOUBLE PRECISION)""",
-            # Partial: only keys with a TTL (members) are in it, so that purging the
-            # expired ones reads those, not every key (10,000 databases: 20,000 keys).
-            "CREATE INDEX IF NOT EXISTS shoal_kv_expiring ON shoal_kv (expires_at) "
-            "WHERE expires_at IS NOT NULL",
             """CREATE TABLE IF NOT EXISTS shoal_kv_revision (
                 id INTEGER PRIMARY KEY CHECK (id = 1),
                 revision BIGINT NOT NULL)""",
@@ -107,12 +103,17 @@ class Statements:
             "CREATE INDEX IF NOT EXISTS shoal_kv_deleted_by_revision "
             "ON shoal_kv_deleted (revision)",
             # The newest deletion `changes` no longer shows: a reader from before
-            # it reads the whole table. Made last: its presence says all are there.
+            # it reads the whole table.
             """CREATE TABLE IF NOT EXISTS shoal_kv_forgotten (
                 id INTEGER PRIMARY KEY CHECK (id = 1),
                 revision BIGINT NOT NULL)""",
             "INSERT INTO shoal_kv_forgotten (id, revision) VALUES (1, 0) "
             "ON CONFLICT (id) DO NOTHING",
+            # Partial: only keys with a TTL (members) are in it, so that purging the
+            # expired ones reads those, not every key (10,000 databases: 20,000 keys).
+            # Made last, the newest object: its presence says all are there.
+            "CREATE INDEX IF NOT EXISTS shoal_kv_expiring ON shoal_kv (expires_at) "
+            "WHERE expires_at IS NOT NULL",
         ]
         self.head = self._sql("SELECT head FROM shoal_heads WHERE database_name = ?")
         self.start_head = self._sql(

@@ -11,6 +11,7 @@ writer threads.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ __all__ = [
     "marker_of",
     "peek_version",
     "remove",
+    "size_on_disk",
 ]
 
 logger = logging.getLogger("shoal.node")
@@ -83,6 +85,15 @@ def _version_of(path: Path) -> int:
         conn.close()
 
 
+def size_on_disk(path: Path) -> int:
+    """The database's bytes on disk, its write-ahead log included."""
+    total = 0
+    for suffix in ("", "-wal"):
+        with contextlib.suppress(FileNotFoundError):
+            total += os.stat(f"{path}{suffix}").st_size
+    return total
+
+
 def remove(path: Path) -> None:
     """Deletes the database file `path` and its write-ahead log and shared memory."""
     for suffix in ("-wal", "-shm", ""):
@@ -107,8 +118,7 @@ def evict(store: BlobStore, path: Path, name: str) -> Evicted | None:
         return None
     if archived < version:
         return None
-    size = sum(os.stat(f"{path}{s}").st_size for s in ("", "-wal") if Path(f"{path}{s}").exists())
-    evicted = Evicted(version, size, time.time_ns())
+    evicted = Evicted(version, size_on_disk(path), time.time_ns())
     partial = Path(f"{path}{MARKER_SUFFIX}.partial")
     partial.write_text(json.dumps(evicted.__dict__))
     durable_replace(partial, Path(f"{path}{MARKER_SUFFIX}"))  # first: a crash keeps the file

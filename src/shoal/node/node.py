@@ -803,7 +803,7 @@ class Node:
             return DatabaseInfo(
                 name=name,
                 version=db.version,
-                size_bytes=await self.read(_size, db.path),
+                size_bytes=await self.read(eviction.size_on_disk, db.path),
                 open=True,
                 epoch=db.epoch,
                 role=db.role.value,
@@ -854,7 +854,9 @@ class Node:
         return DatabaseInfo(
             name=name,
             version=version,
-            size_bytes=0 if replica is None else await self.read(_size, replica.db.path),
+            size_bytes=(
+                0 if replica is None else await self.read(eviction.size_on_disk, replica.db.path)
+            ),
             open=replica is not None,
             epoch=lease.epoch if lease else None,
             role=None if replica is None else replica.db.role.value,
@@ -885,7 +887,7 @@ class Node:
                 DatabaseInfo(
                     name=name,
                     version=eviction.peek_version(path) if version is None else version,
-                    size_bytes=_size(path),
+                    size_bytes=eviction.size_on_disk(path),
                     open=version is not None,
                 )
             )
@@ -995,12 +997,3 @@ def _node_id(data_dir: Path) -> str:
         made = f"{socket.gethostname().split('.')[0]}-{secrets.token_hex(3)}"
         path.write_text(made + "\n")
         return made
-
-
-def _size(path: Path) -> int:
-    """The database's bytes on disk, its write-ahead log included."""
-    total = 0
-    for suffix in ("", "-wal"):
-        with contextlib.suppress(FileNotFoundError):
-            total += os.stat(f"{path}{suffix}").st_size
-    return total
